@@ -1,0 +1,14 @@
+"""Channels, one module each; the registry below is the only list of them."""
+
+from __future__ import annotations
+
+from notifier.channels import console, webhook
+from notifier.channels.base import Channel, ChannelType
+from notifier.models import MessageGroup
+
+CHANNEL_TYPES: dict[str, ChannelType] = {
+    "console": console.TYPE,
+    "webhook": webhook.TYPE,
+}
+
+__all__ = ["CHANNEL_TYPES", "Channel", "ChannelType", "MessageGroup"]

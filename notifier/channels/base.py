@@ -1,0 +1,49 @@
+"""The channel contract: how a notification leaves the building.
+
+A channel type is three small callables registered in ``notifier.channels.CHANNEL_TYPES``:
+
+- ``parse(reader)`` validates the channel's ``[channels.NAME]`` table into a frozen
+  settings object (unknown keys are errors; secrets are *names* of env vars/files);
+- ``create(name, settings)`` builds the live ``Channel`` (reads secrets, opens clients);
+- ``compose(renderer, group, now)`` renders a group of alerts into one or more
+  JSON-serialisable payloads (several when a platform limit forces a split). Payloads
+  are stored in the outbox as they are, so a retry sends exactly the same message.
+
+``Channel.send`` raises ``ChannelError(retryable=...)``: the channel, which knows its
+protocol, decides whether a failure is worth retrying; the outbox only obeys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from notifier.models import MessageGroup, Notification, Payload
+
+if TYPE_CHECKING:
+    from notifier.render import Renderer
+    from notifier.tables import TableReader
+
+
+class Channel(Protocol):
+    """A live, configured destination."""
+
+    name: str
+
+    def send(self, notification: Notification) -> None:
+        """Deliver one notification or raise ChannelError(retryable=...)."""
+
+    def close(self) -> None:
+        """Release clients and sockets."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelType:
+    """A registry entry: how to validate, build and render for one ``type = "..."``."""
+
+    name: str
+    parse: Callable[[TableReader], Any]
+    create: Callable[[str, Any], Channel]
+    compose: Callable[[Renderer, MessageGroup, datetime], tuple[Payload, ...]]

@@ -1,0 +1,209 @@
+"""The ``notifier`` command line (DESIGN.md section 6 is the contract).
+
+Exit codes: 0 success; 1 the source failed this cycle or a test-channel send failed;
+2 bad config, rules or templates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from notifier import __version__
+from notifier.config import default_config_path
+from notifier.errors import ChannelError, ConfigError, NotifierError
+from notifier.logs import setup_logging
+
+log = logging.getLogger("notifier")
+
+EXIT_OK, EXIT_SOURCE, EXIT_CONFIG = 0, 1, 2
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, default=None,
+                        help="config file (default: $NOTIFIER_CONFIG, else /etc/notifier/notifier.toml)")
+    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    common.add_argument("--log-format", choices=("text", "json"), default="text")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="notifier", parents=[common],
+                                     description="Alerts for DataArts Studio (DGC) real-time jobs.")
+    parser.add_argument("--version", action="version", version=f"notifier {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="run the service (scheduler, outbox delivery)")
+    sub.add_parser("once", parents=[common], help="run one cycle, deliver the outbox, exit")
+    sub.add_parser("check", parents=[common], help="validate config, rules and templates; exit 2 on errors")
+    tc = sub.add_parser("test-channel", parents=[common], help="send a test message through one channel")
+    tc.add_argument("name")
+    sub.add_parser("alerts", parents=[common], help="show firing alerts and undelivered notifications")
+    sim = sub.add_parser("simulate", parents=[common], help="run the bundled DGC simulator on loopback")
+    sim.add_argument("--scenario", default="demo", help="bundled scenario name (seed, demo) or a TOML file")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8080)
+    demo = sub.add_parser("demo", parents=[common], help="simulator + service + console: real alerts in seconds")
+    demo.add_argument("--duration", type=float, default=22.0, help="seconds to run (default 22)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    handler = {
+        "run": cmd_run, "once": cmd_once, "check": cmd_check, "test-channel": cmd_test_channel,
+        "alerts": cmd_alerts, "simulate": cmd_simulate, "demo": cmd_demo,
+    }[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return args.config if args.config is not None else default_config_path()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from notifier.runner import Runner
+    from notifier.service import load_runtime
+
+    path = _config_path(args)
+    runtime = load_runtime(path)
+
+    async def go() -> None:
+        runner = Runner(path, runtime)
+        try:
+            await runner.serve()
+        finally:
+            await runner.aclose()
+
+    asyncio.run(go())
+    return EXIT_OK
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from notifier.delivery import Deliverer
+    from notifier.service import Service, close_channels, create_channels, load_runtime
+    from notifier.source.client import DgcClient
+    from notifier.state import StateStore
+
+    runtime = load_runtime(_config_path(args))
+    config = runtime.config
+    channels = create_channels(config)
+    store = StateStore.open(config.state_path)
+    try:
+        async def cycle():  # type: ignore[no-untyped-def]
+            async with DgcClient(config.source) as client:
+                return await Service(runtime=runtime, store=store, client=client).cycle()
+
+        report = asyncio.run(cycle())
+        delivered = Deliverer(store, channels, config.delivery).deliver_due()
+        log.info("outbox delivered=%d retried=%d failed=%d expired=%d",
+                 delivered.delivered, delivered.retried, delivered.failed, delivered.expired)
+    finally:
+        close_channels(channels)
+        store.close()
+    for error in report.errors:
+        print(f"source error: {error.job}: {error.message}", file=sys.stderr)
+    return EXIT_SOURCE if report.source_failed else EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from notifier.checks import check_all
+
+    problems, summary = check_all(_config_path(args))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_CONFIG
+    print(summary)
+    return EXIT_OK
+
+
+def cmd_test_channel(args: argparse.Namespace) -> int:
+    from notifier.channels import CHANNEL_TYPES
+    from notifier.models import Notification, utcnow
+    from notifier.render import sample_groups
+    from notifier.service import close_channels, create_channels, load_runtime
+
+    runtime = load_runtime(_config_path(args))
+    config = runtime.config
+    if args.name not in config.channels:
+        raise ConfigError(f"no channel {args.name!r} (channels: {', '.join(sorted(config.channels)) or 'none'})",
+                          file=str(config.path), where="channels")
+    kind = CHANNEL_TYPES[config.channels[args.name].type]
+    channels = create_channels(replace(config, channels={args.name: config.channels[args.name]}))
+    now = utcnow()
+    group = sample_groups(args.name)[0]
+    group = replace(group, alerts=tuple(replace(a, summary=f"TEST from notifier: {a.summary}") for a in group.alerts))
+    try:
+        for i, payload in enumerate(kind.compose(runtime.renderer, group, now), start=1):
+            channels[args.name].send(Notification(id=-i, channel=args.name, group=group.group,
+                                                  payload=payload, created_at=now))
+    except ChannelError as exc:
+        kind_word = "transient" if exc.retryable else "permanent"
+        print(f"FAILED: channel {args.name}: {exc} ({kind_word})", file=sys.stderr)
+        return EXIT_SOURCE
+    finally:
+        close_channels(channels)
+    print(f"ok: test message delivered through channel {args.name} ({kind.name})")
+    return EXIT_OK
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from notifier.config import load_config
+    from notifier.render import ago, timestamp
+    from notifier.models import utcnow
+    from notifier.state import StateStore
+
+    config = load_config(_config_path(args))
+    if not config.state_path.exists():
+        print(f"no state file yet at {config.state_path}: nothing has run")
+        return EXIT_OK
+    store = StateStore.open(config.state_path)
+    now = utcnow()
+    try:
+        alerts = sorted(store.load_alerts().values(), key=lambda a: (a.job, a.node, a.rule))
+        rows = store.outbox()
+    finally:
+        store.close()
+    print(f"ALERTS ({len(alerts)})")
+    for a in alerts:
+        where = f"{a.job}/{a.node}" if a.node else a.job
+        print(f"  {a.phase:<8} {a.rule:<24} {where:<40} {a.state or '':<10} active since "
+              f"{timestamp(a.active_since)} ({ago(a.active_since, now)})")
+    print(f"UNDELIVERED NOTIFICATIONS ({len(rows)})")
+    for r in rows:
+        nxt = f" next try {timestamp(r.next_attempt_at, '%H:%M:%S UTC')}" if r.next_attempt_at and r.status == "pending" else ""
+        err = f" last error: {r.last_error}" if r.last_error else ""
+        print(f"  #{r.id:<6} {r.status:<8} {r.channel:<16} {r.group:<24} attempts={r.attempts} "
+              f"created {ago(r.created_at, now)}{nxt}{err}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from notifier.simulator import load_scenario, serve
+
+    serve(load_scenario(args.scenario), args.host, args.port)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from notifier.demo import run_demo
+
+    return run_demo(duration=args.duration)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

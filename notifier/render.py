@@ -1,0 +1,206 @@
+"""Jinja2 rendering: sandboxed, strict, and never the reason an alert is dropped.
+
+Templates are looked up as ``<template>.<channel type>.j2`` in the user's template
+directory first, then in the package's defaults, then as ``default.<channel type>.j2``.
+A channel type that needs several parts (email: subject, text, html) defines them as
+named blocks in one file and renders them with ``part=``.
+
+Rendering errors raise ``TemplateError`` in strict mode (``notifier check``); in the
+service the channel catches it, logs it and sends ``plain_text()`` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from notifier.durations import format_duration
+from notifier.errors import TemplateError
+from notifier.models import Alert, MessageGroup
+
+log = logging.getLogger(__name__)
+
+SEVERITY_EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
+SEVERITY_COLOR = {"critical": "#d32f2f", "warning": "#f9a825", "info": "#1976d2", "resolved": "#2e7d32"}
+
+
+def ago(when: datetime | None, now: datetime) -> str:
+    """"4 min ago", "2 h ago": how long ago, in the words an on-call reader scans fastest."""
+    if when is None:
+        return "unknown"
+    seconds = max(0, int((now - when).total_seconds()))
+    if seconds < 60:
+        return "just now" if seconds < 5 else f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        h, m = divmod(seconds // 60, 60)
+        return f"{h} h {m} min ago" if m else f"{h} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+def timestamp(when: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
+    """Format an aware datetime in UTC (servers and on-call people agree on UTC)."""
+    if when is None:
+        return "unknown"
+    return when.astimezone(timezone.utc).strftime(fmt)
+
+
+def isoformat(when: datetime | None) -> str | None:
+    """RFC 3339 with a Z, as the webhook contract writes times."""
+    if when is None:
+        return None
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duration(value: timedelta | float | int) -> str:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return format_duration(timedelta(seconds=seconds))
+
+
+class Renderer:
+    """Loads and renders templates for every channel type."""
+
+    def __init__(self, user_dir: Path | None = None, *, strict: bool = False) -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        if user_dir is not None:
+            loaders.append(jinja2.FileSystemLoader(str(user_dir)))
+        loaders.append(jinja2.PackageLoader("notifier", "templates"))
+        self.user_dir = user_dir
+        self.strict = strict
+        self.env = SandboxedEnvironment(
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(
+            ago=ago, timestamp=timestamp, isoformat=isoformat, duration=duration,
+            emoji=lambda sev: SEVERITY_EMOJI.get(sev, ":white_circle:"),
+            color=lambda sev: SEVERITY_COLOR.get(sev, "#757575"),
+        )
+
+    def template_for(self, template: str, kind: str) -> jinja2.Template:
+        """``<template>.<kind>.j2``, else ``default.<kind>.j2``; TemplateError if neither loads."""
+        names = [f"{template}.{kind}.j2"] if template == "default" else [f"{template}.{kind}.j2", f"default.{kind}.j2"]
+        try:
+            return self.env.select_template(names)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{exc.filename or exc.name}:{exc.lineno}: {exc.message}") from exc
+        except jinja2.TemplatesNotFound as exc:
+            raise TemplateError(f"no template {' or '.join(names)}") from exc
+
+    def render(self, template: str, kind: str, context: Mapping[str, Any], *, part: str | None = None) -> str:
+        """Render a whole template, or one named ``{% block part %}`` of it."""
+        tpl = self.template_for(template, kind)
+        try:
+            if part is None:
+                return tpl.render(context)
+            block = tpl.blocks.get(part)
+            if block is None:
+                raise TemplateError(f"{tpl.name}: has no block {part!r}")
+            ctx = tpl.new_context(dict(context))
+            return jinja2.utils.concat(block(ctx))
+        except TemplateError:
+            raise
+        except jinja2.TemplateError as exc:
+            line = _template_line(exc, tpl)
+            raise TemplateError(f"{tpl.name}{line}: {exc}") from exc
+        except Exception as exc:  # a filter or attribute error inside a user template
+            raise TemplateError(f"{tpl.name}: {type(exc).__name__}: {exc}") from exc
+
+    def render_or(self, fallback: Callable[[], str], template: str, kind: str,
+                  context: Mapping[str, Any], *, part: str | None = None) -> str:
+        """Render, or log the error and return ``fallback()`` (re-raise in strict mode)."""
+        try:
+            return self.render(template, kind, context, part=part)
+        except TemplateError as exc:
+            if self.strict:
+                raise
+            log.error("template failed, sending the plain message instead: %s", exc)
+            return fallback()
+
+
+def _template_line(exc: Exception, tpl: jinja2.Template) -> str:
+    tb = exc.__traceback__
+    lineno = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == tpl.filename or tb.tb_frame.f_globals.get("__jinja_template__"):
+            lineno = tpl.get_corresponding_lineno(tb.tb_lineno)
+        tb = tb.tb_next
+    return f":{lineno}" if lineno else ""
+
+
+def message_context(group: MessageGroup, now: datetime) -> dict[str, Any]:
+    """What every template sees."""
+    firing = tuple(a for a in group.alerts if a.status == "firing")
+    resolved = tuple(a for a in group.alerts if a.status == "resolved")
+    worst = min((a.severity for a in firing), key=_severity_rank, default="info")
+    return {
+        "group": group.group,
+        "job": group.group,
+        "channel": group.channel,
+        "alerts": group.alerts,
+        "firing": firing,
+        "resolved": resolved,
+        "status": "firing" if firing else "resolved",
+        "severity": worst,
+        "now": now,
+    }
+
+
+def _severity_rank(severity: str) -> int:
+    return {"critical": 0, "warning": 1, "info": 2}.get(severity, 3)
+
+
+def alert_line(alert: Alert, now: datetime) -> str:
+    """One plain line per alert: the built-in fallback that needs no template."""
+    if alert.status == "resolved":
+        head = "RESOLVED"
+    else:
+        head = alert.severity.upper()
+    where = f"{alert.job}/{alert.node}" if alert.node else alert.job
+    line = f"[{head}] {where}: {alert.summary or alert.state} (rule {alert.rule}, since {timestamp(alert.since)}, {ago(alert.since, now)})"
+    if alert.log_path:
+        line += f" log: {alert.log_path}"
+    return line
+
+
+def plain_text(group: MessageGroup, now: datetime) -> str:
+    """The built-in message sent when a template fails: plain, complete, and always renderable."""
+    return "\n".join(alert_line(a, now) for a in group.alerts)
+
+
+def sample_groups(channel: str = "sample") -> tuple[MessageGroup, ...]:
+    """Alerts of every shape, for ``notifier check`` to render every template against."""
+    t0 = datetime(2019, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
+    node = Alert(
+        status="firing", rule="node-exception", severity="critical", fingerprint="0123456789abcdef",
+        job="job_sms", node="DLI_SMS_GES", node_type="DLI SQL", state="EXCEPTION", previous_state="NORMAL",
+        since=t0, starts_at=t0, log_path="obs://dlf-log-example/job_sms/DLI_SMS_GES.job",
+        summary="DLI_SMS_GES entered EXCEPTION (was NORMAL)", job_status="NORMAL",
+        counters={"totalGetBytes": 0, "totalGetRecords": 208, "totalPutBytes": 0, "totalPutRecords": 208},
+    )
+    job = Alert(
+        status="firing", rule="job-stuck-starting", severity="warning", fingerprint="fedcba9876543210",
+        job="job_orders", node=None, node_type=None, state="STARTTING", previous_state=None,
+        since=t0, starts_at=t0, summary="job_orders in STARTTING for 12m", job_status="STARTTING",
+    )
+    resolved = replace(node, status="resolved", state="NORMAL", previous_state="EXCEPTION",
+                       ends_at=t0 + timedelta(minutes=14), summary="DLI_SMS_GES back to NORMAL after 14m")
+    event = replace(job, rule="job-stopped", state="STOPPED", previous_state="NORMAL", event=True,
+                    summary="job_orders: STOPPED (was NORMAL)", job_status="STOPPED")
+    return (
+        MessageGroup(channel, "job_sms", (node,)),
+        MessageGroup(channel, "job_sms", (node, replace(node, node="DIS_INPUT", fingerprint="1111111111111111"))),
+        MessageGroup(channel, "job_sms", (resolved,)),
+        MessageGroup(channel, "job_orders", (job, event)),
+    )

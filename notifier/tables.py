@@ -1,0 +1,134 @@
+"""Strict reading of TOML tables: every value typed, every unknown key an error.
+
+A typo in a config or rule file must never silently disable an alert, so readers
+remember which keys they consumed and ``finish()`` rejects the rest, suggesting the
+closest known key. Every error names the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from notifier.durations import parse_duration
+from notifier.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+T = TypeVar("T")
+_REQUIRED: Any = object()
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file; a syntax error names the file, line and column."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=str(path)) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+
+
+class TableReader:
+    """Typed access to one TOML table, with the file and table name for errors."""
+
+    def __init__(self, data: Mapping[str, Any], *, file: str, where: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"expected a table, got {type(data).__name__}", file=file, where=where)
+        self.data = data
+        self.file = file
+        self.where = where
+        self._used: set[str] = set()
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return ConfigError(message, file=self.file, where=self.where, key=key)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = _REQUIRED) -> Any:
+        self._used.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self.error(key, "required key is missing")
+            return default
+        return self.data[key]
+
+    def _typed(self, key: str, types: type | tuple[type, ...], label: str, default: Any) -> Any:
+        value = self.raw(key, default)
+        if value is default and key not in self.data:
+            return value
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise self.error(key, f"expected {label}, got a boolean")
+        if not isinstance(value, types):
+            raise self.error(key, f"expected {label}, got {type(value).__name__} {value!r}")
+        return value
+
+    def str(self, key: str, default: Any = _REQUIRED) -> Any:
+        return self._typed(key, str, "a string", default)
+
+    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+        return self._typed(key, bool, "true or false", default)
+
+    def int(self, key: str, default: Any = _REQUIRED, *, minimum: int | None = None) -> Any:
+        value = self._typed(key, int, "an integer", default)
+        if minimum is not None and isinstance(value, int) and value < minimum:
+            raise self.error(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, key: str, default: Any = _REQUIRED, *, minimum: float | None = None) -> Any:
+        value = self._typed(key, (int, float), "a number", default)
+        if minimum is not None and isinstance(value, (int, float)) and value < minimum:
+            raise self.error(key, f"must be at least {minimum}, got {value}")
+        return float(value) if isinstance(value, (int, float)) else value
+
+    def choice(self, key: str, choices: Sequence[str], default: Any = _REQUIRED) -> Any:
+        value = self.str(key, default)
+        if key in self.data and value not in choices:
+            raise self.error(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+
+    def seconds(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A duration string ("90s", "1h30m") as float seconds."""
+        value = self.raw(key, default)
+        if key not in self.data:
+            return value
+        try:
+            return parse_duration(value).total_seconds()
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+
+    def str_list(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A list of strings, returned as a tuple; a single string is accepted as a one-item list."""
+        value = self.raw(key, default)
+        if key not in self.data:
+            return value
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, f"expected a list of strings, got {value!r}")
+        return tuple(value)
+
+    def table(self, key: str, default: Any = _REQUIRED) -> TableReader | Any:
+        value = self.raw(key, default)
+        if key not in self.data:
+            return value
+        return TableReader(value, file=self.file, where=f"{self.where}.{key}" if self.where else key)
+
+    def finish(self, known: Iterable[str] = ()) -> None:
+        """Reject every key that was not read; suggest the closest known one."""
+        allowed = self._used | set(known)
+        for key in self.data:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(allowed))})"
+                raise self.error(key, f"unknown key{hint}")
