@@ -78,6 +78,11 @@ class Config:
     channels: Mapping[str, ChannelConfig] = field(default_factory=dict)
 
 
+# defaults read from instances: with slots=True the class attributes are descriptors
+_SRC = SourceConfig(endpoint="", project_id="")
+_DELIVERY = DeliveryConfig()
+
+
 def default_config_path() -> Path:
     return Path(os.environ.get("NOTIFIER_CONFIG") or DEFAULT_CONFIG_PATH)
 
@@ -99,18 +104,18 @@ def load_config(path: Path) -> Config:
         project_id=src.str("project_id"),
         workspace=src.str("workspace", ""),
         auth=src.choice("auth", ("aksk", "token", "none"), "aksk"),
-        ak_env=src.str("ak_env", SourceConfig.ak_env),
-        sk_env=src.str("sk_env", SourceConfig.sk_env),
+        ak_env=src.str("ak_env", _SRC.ak_env),
+        sk_env=src.str("sk_env", _SRC.sk_env),
         ak_file=src.str("ak_file", None),
         sk_file=src.str("sk_file", None),
-        token_env=src.str("token_env", SourceConfig.token_env),
+        token_env=src.str("token_env", _SRC.token_env),
         token_file=src.str("token_file", None),
-        timeout=_positive(src, "timeout", SourceConfig.timeout),
-        concurrency=src.int("concurrency", SourceConfig.concurrency, minimum=1),
-        max_requests_per_second=src.number("max_requests_per_second", SourceConfig.max_requests_per_second, minimum=0.1),
-        retries=src.int("retries", SourceConfig.retries, minimum=0),
-        backoff=src.seconds("backoff", SourceConfig.backoff),
-        backoff_max=src.seconds("backoff_max", SourceConfig.backoff_max),
+        timeout=_positive(src, "timeout", _SRC.timeout),
+        concurrency=src.int("concurrency", _SRC.concurrency, minimum=1),
+        max_requests_per_second=src.number("max_requests_per_second", _SRC.max_requests_per_second, minimum=0.1),
+        retries=src.int("retries", _SRC.retries, minimum=0),
+        backoff=src.seconds("backoff", _SRC.backoff),
+        backoff_max=src.seconds("backoff_max", _SRC.backoff_max),
     )
     src.finish()
 
@@ -141,9 +146,9 @@ def load_config(path: Path) -> Config:
 
     deliv = root.table("delivery", None) or TableReader({}, file=file, where="delivery")
     delivery = DeliveryConfig(
-        expire=_positive(deliv, "expire", DeliveryConfig.expire),
-        backoff=_positive(deliv, "backoff", DeliveryConfig.backoff),
-        backoff_max=_positive(deliv, "backoff_max", DeliveryConfig.backoff_max),
+        expire=_positive(deliv, "expire", _DELIVERY.expire),
+        backoff=_positive(deliv, "backoff", _DELIVERY.backoff),
+        backoff_max=_positive(deliv, "backoff_max", _DELIVERY.backoff_max),
     )
     deliv.finish()
 

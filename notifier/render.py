@@ -130,11 +130,12 @@ class Renderer:
 
 
 def _template_line(exc: Exception, tpl: jinja2.Template) -> str:
+    """The template line of the error: jinja rewrites its frames to template line numbers."""
     tb = exc.__traceback__
     lineno = None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == tpl.filename or tb.tb_frame.f_globals.get("__jinja_template__"):
-            lineno = tpl.get_corresponding_lineno(tb.tb_lineno)
+        if tb.tb_frame.f_code.co_filename == tpl.filename:
+            lineno = tb.tb_lineno
         tb = tb.tb_next
     return f":{lineno}" if lineno else ""
 

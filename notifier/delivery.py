@@ -1,0 +1,216 @@
+"""Drains the outbox: at-least-once delivery, in order per channel, retried with backoff.
+
+    for each channel with due rows (concurrently, so one outage delays no one else):
+        for each pending row in id order:
+            too old           -> expired (logged at error), next row
+            send ok           -> mark_delivered at once (the dedup point), next row
+            permanent error   -> failed (logged at error with the channel's fix), next row
+            transient error   -> retry later with backoff; STOP: later rows wait, order is kept
+
+A delivered row is never sent again. The only duplicate possible is the row in flight
+when the process dies between the send and ``mark_delivered``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from notifier.config import DeliveryConfig
+from notifier.durations import format_duration
+from notifier.errors import ChannelError
+from notifier.models import Clock, Notification, utcnow
+from notifier.state import StateStore
+
+if TYPE_CHECKING:  # the channels package imports every channel type; delivery only needs the protocol
+    from notifier.channels.base import Channel
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+"""Rows read per query while draining one channel."""
+
+_MAX_EXPONENT = 32  # 2**32 s of backoff is already beyond any sane cap; avoids float overflow
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """What one ``deliver_due`` did, by outcome."""
+
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    expired: int = 0
+
+    def __add__(self, other: DeliveryReport) -> DeliveryReport:
+        return DeliveryReport(self.delivered + other.delivered, self.retried + other.retried,
+                              self.failed + other.failed, self.expired + other.expired)
+
+
+class _Outcome(Enum):
+    DELIVERED = "delivered"
+    RETRY = "retried"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+def backoff_delay(attempts: int, policy: DeliveryConfig, rng: random.Random,
+                  retry_after: float | None = None) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt.
+
+    Exponential from ``policy.backoff``, capped at ``policy.backoff_max``, with "equal
+    jitter" (half fixed, half random) so channels recovering together do not stampede;
+    never shorter than the channel's own ``retry_after``.
+    """
+    exponent = min(max(attempts, 1) - 1, _MAX_EXPONENT)
+    base = min(policy.backoff_max, policy.backoff * 2.0**exponent)
+    delay = base / 2 + rng.uniform(0, base / 2)
+    return max(delay, retry_after or 0.0)
+
+
+class Deliverer:
+    """Sends due outbox rows through the configured channels; overlapping ``deliver_due`` calls are serialised."""
+
+    def __init__(self, store: StateStore, channels: Mapping[str, Channel], policy: DeliveryConfig,
+                 clock: Clock = utcnow, rng: random.Random | None = None) -> None:
+        self._store = store
+        self._channels = dict(channels)
+        self._policy = policy
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._running = threading.Lock()  # two overlapping drains could send one row twice
+
+    @property
+    def channels(self) -> Mapping[str, Channel]:
+        return self._channels
+
+    @channels.setter
+    def channels(self, channels: Mapping[str, Channel]) -> None:
+        """Swap channels (SIGHUP reload); a round already running finishes with the ones it started with."""
+        self._channels = dict(channels)
+
+    def next_due(self) -> datetime | None:
+        """When the next pending row becomes due (None: nothing pending); the service sleeps until then."""
+        return self._store.next_attempt_at()
+
+    def deliver_due(self) -> DeliveryReport:
+        """Send every due row, channels concurrently; return when all channels are done.
+
+        A StateError from the store is raised after every channel has finished.
+        """
+        with self._running:
+            channels = self._channels  # one consistent set for the whole round, even across a reload
+            now = self._clock()
+            report = DeliveryReport()
+            work: dict[str, tuple[Channel, tuple[Notification, ...]]] = {}
+            for name in self._store.pending_channels():
+                if name not in channels:
+                    report += self._fail_unconfigured(name)
+                    continue
+                batch = self._store.pending(name, now, BATCH)
+                if batch:
+                    work[name] = (channels[name], batch)
+            return report + self._drain_all(work)
+
+    # --- internals ----------------------------------------------------------------
+
+    def _drain_all(self, work: Mapping[str, tuple[Channel, tuple[Notification, ...]]]) -> DeliveryReport:
+        if not work:
+            return DeliveryReport()
+        if len(work) == 1:
+            ((name, (channel, batch)),) = work.items()
+            return self._drain(name, channel, batch)
+        report = DeliveryReport()
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="notifier-deliver") as pool:
+            futures = [pool.submit(self._drain, name, channel, batch) for name, (channel, batch) in work.items()]
+            for future in futures:
+                try:
+                    report += future.result()
+                except Exception as exc:  # store failures: raise once every channel is done
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+        return report
+
+    def _drain(self, name: str, channel: Channel, batch: tuple[Notification, ...]) -> DeliveryReport:
+        """Send one channel's due rows in id order, stopping at the first transient failure."""
+        counts = dict.fromkeys(_Outcome, 0)
+        while batch:
+            for notification in batch:
+                outcome = self._deliver_one(channel, notification)
+                counts[outcome] += 1
+                if outcome is _Outcome.RETRY:
+                    return _report(counts)
+            if len(batch) < BATCH:
+                break
+            batch = self._store.pending(name, self._clock(), BATCH)
+        return _report(counts)
+
+    def _deliver_one(self, channel: Channel, n: Notification) -> _Outcome:
+        now = self._clock()
+        age = now - n.created_at
+        if age.total_seconds() > self._policy.expire:
+            return self._expire(n, age, now)
+        try:
+            channel.send(n)
+        except ChannelError as exc:
+            if exc.retryable:
+                return self._retry(n, str(exc), exc.retry_after)
+            error = str(exc)
+            log.error("notification failed permanently, not retrying channel=%s id=%d group=%s error=%s",
+                      n.channel, n.id, n.group, error)
+            self._store.mark_failed(n.id, error, self._clock(), "failed", attempted=True)
+            return _Outcome.FAILED
+        except Exception as exc:  # a bug or an unwrapped library error: keep the row, retry, show the traceback
+            log.exception("unexpected error while sending, will retry channel=%s id=%d group=%s",
+                          n.channel, n.id, n.group)
+            return self._retry(n, f"{type(exc).__name__}: {exc}", None)
+        self._store.mark_delivered(n.id, self._clock())
+        log.info("notification delivered channel=%s id=%d group=%s attempts=%d",
+                 n.channel, n.id, n.group, n.attempts + 1)
+        return _Outcome.DELIVERED
+
+    def _retry(self, n: Notification, error: str, retry_after: float | None) -> _Outcome:
+        attempts = n.attempts + 1
+        now = self._clock()
+        due = now + timedelta(seconds=backoff_delay(attempts, self._policy, self._rng, retry_after))
+        log.warning("notification not delivered, will retry channel=%s id=%d group=%s attempt=%d "
+                    "next_attempt_at=%s error=%s", n.channel, n.id, n.group, attempts, due.isoformat(), error)
+        self._store.mark_retry(n.id, error, due)
+        return _Outcome.RETRY
+
+    def _expire(self, n: Notification, age: timedelta, now: datetime) -> _Outcome:
+        error = (f"expired undelivered after {format_duration(age)} ({n.attempts} attempts; "
+                 f"last error: {n.last_error or 'none'})")
+        log.error("notification expired, giving up channel=%s id=%d group=%s attempts=%d last_error=%s",
+                  n.channel, n.id, n.group, n.attempts, n.last_error)
+        self._store.mark_failed(n.id, error, now, "expired")
+        return _Outcome.EXPIRED
+
+    def _fail_unconfigured(self, name: str) -> DeliveryReport:
+        """Rows queued for a channel that was removed from the config can never be sent: fail them all."""
+        now = self._clock()
+        error = f"channel {name} is no longer configured"
+        failed = 0
+        seen: set[int] = set()
+        while (batch := self._store.pending_all(name, BATCH)) and batch[0].id not in seen:
+            for n in batch:
+                self._store.mark_failed(n.id, error, now, "failed")
+                seen.add(n.id)
+                failed += 1
+        log.error("notifications for a channel that is no longer configured marked failed channel=%s count=%d",
+                  name, failed)
+        return DeliveryReport(failed=failed)
+
+
+def _report(counts: Mapping[_Outcome, int]) -> DeliveryReport:
+    return DeliveryReport(delivered=counts[_Outcome.DELIVERED], retried=counts[_Outcome.RETRY],
+                          failed=counts[_Outcome.FAILED], expired=counts[_Outcome.EXPIRED])
