@@ -189,7 +189,7 @@ class Rule:
     resolved: bool = True
     stalled: str | None = None  # a counter name from COUNTER_NAMES
     inhibits: tuple[str, ...] = ()
-    summary: str | None = None  # optional one-line Jinja template for the summary
+    summary: str | None = None  # optional one-line str.format summary; placeholders: notifier.summary.SUMMARY_FIELDS
     file: str = ""  # where it was defined, for error messages
 
     @property

@@ -1,0 +1,105 @@
+"""One plain-English line per alert: what happened to which job or node, and for how long.
+
+The summary is what a reader sees first (Slack text, email subject, webhook
+``summary``), so it names the node (or the job for job alerts), the status and a
+duration. A rule may bring its own ``summary``: a ``str.format`` string over the
+fields in ``SUMMARY_FIELDS`` (no attribute or index access, checked when the rule is
+loaded). Resolved alerts always use the default wording, because a custom line is
+written for the firing case ("{node} is broken") and would lie on recovery.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from notifier.durations import format_duration
+from notifier.models import EntityState, Rule, Transition
+
+SUMMARY_FIELDS = ("job", "node", "node_type", "state", "previous_state", "rule", "severity", "duration", "counter")
+"""Placeholders a rule's ``summary`` may use, e.g. ``"{job}/{node} is {state} since {duration}"``."""
+
+_FRESH_SECONDS = 60.0  # below this, "3s ago" is noise: the message already shows the time
+
+
+def check_format(text: str) -> str | None:
+    """Return why ``text`` is not a usable summary format, or None when it is."""
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        return f"invalid format ({exc}); write literal braces as {{{{ and }}}}"
+    for _literal, field, spec, _conversion in parts:
+        if field is None:
+            continue
+        if field not in SUMMARY_FIELDS:
+            return f"unknown placeholder {{{field}}}; use {', '.join('{' + f + '}' for f in SUMMARY_FIELDS)}"
+        if spec and "{" in spec:
+            return f"nested placeholders are not supported in {{{field}:{spec}}}"
+    return None
+
+
+class _Safe(dict[str, str]):
+    """Leaves an unknown placeholder visible instead of raising: a summary never loses an alert."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def custom(fmt: str, fields: Mapping[str, str]) -> str | None:
+    """Fill a rule's own summary format; None when it cannot be filled (the caller uses the default)."""
+    try:
+        return fmt.format_map(_Safe(fields))
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+        return None
+
+
+def fields(rule: Rule, *, job: str, node: str, node_type: str, state: str, previous_state: str | None,
+           duration: float) -> dict[str, str]:
+    """The values a custom summary can use."""
+    return {
+        "job": job, "node": node, "node_type": node_type, "state": state,
+        "previous_state": previous_state or "", "rule": rule.name, "severity": rule.severity,
+        "duration": _fmt(duration), "counter": rule.stalled or "",
+    }
+
+
+def firing(rule: Rule, *, subject: str, entity: EntityState, active_since: datetime, now: datetime,
+           reminder: bool) -> str:
+    """"DLI_SMS_GES entered EXCEPTION (was NORMAL)", "job_orders in STARTTING for 12m", ..."""
+    held = (now - active_since).total_seconds()
+    if rule.stalled:
+        return f"{subject}: {rule.stalled} has not moved for {_fmt(held)}"
+    if reminder:
+        return f"{subject} still in {entity.status} after {_fmt(held)}"
+    if rule.for_ == 0 and entity.previous_status:
+        ago = f" {_fmt(held)} ago" if held >= _FRESH_SECONDS else ""
+        return f"{subject} entered {entity.status} (was {entity.previous_status}){ago}"
+    if held >= _FRESH_SECONDS:
+        return f"{subject} in {entity.status} for {_fmt(held)}"
+    return f"{subject} in {entity.status}"
+
+
+def resolved(rule: Rule, *, subject: str, entity: EntityState | None, last_state: str,
+             active_since: datetime, now: datetime) -> str:
+    """"DLI_SMS_GES back to NORMAL after 14m", "DIS_INPUT: totalPutRecords moving again after 20m", ..."""
+    held = _fmt((now - active_since).total_seconds())
+    if entity is None:
+        return f"{subject} is gone (was {last_state} for {held})"
+    if entity.status == "NORMAL" and last_state != "NORMAL":
+        return f"{subject} back to NORMAL after {held}"
+    if rule.stalled and entity.status == last_state:
+        return f"{subject}: {rule.stalled} moving again after {held}"
+    if entity.status != last_state:
+        return f"{subject} left {last_state} after {held} (now {entity.status})"
+    return f"{subject}: rule {rule.name} no longer applies ({entity.status}, after {held})"
+
+
+def event(transition: Transition) -> str:
+    """"job_sms: STOPPED (was NORMAL)"."""
+    subject = transition.node or transition.job
+    return f"{subject}: {transition.to_status} (was {transition.from_status})"
+
+
+def _fmt(seconds: float) -> str:
+    return format_duration(timedelta(seconds=seconds))
