@@ -16,7 +16,7 @@ from pathlib import Path
 
 from notifier import __version__
 from notifier.config import default_config_path
-from notifier.errors import ChannelError, ConfigError, NotifierError
+from notifier.errors import ChannelError, ConfigError, NotifierError, StateError
 from notifier.logs import setup_logging
 
 log = logging.getLogger("notifier")
@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except NotifierError as exc:  # state file unusable or locked, source unusable at start
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SOURCE
     except KeyboardInterrupt:
         return 130
 
@@ -94,26 +97,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     from notifier.delivery import Deliverer
-    from notifier.service import Service, close_channels, create_channels, load_runtime
+    from notifier.lock import ProcessLock
+    from notifier.service import CycleReport, Service, close_channels, create_channels, load_runtime
     from notifier.source.client import DgcClient
     from notifier.state import StateStore
 
     runtime = load_runtime(_config_path(args))
     config = runtime.config
     channels = create_channels(config)
-    store = StateStore.open(config.state_path)
     try:
-        async def cycle():  # type: ignore[no-untyped-def]
-            async with DgcClient(config.source) as client:
-                return await Service(runtime=runtime, store=store, client=client).cycle()
+        with ProcessLock(config.state_path), StateStore.open(config.state_path) as store:
+            async def cycle() -> CycleReport:
+                async with DgcClient(config.source) as client:
+                    return await Service(runtime=runtime, store=store, client=client).cycle()
 
-        report = asyncio.run(cycle())
-        delivered = Deliverer(store, channels, config.delivery).deliver_due()
-        log.info("outbox delivered=%d retried=%d failed=%d expired=%d",
-                 delivered.delivered, delivered.retried, delivered.failed, delivered.expired)
+            report = asyncio.run(cycle())
+            delivered = Deliverer(store, channels, config.delivery).deliver_due()
+            log.info("outbox delivered=%d retried=%d failed=%d expired=%d",
+                     delivered.delivered, delivered.retried, delivered.failed, delivered.expired)
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SOURCE
     finally:
         close_channels(channels)
-        store.close()
     for error in report.errors:
         print(f"source error: {error.job}: {error.message}", file=sys.stderr)
     return EXIT_SOURCE if report.source_failed else EXIT_OK

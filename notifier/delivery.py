@@ -96,6 +96,12 @@ class Deliverer:
         """Swap channels (SIGHUP reload); a round already running finishes with the ones it started with."""
         self._channels = dict(channels)
 
+    def swap_channels(self, channels: Mapping[str, Channel]) -> dict[str, Channel]:
+        """Swap channels once a running round is done; return the old ones so the caller can close them."""
+        with self._running:
+            old, self._channels = self._channels, dict(channels)
+        return old
+
     def next_due(self) -> datetime | None:
         """When the next pending row becomes due (None: nothing pending); the service sleeps until then."""
         return self._store.next_attempt_at()

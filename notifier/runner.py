@@ -16,6 +16,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -23,6 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from notifier.delivery import Deliverer
 from notifier.errors import NotifierError
+from notifier.lock import ProcessLock
 from notifier.models import Clock, utcnow
 from notifier.service import CycleReport, Runtime, Service, close_channels, create_channels, load_runtime
 from notifier.source.client import DgcClient
@@ -31,6 +33,7 @@ from notifier.state import StateStore
 log = logging.getLogger(__name__)
 
 DRAIN_ON_EXIT_SECONDS = 10.0
+PURGE_AFTER = timedelta(days=7)  # finished outbox rows are kept this long for `notifier alerts`
 
 
 class Runner:
@@ -42,6 +45,7 @@ class Runner:
         self.runtime = runtime
         self.clock = clock
         self.on_cycle = on_cycle
+        self.lock = ProcessLock(runtime.config.state_path).acquire()
         self.store = StateStore.open(runtime.config.state_path)
         self.channels = create_channels(runtime.config)
         self.client = DgcClient(runtime.config.source, clock=clock)
@@ -50,6 +54,7 @@ class Runner:
         self._cycle_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[bool]] = set()
 
     async def run_cycle(self) -> CycleReport | None:
         """One cycle; errors are logged, never fatal: the next cycle tries again."""
@@ -66,6 +71,7 @@ class Runner:
                 log.exception("cycle failed unexpectedly")
                 return None
         self._wake.set()
+        await asyncio.to_thread(self.store.purge_delivered, report.at - PURGE_AFTER)
         if self.on_cycle is not None:
             self.on_cycle(report)
         return report
@@ -85,26 +91,29 @@ class Runner:
             except asyncio.TimeoutError:
                 pass
 
-    def reload(self) -> None:
+    async def reload(self) -> bool:
         """SIGHUP: swap in new config/rules/templates/channels only if all of them are valid."""
         try:
-            runtime = load_runtime(self.config_path)
+            runtime = await asyncio.to_thread(load_runtime, self.config_path)
             channels = create_channels(runtime.config)
+            client = DgcClient(runtime.config.source, clock=self.clock)
         except NotifierError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
-            return
+            return False
         if runtime.config.state_path != self.runtime.config.state_path:
             log.warning("state path changed; it takes effect after a restart")
-        old_channels, old_client = self.channels, self.client
-        self.runtime = runtime
-        self.channels = channels
-        self.client = DgcClient(runtime.config.source, clock=self.clock)
-        self.service.runtime = runtime
-        self.service.client = self.client
-        self.deliverer.channels = channels
+        async with self._cycle_lock:  # never swap under a running cycle
+            old_client = self.client
+            self.runtime = runtime
+            self.client = self.service.client = client
+            self.service.runtime = runtime
+            self.channels = channels
+        old_channels = await asyncio.to_thread(self.deliverer.swap_channels, channels)
         close_channels(old_channels)
-        asyncio.get_running_loop().create_task(old_client.aclose())
+        await old_client.aclose()
+        self._wake.set()
         log.info("configuration reloaded rules=%d channels=%d", len(runtime.rules), len(channels))
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -115,7 +124,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.add(loop.create_task(self.reload())))
         cycles = 0
 
         async def tick() -> None:
@@ -169,5 +178,6 @@ class Runner:
         await self.client.aclose()
         close_channels(self.channels)
         self.store.close()
+        self.lock.release()
 
 

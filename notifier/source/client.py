@@ -1,0 +1,271 @@
+"""The DGC API client: the imperative shell around ``parse`` and ``signer``.
+
+One ``httpx.AsyncClient`` with a pool sized to ``concurrency``; every request goes
+
+    semaphore (in-flight bound) -> rate limiter (evenly spaced starts) -> auth headers -> send
+
+and is retried with exponential backoff and full jitter on timeouts, connection errors,
+5xx and throttling (honouring ``Retry-After``), never on answers that will not change
+(400/401/403/404, unparseable bodies). ``fetch_all`` isolates jobs from each other: a
+failing job becomes a FetchError, the others still produce snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from fnmatch import fnmatchcase
+from types import TracebackType
+from typing import TypeVar, cast, get_args
+from urllib.parse import quote
+
+import httpx
+
+from notifier import __version__
+from notifier.config import JobsConfig, SourceConfig
+from notifier.errors import ConfigError, SourceError
+from notifier.models import FetchError, FetchErrorKind, FetchResult, JobSnapshot, utcnow
+from notifier.secrets import Secret, read_secret
+from notifier.source import parse, signer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+Monotonic = Callable[[], float]
+
+LIST_PAGE_SIZE = 1000
+RETRY_AFTER_CAP = 60.0
+THROTTLED_BACKOFF = (2.0, 5.0)  # Huawei documents no Retry-After for APIG.0308: back off 2-5 s
+RETRYABLE_KINDS = frozenset({"timeout", "network", "server", "throttled"})
+USER_AGENT = f"notifier/{__version__}"
+_FETCH_ERROR_KINDS = frozenset(get_args(FetchErrorKind))
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters for metrics: HTTP requests sent, retries, and final errors by kind."""
+
+    requests: int = 0
+    retries: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class RateLimiter:
+    """Evenly spaced request starts, at most ``rate`` per second and no bursts.
+
+    DGC allows 30 requests/s per user; a token bucket would let a full bucket go out
+    at once on top of the steady rate, so slots are spaced instead.
+    """
+
+    def __init__(self, rate: float, *, monotonic: Monotonic, sleep: Sleep) -> None:
+        self._interval = 1.0 / rate
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._next = float("-inf")
+
+    async def wait(self) -> None:
+        now = self._monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval  # claimed before awaiting: no lock needed in asyncio
+        if slot > now:
+            await self._sleep(slot - now)
+
+
+def retry_delay(attempt: int, error: SourceError, config: SourceConfig, rng: random.Random) -> float:
+    """Seconds to wait before retry number ``attempt + 1``.
+
+    ``Retry-After`` is honoured (capped at 60 s); throttling without it backs off 2-5 s;
+    anything else gets full jitter over ``backoff * 2**attempt`` capped at ``backoff_max``.
+    """
+    if error.retry_after is not None:
+        return min(error.retry_after, RETRY_AFTER_CAP)
+    if error.kind == "throttled":
+        return rng.uniform(*THROTTLED_BACKOFF)
+    return rng.uniform(0.0, min(config.backoff_max, config.backoff * 2.0 ** min(attempt, 64)))
+
+
+def select_jobs(explicit: Iterable[str], listed: Iterable[str], include: Sequence[str],
+                exclude: Sequence[str]) -> tuple[str, ...]:
+    """Explicit names, then listed names matching an include glob and no exclude glob; de-duplicated, order kept."""
+    chosen = [name for name in listed
+              if any(fnmatchcase(name, p) for p in include) and not any(fnmatchcase(name, p) for p in exclude)]
+    return tuple(dict.fromkeys([*explicit, *chosen]))
+
+
+class DgcClient:
+    """Asks the DGC API for real-time job statuses; secrets are read once, here."""
+
+    def __init__(self, config: SourceConfig, *, transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Callable[[], datetime] = utcnow, sleep: Sleep = asyncio.sleep,
+                 monotonic: Monotonic = time.monotonic, environ: Mapping[str, str] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self._config = config
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._base = f"{config.endpoint.rstrip('/')}/v1/{quote(config.project_id, safe='')}"
+        self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._limiter = RateLimiter(config.max_requests_per_second, monotonic=monotonic, sleep=sleep)
+        self._headers = _base_headers(config)
+        self._token: Secret | None = None
+        self._aksk: tuple[Secret, Secret] | None = None
+        if config.auth == "token":
+            self._token = _secret(config.token_env, config.token_file, environ)
+        elif config.auth == "aksk":
+            self._aksk = (_secret(config.ak_env, config.ak_file, environ),
+                          _secret(config.sk_env, config.sk_file, environ))
+        limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
+        self._http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(config.timeout), limits=limits,
+                                       follow_redirects=False)
+        self.stats = ClientStats()
+
+    async def __aenter__(self) -> DgcClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- public operations ------------------------------------------------------------
+
+    async def fetch_status(self, job: str) -> JobSnapshot:
+        """One job's status; raises SourceError (with ``kind``) once retries are spent."""
+        body = await self._get(f"/jobs/{quote(job, safe='')}/status", (), job=job)
+        return self._parsed(lambda b: parse.parse_status(job, b), body)
+
+    async def fetch_all(self, jobs: Sequence[str]) -> FetchResult:
+        """Every job's status, concurrently; per-job failures become FetchError entries, never raise."""
+        results = await asyncio.gather(*(self._fetch_one(job) for job in jobs))
+        return FetchResult(snapshots=tuple(r for r in results if isinstance(r, JobSnapshot)),
+                           errors=tuple(r for r in results if isinstance(r, FetchError)))
+
+    async def list_jobs(self) -> tuple[str, ...]:
+        """Names of all REAL_TIME jobs, paging with ``limit=1000`` until ``total`` are listed.
+
+        The API documents ``offset`` ambiguously ("number of pages"), and may return fewer
+        records than asked: offsets count records received; if a page past the first brings
+        nothing new before ``total`` is reached, offsets are retried as page numbers.
+        """
+        names: dict[str, None] = {}
+        offset, useful_pages, by_page = 0, 0, False
+        while True:
+            query = (("jobType", "REAL_TIME"), ("limit", LIST_PAGE_SIZE), ("offset", offset))
+            total, page = self._parsed(parse.parse_job_list, await self._get("/jobs", query, job=None))
+            before = len(names)
+            names.update(dict.fromkeys(page))
+            if len(names) >= total:
+                break
+            if len(names) == before:  # past the end, or offset means something else
+                if by_page or offset == 0:
+                    break
+                by_page = True
+                log.info("Job list offset looks like a page number, switching paging mode total=%d", total)
+                offset = useful_pages
+                continue
+            useful_pages += 1
+            offset = useful_pages if by_page else offset + len(page)
+        if len(names) < total:
+            log.warning("Job list incomplete listed=%d total=%d", len(names), total)
+        return tuple(names)
+
+    async def resolve_jobs(self, jobs: JobsConfig) -> tuple[str, ...]:
+        """The jobs to watch: explicit names plus, with ``discover``, listed names passing the globs."""
+        listed = await self.list_jobs() if jobs.discover else ()
+        return select_jobs(jobs.names, listed, jobs.include, jobs.exclude)
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _fetch_one(self, job: str) -> JobSnapshot | FetchError:
+        try:
+            return await self.fetch_status(job)
+        except SourceError as exc:
+            kind = cast(FetchErrorKind, exc.kind) if exc.kind in _FETCH_ERROR_KINDS else "error"
+            error = FetchError(job=job, kind=kind, message=str(exc), status_code=exc.status_code,
+                               error_code=exc.error_code)
+            log.warning("Could not fetch job status job=%s kind=%s: %s", job, error.kind, error.message)
+        except Exception as exc:  # noqa: BLE001 - one job's bug must not sink the whole cycle
+            self.stats.errors["error"] += 1
+            error = FetchError(job=job, kind="error", message=f"{job}: unexpected {type(exc).__name__}: {exc}")
+            log.error("Could not fetch job status job=%s kind=error: %s", job, error.message, exc_info=True)
+        return error
+
+    def _parsed(self, parser: Callable[[bytes], T], body: bytes) -> T:
+        """Run a parser, counting its bad_response errors like transport errors."""
+        try:
+            return parser(body)
+        except SourceError as exc:
+            self.stats.errors[exc.kind] += 1
+            raise
+
+    async def _get(self, path: str, query: Iterable[tuple[str, object]], *, job: str | None) -> bytes:
+        """GET ``path`` (below /v1/{project_id}) with retries; the body of a 2xx answer."""
+        qs = signer.canonical_query(query)  # sent exactly as signed
+        url = f"{self._base}{path}" + (f"?{qs}" if qs else "")
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(url, job)
+            except SourceError as error:
+                if error.kind not in RETRYABLE_KINDS or attempt >= self._config.retries:
+                    self.stats.errors[error.kind] += 1
+                    raise
+                delay = retry_delay(attempt, error, self._config, self._rng)
+                attempt += 1
+                self.stats.retries += 1
+                log.info("Retrying request job=%s kind=%s attempt=%d delay=%.2fs", job or "-", error.kind,
+                         attempt, delay)
+                await self._sleep(delay)
+
+    async def _attempt(self, url: str, job: str | None) -> bytes:
+        prefix = f"{job}: " if job else ""
+        async with self._semaphore:
+            await self._limiter.wait()
+            headers = self._request_headers("GET", url)  # signed per attempt: a retry gets a fresh date
+            self.stats.requests += 1
+            try:
+                response = await self._http.get(url, headers=headers)
+            except httpx.TimeoutException as exc:
+                raise SourceError(f"{prefix}no answer within {self._config.timeout:g}s ({type(exc).__name__})",
+                                  kind="timeout") from exc
+            except httpx.TransportError as exc:
+                raise SourceError(f"{prefix}cannot reach the API: {type(exc).__name__}: {exc}",
+                                  kind="network") from exc
+            except httpx.RequestError as exc:
+                raise SourceError(f"{prefix}request failed: {type(exc).__name__}: {exc}", kind="error") from exc
+        if response.is_success:
+            return response.content
+        raise parse.parse_error(response.status_code, response.content, response.headers, job=job,
+                                now=self._clock())
+
+    def _request_headers(self, method: str, url: str) -> dict[str, str]:
+        headers = dict(self._headers)
+        if self._token is not None:
+            headers["X-Auth-Token"] = self._token.reveal()
+        elif self._aksk is not None:
+            ak, sk = self._aksk
+            headers.update(signer.sign(method, url, headers, b"", ak.reveal(), sk.reveal(), self._clock()))
+        return headers
+
+
+def _secret(env: str, file: str | None, environ: Mapping[str, str] | None) -> Secret:
+    secret = read_secret(env=env, file=file, what="source", environ=environ)
+    if secret is None:  # read_secret raises for required secrets; this keeps the type honest
+        raise ConfigError(f"missing secret: set environment variable {env}", where="source")
+    return secret
+
+
+def _base_headers(config: SourceConfig) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    if config.workspace:
+        headers["workspace"] = config.workspace
+    return headers

@@ -1,0 +1,570 @@
+"""DgcClient over real loopback sockets against a scripted fake DGC API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from notifier.config import JobsConfig, SourceConfig
+from notifier.errors import ConfigError, SourceError
+from notifier.models import FetchError, FetchResult, JobSnapshot
+from notifier.source.client import DgcClient, RateLimiter, retry_delay, select_jobs
+from notifier.source.signer import sign
+
+T = TypeVar("T")
+PROJECT = "proj"
+STATUS_PATH = f"/v1/{PROJECT}/jobs/{{}}/status"
+LIST_PATH = f"/v1/{PROJECT}/jobs"
+NOT_FOUND = {"error_code": "DLF.0100", "error_msg": "The job does not exists."}
+
+
+def status_body(job: str, status: str = "NORMAL", nodes: int = 2) -> dict[str, Any]:
+    return {"name": job, "status": status, "startTime": 1551409465000,
+            "nodes": [{"name": f"N{i}", "status": "NORMAL", "type": "DLI SQL", "totalPutRecords": i}
+                      for i in range(nodes)]}
+
+
+# --- the fake API ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: bytes | dict[str, Any] | list[Any] = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to hold the answer (cut short at teardown)
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # names as sent
+
+
+class FakeApi:
+    """Answers by path from per-path scripts (the last reply repeats) or a handler; records requests."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.lock = threading.Lock()
+        self.scripts: dict[str, list[Reply]] = {}
+        self.handler: Callable[[Seen], Reply] | None = None
+        self.requests: list[Seen] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.release = threading.Event()
+
+    def on(self, path: str, *replies: Reply) -> None:
+        self.scripts[path] = list(replies)
+
+    def count(self, path: str) -> int:
+        return sum(1 for r in self.requests if r.path == path)
+
+    def answer(self, seen: Seen) -> Reply:
+        with self.lock:
+            self.requests.append(seen)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            script = self.scripts.get(seen.path)
+            if script:
+                return script.pop(0) if len(script) > 1 else script[0]
+        if self.handler is not None:
+            return self.handler(seen)
+        return Reply(400, NOT_FOUND)
+
+    def done(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 5
+    server: _Server
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        seen = Seen("GET", parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)),
+                    {k: v for k, v in self.headers.items()})
+        api = self.server.api
+        reply = api.answer(seen)
+        try:
+            if reply.delay:
+                api.release.wait(reply.delay)
+            body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            self.close_connection = True  # the client gave up (timeout test)
+        finally:
+            api.done()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, api: FakeApi) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.api = api
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # broken pipes after client timeouts are expected
+
+
+@pytest.fixture()
+def api() -> Iterator[FakeApi]:
+    fake = FakeApi()
+    server = _Server(fake)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# --- injected time ---------------------------------------------------------------------
+
+class FakeTime:
+    """A monotonic clock that only moves when the client sleeps; records every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class MaxRng(random.Random):
+    """A jitter source that always picks the top of the range, so delays are predictable."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def _config(api: FakeApi, **overrides: Any) -> SourceConfig:
+    base = SourceConfig(endpoint=api.url, project_id=PROJECT, auth="none", timeout=2.0, concurrency=4,
+                        max_requests_per_second=1e6, retries=2, backoff=0.1, backoff_max=1.0)
+    return replace(base, **overrides)
+
+
+def run(config: SourceConfig, call: Callable[[DgcClient], Awaitable[T]], *, time: FakeTime | None = None,
+        **kwargs: Any) -> tuple[T, DgcClient]:
+    """Build a client with fake time and jitter, run one call, close the client."""
+    time = time or FakeTime()
+
+    async def main() -> tuple[T, DgcClient]:
+        async with DgcClient(config, sleep=time.sleep, monotonic=time.monotonic, rng=MaxRng(), **kwargs) as client:
+            return await call(client), client
+
+    return asyncio.run(main())
+
+
+# --- fetching --------------------------------------------------------------------------
+
+def test_fetch_status_success(api: FakeApi) -> None:
+    """A 200 answer becomes a snapshot; the request carries JSON content type and no auth."""
+    api.on(STATUS_PATH.format("job_sms"), Reply(200, status_body("job_sms", "EXCEPTION", nodes=3)))
+    snap, client = run(_config(api), lambda c: c.fetch_status("job_sms"))
+    assert (snap.name, snap.status, len(snap.nodes)) == ("job_sms", "EXCEPTION", 3)
+    (seen,) = api.requests
+    assert seen.headers["Content-Type"] == "application/json"
+    assert not {"workspace", "X-Auth-Token", "Authorization"} & set(seen.headers)
+    assert client.stats.requests == 1 and client.stats.retries == 0
+
+
+def test_not_found_is_not_retried(api: FakeApi) -> None:
+    """400 DLF.0100 becomes a not_found FetchError after exactly one request."""
+    time = FakeTime()
+    result, client = run(_config(api), lambda c: c.fetch_all(["job_sms"]), time=time)
+    assert result == FetchResult(snapshots=(), errors=(FetchError(
+        job="job_sms", kind="not_found", message="job_sms: DLF.0100 The job does not exists. (HTTP 400)",
+        status_code=400, error_code="DLF.0100"),))
+    assert api.count(STATUS_PATH.format("job_sms")) == 1
+    assert time.sleeps == []
+    assert client.stats.errors == {"not_found": 1}
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    pytest.param(401, {"error_code": "APIG.0301", "error_msg": "Incorrect IAM authentication information"},
+                 id="401"),
+    pytest.param(403, {"error_code": "DLF.6888", "error_msg": "No permission"}, id="403"),
+    pytest.param(404, b"", id="404"),
+])
+def test_client_errors_are_not_retried(api: FakeApi, status: int, body: Any) -> None:
+    """Answers that will not change on a retry (401/403/404) are asked once."""
+    api.on(STATUS_PATH.format("j"), Reply(status, body))
+    result, _ = run(_config(api), lambda c: c.fetch_all(["j"]))
+    assert result.errors[0].status_code == status
+    assert api.count(STATUS_PATH.format("j")) == 1
+
+
+def test_server_error_then_success_is_retried(api: FakeApi) -> None:
+    """A 500 is retried after a jittered backoff and the second answer wins."""
+    time = FakeTime()
+    api.on(STATUS_PATH.format("j"), Reply(500, {"error_code": "DLF.0001", "error_msg": "busy"}),
+           Reply(200, status_body("j")))
+    snap, client = run(_config(api), lambda c: c.fetch_status("j"), time=time)
+    assert snap.status == "NORMAL"
+    assert api.count(STATUS_PATH.format("j")) == 2
+    assert time.sleeps == [0.1]
+    assert (client.stats.requests, client.stats.retries, client.stats.errors) == (2, 1, {})
+
+
+def test_backoff_doubles_and_is_capped(api: FakeApi) -> None:
+    """Persistent 503s back off 0.1, 0.2, 0.4 ... capped at backoff_max, then fail as server errors."""
+    time = FakeTime()
+    api.on(STATUS_PATH.format("j"), Reply(503, b"<html>down</html>"))
+    result, _ = run(_config(api, retries=5, backoff_max=0.5), lambda c: c.fetch_all(["j"]), time=time)
+    assert time.sleeps == [0.1, 0.2, 0.4, 0.5, 0.5]
+    assert result.errors[0].kind == "server" and api.count(STATUS_PATH.format("j")) == 6
+
+
+@pytest.mark.parametrize(("headers", "expected_sleep"), [
+    pytest.param({"Retry-After": "2"}, 2.0, id="retry-after-seconds"),
+    pytest.param({"Retry-After": "600"}, 60.0, id="retry-after-capped-at-60s"),
+    pytest.param({}, 5.0, id="no-header-backs-off-2-to-5s"),
+])
+def test_throttled_honours_retry_after(api: FakeApi, headers: dict[str, str], expected_sleep: float) -> None:
+    """429 waits as long as Retry-After says (at most 60 s), or 2-5 s without it, then succeeds."""
+    time = FakeTime()
+    api.on(STATUS_PATH.format("j"),
+           Reply(429, {"error_code": "APIG.0308", "error_msg": "The request is throttled."}, headers),
+           Reply(200, status_body("j")))
+    snap, _ = run(_config(api), lambda c: c.fetch_status("j"), time=time)
+    assert snap.status == "NORMAL"
+    assert time.sleeps == [pytest.approx(expected_sleep)]
+
+
+def test_timeouts_are_retried_then_reported(api: FakeApi) -> None:
+    """An API slower than the timeout is retried, then reported as a timeout FetchError."""
+    time = FakeTime()
+    api.on(STATUS_PATH.format("slow"), Reply(200, status_body("slow"), delay=3.0))
+    result, client = run(_config(api, timeout=0.2, retries=1), lambda c: c.fetch_all(["slow"]), time=time)
+    (error,) = result.errors
+    assert (error.job, error.kind) == ("slow", "timeout")
+    assert "no answer within 0.2s" in error.message
+    assert api.count(STATUS_PATH.format("slow")) == 2
+    assert time.sleeps == [0.1]
+    assert client.stats.errors == {"timeout": 1}
+
+
+def test_connection_refused_is_a_network_error(api: FakeApi) -> None:
+    """Nothing listening on the port: retried, then a network FetchError."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    time = FakeTime()
+    result, _ = run(_config(api, endpoint=f"http://127.0.0.1:{port}", retries=1), lambda c: c.fetch_all(["j"]),
+                    time=time)
+    assert result.errors[0].kind == "network"
+    assert time.sleeps == [0.1]
+
+
+def test_bad_body_is_not_retried_and_others_are_unaffected(api: FakeApi, caplog: pytest.LogCaptureFixture) -> None:
+    """A non-JSON 200 is a bad_response for that job only, asked once, logged with job and kind."""
+    api.on(STATUS_PATH.format("a"), Reply(200, status_body("a")))
+    api.on(STATUS_PATH.format("broken"), Reply(200, b"<html>maintenance</html>"))
+    api.on(STATUS_PATH.format("c"), Reply(200, status_body("c", "STOPPED")))
+    with caplog.at_level(logging.WARNING, logger="notifier.source.client"):
+        result, _ = run(_config(api), lambda c: c.fetch_all(["a", "broken", "c"]))
+    assert [s.name for s in result.snapshots] == ["a", "c"]
+    (error,) = result.errors
+    assert (error.job, error.kind) == ("broken", "bad_response")
+    assert "maintenance" in error.message
+    assert api.count(STATUS_PATH.format("broken")) == 1
+    assert "job=broken kind=bad_response" in caplog.text
+
+
+def test_job_name_is_path_encoded(api: FakeApi) -> None:
+    """A job name with spaces or slashes stays one path segment."""
+    api.on(STATUS_PATH.format("a%20b%2Fc"), Reply(200, status_body("a b/c")))
+    snap, _ = run(_config(api), lambda c: c.fetch_status("a b/c"))
+    assert snap.name == "a b/c"
+
+
+def test_unexpected_failure_of_one_job_is_isolated() -> None:
+    """A bug surfacing for one job (here an injected transport raising) becomes its FetchError only."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        if "boom" in request.url.path:
+            raise RuntimeError("transport exploded")
+        return httpx.Response(200, json=status_body("ok"))
+
+    config = SourceConfig(endpoint="http://127.0.0.1:9", project_id=PROJECT, auth="none")
+    result, client = run(config, lambda c: c.fetch_all(["ok", "boom"]), transport=httpx.MockTransport(handle))
+    assert [s.name for s in result.snapshots] == ["ok"]
+    assert [(e.job, e.kind) for e in result.errors] == [("boom", "error")]
+    assert "RuntimeError: transport exploded" in result.errors[0].message
+    assert client.stats.errors == {"error": 1}
+
+
+# --- headers and auth ------------------------------------------------------------------
+
+def test_workspace_header_sent(api: FakeApi) -> None:
+    """A configured workspace goes out as the ``workspace`` header."""
+    api.on(STATUS_PATH.format("j"), Reply(200, status_body("j")))
+    run(_config(api, workspace="ws-0042"), lambda c: c.fetch_status("j"))
+    assert api.requests[0].headers["workspace"] == "ws-0042"
+
+
+def test_token_header_sent(api: FakeApi) -> None:
+    """auth = "token" sends the token from the configured variable as X-Auth-Token."""
+    api.on(STATUS_PATH.format("j"), Reply(200, status_body("j")))
+    run(_config(api, auth="token", token_env="MY_TOKEN"), lambda c: c.fetch_status("j"),
+        environ={"MY_TOKEN": "tok-123"})
+    assert api.requests[0].headers["X-Auth-Token"] == "tok-123"
+
+
+@pytest.mark.parametrize(("auth", "environ", "variable"), [
+    pytest.param("token", {}, "HUAWEICLOUD_IAM_TOKEN", id="token"),
+    pytest.param("aksk", {"HUAWEICLOUD_SDK_AK": "ak"}, "HUAWEICLOUD_SDK_SK", id="sk"),
+    pytest.param("aksk", {}, "HUAWEICLOUD_SDK_AK", id="ak"),
+])
+def test_missing_secret_is_a_config_error(api: FakeApi, auth: str, environ: dict[str, str], variable: str) -> None:
+    """A missing secret fails at construction with a ConfigError naming the variable."""
+    with pytest.raises(ConfigError, match=variable):
+        DgcClient(_config(api, auth=auth), environ=environ)
+
+
+AUTH_RE = re.compile(r"^SDK-HMAC-SHA256 Access=(?P<ak>[^,]+), SignedHeaders=(?P<signed>[a-z0-9;-]+), "
+                     r"Signature=(?P<sig>[0-9a-f]{64})$")
+
+
+def _verify(seen: Seen, ak: str, sk: str) -> bool:
+    """Check a received request's signature the way the API gateway would: signed headers only."""
+    match = AUTH_RE.match(seen.headers["Authorization"])
+    assert match is not None and match["ak"] == ak
+    wanted = set(match["signed"].split(";"))
+    headers = {k: v for k, v in seen.headers.items() if k.lower() in wanted}
+    query = "&".join(f"{k}={v}" for k, v in seen.query.items())
+    url = f"http://{seen.headers['Host']}{seen.path}" + (f"?{query}" if query else "")
+    expected = sign(seen.method, url, headers, b"", ak, sk, datetime.now(timezone.utc))
+    return expected == {"Authorization": seen.headers["Authorization"]}
+
+
+def test_aksk_requests_are_signed_and_verify(api: FakeApi, caplog: pytest.LogCaptureFixture) -> None:
+    """Every aksk request carries a well-formed Authorization that verifies; secrets never reach the logs."""
+    api.on(STATUS_PATH.format("j"), Reply(200, status_body("j")))
+    api.handler = lambda seen: Reply(200, {"total": 1, "jobs": [{"name": "j"}]})
+    environ = {"HUAWEICLOUD_SDK_AK": "MYAK", "HUAWEICLOUD_SDK_SK": "very-secret-sk"}
+    now = datetime(2024, 5, 17, 8, 30, 15, tzinfo=timezone.utc)
+
+    async def both(c: DgcClient) -> None:
+        await c.fetch_status("j")
+        await c.list_jobs()
+
+    with caplog.at_level(logging.DEBUG):
+        run(_config(api, auth="aksk", workspace="ws1"), both, environ=environ, clock=lambda: now)
+    assert len(api.requests) == 2
+    for seen in api.requests:
+        assert seen.headers["X-Sdk-Date"] == "20240517T083015Z"
+        match = AUTH_RE.match(seen.headers["Authorization"])
+        assert match is not None and "workspace" in match["signed"].split(";")
+        assert _verify(seen, "MYAK", "very-secret-sk")
+    assert "very-secret-sk" not in caplog.text
+    assert "Signature=" not in caplog.text
+
+
+def test_aksk_retry_is_signed_afresh(api: FakeApi, clock: Any) -> None:
+    """A retried request gets a new X-Sdk-Date and a new, valid signature."""
+    api.on(STATUS_PATH.format("j"), Reply(502, b"bad gateway"), Reply(200, status_body("j")))
+    environ = {"HUAWEICLOUD_SDK_AK": "MYAK", "HUAWEICLOUD_SDK_SK": "sk"}
+
+    def ticking() -> datetime:
+        return clock.advance(7)
+
+    run(_config(api, auth="aksk"), lambda c: c.fetch_status("j"), environ=environ, clock=ticking)
+    first, second = api.requests
+    assert first.headers["X-Sdk-Date"] != second.headers["X-Sdk-Date"]
+    assert first.headers["Authorization"] != second.headers["Authorization"]
+    assert _verify(first, "MYAK", "sk") and _verify(second, "MYAK", "sk")
+
+
+# --- concurrency and rate --------------------------------------------------------------
+
+def test_concurrency_bound_respected(api: FakeApi) -> None:
+    """With concurrency 3, the server never sees more than 3 requests in flight (and does see 3)."""
+    api.handler = lambda seen: Reply(200, status_body(seen.path.split("/")[4]), delay=0.1)
+    jobs = [f"job{i}" for i in range(12)]
+    result, _ = run(_config(api, concurrency=3), lambda c: c.fetch_all(jobs))
+    assert len(result.snapshots) == 12 and not result.errors
+    assert api.max_in_flight == 3
+
+
+def test_queued_requests_do_not_spend_their_timeout_waiting(api: FakeApi) -> None:
+    """Jobs waiting for a concurrency slot start their timeout only when sent, so none times out."""
+    api.handler = lambda seen: Reply(200, status_body(seen.path.split("/")[4]), delay=0.1)
+    result, _ = run(_config(api, concurrency=1, timeout=0.3, retries=0),
+                    lambda c: c.fetch_all([f"j{i}" for i in range(5)]))
+    assert result.errors == ()
+    assert len(result.snapshots) == 5
+
+
+def test_rate_limit_spaces_requests(api: FakeApi) -> None:
+    """At 10 requests/s, request starts are spaced 0.1 s apart through the injected sleep."""
+    time = FakeTime()
+    api.handler = lambda seen: Reply(200, status_body(seen.path.split("/")[4]))
+    result, client = run(_config(api, max_requests_per_second=10, concurrency=5),
+                         lambda c: c.fetch_all([f"j{i}" for i in range(5)]), time=time)
+    assert len(result.snapshots) == 5
+    assert time.sleeps == [pytest.approx(0.1)] * 4
+    assert client.stats.requests == 5
+
+
+def test_rate_limiter_slots_without_bursts() -> None:
+    """Five waits at the same instant sleep 0, 0.25, 0.5, 0.75, 1.0 s: evenly spaced, no burst."""
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    limiter = RateLimiter(4.0, monotonic=lambda: 50.0, sleep=record)
+
+    async def main() -> None:
+        for _ in range(5):
+            await limiter.wait()
+
+    asyncio.run(main())
+    assert waits == [0.25, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.parametrize(("attempt", "error", "expected"), [
+    pytest.param(0, SourceError("x", kind="server"), 0.5, id="first"),
+    pytest.param(3, SourceError("x", kind="timeout"), 4.0, id="doubling"),
+    pytest.param(9, SourceError("x", kind="network"), 10.0, id="capped"),
+    pytest.param(0, SourceError("x", kind="throttled", retry_after=90.0), 60.0, id="retry-after-cap"),
+    pytest.param(0, SourceError("x", kind="server", retry_after=3.0), 3.0, id="retry-after-on-503"),
+    pytest.param(0, SourceError("x", kind="throttled"), 5.0, id="throttled-default"),
+])
+def test_retry_delay(attempt: int, error: SourceError, expected: float) -> None:
+    """Backoff doubles from ``backoff`` up to ``backoff_max``; Retry-After wins, capped at 60 s."""
+    config = SourceConfig(endpoint="http://127.0.0.1:1", project_id="p")
+    assert retry_delay(attempt, error, config, MaxRng()) == expected
+
+
+# --- listing and resolving jobs -------------------------------------------------------
+
+def _list_handler(names: list[str], *, pages: bool = False) -> Callable[[Seen], Reply]:
+    def handle(seen: Seen) -> Reply:
+        limit, offset = int(seen.query["limit"]), int(seen.query["offset"])
+        start = offset * limit if pages else offset
+        chunk = names[start:start + limit]
+        return Reply(200, {"total": len(names), "jobs": [{"name": n, "jobType": "REAL_TIME"} for n in chunk]})
+    return handle
+
+
+def test_list_jobs_pages_over_2500_jobs(api: FakeApi) -> None:
+    """2500 jobs come back in three pages of limit 1000, REAL_TIME only, in order."""
+    names = [f"job{i:04d}" for i in range(2500)]
+    api.handler = _list_handler(names)
+    listed, _ = run(_config(api), lambda c: c.list_jobs())
+    assert listed == tuple(names)
+    assert [(r.query["offset"], r.query["limit"], r.query["jobType"]) for r in api.requests] == [
+        ("0", "1000", "REAL_TIME"), ("1000", "1000", "REAL_TIME"), ("2000", "1000", "REAL_TIME")]
+
+
+def test_list_jobs_with_page_number_offsets(api: FakeApi) -> None:
+    """A server that reads offset as a page number still yields every job."""
+    names = [f"job{i:04d}" for i in range(2500)]
+    api.handler = _list_handler(names, pages=True)
+    listed, _ = run(_config(api), lambda c: c.list_jobs())
+    assert listed == tuple(names)
+    assert [r.query["offset"] for r in api.requests] == ["0", "1000", "1", "2"]
+
+
+def test_list_jobs_small_server_pages(api: FakeApi) -> None:
+    """A server that returns fewer records than asked (100 a page) is paged by records received."""
+    names = [f"job{i:03d}" for i in range(250)]
+
+    def handle(seen: Seen) -> Reply:
+        offset = int(seen.query["offset"])
+        return Reply(200, {"total": 250, "jobs": [{"name": n} for n in names[offset:offset + 100]]})
+
+    api.handler = handle
+    listed, _ = run(_config(api), lambda c: c.list_jobs())
+    assert listed == tuple(names)
+    assert [r.query["offset"] for r in api.requests] == ["0", "100", "200"]
+
+
+def test_list_jobs_bad_page_raises(api: FakeApi) -> None:
+    """A job list that is not a list document raises bad_response (discovery must not shrink silently)."""
+    api.handler = lambda seen: Reply(200, b"<html>login</html>")
+    with pytest.raises(SourceError) as info:
+        run(_config(api), lambda c: c.list_jobs())
+    assert info.value.kind == "bad_response"
+    assert len(api.requests) == 1
+
+
+def test_resolve_jobs_include_exclude(api: FakeApi) -> None:
+    """Explicit names first, then discovered names passing include and not exclude, each once."""
+    api.handler = _list_handler(["job_a", "job_b_test", "other", "job_c", "job_a"])
+    jobs = JobsConfig(names=("manual", "job_c"), discover=True, include=("job_*",), exclude=("*_test",))
+    resolved, _ = run(_config(api), lambda c: c.resolve_jobs(jobs))
+    assert resolved == ("manual", "job_c", "job_a")
+
+
+def test_resolve_jobs_without_discovery_makes_no_request(api: FakeApi) -> None:
+    """Without discover, the explicit list is used as is and the API is not asked."""
+    resolved, _ = run(_config(api), lambda c: c.resolve_jobs(JobsConfig(names=("b", "a", "b"))))
+    assert resolved == ("b", "a")
+    assert api.requests == []
+
+
+@pytest.mark.parametrize(("listed", "include", "exclude", "expected"), [
+    pytest.param(["a1", "a2", "b1"], ["*"], [], ("a1", "a2", "b1"), id="all"),
+    pytest.param(["a1", "a2", "b1"], ["a*"], ["*2"], ("a1",), id="include-exclude"),
+    pytest.param(["A1", "a1"], ["a*"], [], ("a1",), id="case-sensitive"),
+    pytest.param(["a1"], [], [], (), id="no-include-nothing"),
+])
+def test_select_jobs(listed: list[str], include: list[str], exclude: list[str], expected: tuple[str, ...]) -> None:
+    """Glob filtering is fnmatch, case-sensitive, exclude winning over include."""
+    assert select_jobs((), listed, include, exclude) == expected
+
+
+# --- the bundled simulator -------------------------------------------------------------
+
+def test_seed_scenario_through_simulator() -> None:
+    """The bundled simulator's seed scenario serves job_sms with its 7 nodes over a real socket."""
+    simulator = pytest.importorskip("notifier.simulator")
+    if not hasattr(simulator, "Simulator"):
+        pytest.skip("notifier.simulator has no Simulator yet")
+    with simulator.Simulator(simulator.load_scenario("seed")) as sim:
+        config = SourceConfig(endpoint=sim.url, project_id=sim.project_id, auth="none")
+        snap, _ = run(config, lambda c: c.fetch_status("job_sms"))
+    assert isinstance(snap, JobSnapshot)
+    assert len(snap.nodes) == 7
+    assert {n.name: n.status for n in snap.nodes}["DLI_SMS_GES"] == "EXCEPTION"
