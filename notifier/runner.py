@@ -127,12 +127,19 @@ class Runner:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.add(loop.create_task(self.reload())))
         cycles = 0
 
+        idle = asyncio.Event()
+        idle.set()
+
         async def tick() -> None:
             nonlocal cycles
-            await self.run_cycle()
-            cycles += 1
-            if max_cycles is not None and cycles >= max_cycles:
-                self.stop()
+            idle.clear()
+            try:
+                await self.run_cycle()
+                cycles += 1
+                if max_cycles is not None and cycles >= max_cycles:
+                    self.stop()
+            finally:
+                idle.set()  # nothing awaits after this: shutdown never cancels a cycle
 
         interval = self.runtime.config.interval
         scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
@@ -153,9 +160,9 @@ class Runner:
                 except asyncio.TimeoutError:
                     self.stop()
         finally:
+            scheduler.pause()  # no new cycles; a running one finishes (shutdown would cancel it)
+            await idle.wait()
             scheduler.shutdown(wait=False)
-            async with self._cycle_lock:  # let a running cycle finish its commit
-                pass
             delivery.cancel()
             try:
                 await delivery

@@ -1,0 +1,588 @@
+"""Scenario files for the DGC simulator: jobs, nodes and faults scripted over time.
+
+A scenario file is parsed once, strictly, into frozen data (``Scenario``). Each job is
+then compiled into a ``JobPlan`` whose ``at(t)`` answers "what does this job look like
+``t`` seconds into the scenario" with one bisect and a few multiplications: the server
+asks it on every request, so nothing is parsed or searched per request.
+
+File format (every key is checked; unknown keys are errors naming file, table and key)::
+
+    project_id = "b384b9e9ab9b4ee8994c8633aabc9505"
+    loop = false                 # after the last step: hold it (false) or start over (true)
+    epoch_start = 1551409406000  # optional: epoch ms (or a TOML datetime) of t=0; default: start()
+    list_offset = "records"      # list API `offset`: a record offset ("records") or a page ("pages")
+
+    [[job]]
+    name = "job_sms"
+    workspace = ""               # optional; served only with header `workspace: <id>`
+    status = "NORMAL"            # status before the first step changes it
+    start_time = 1551409465000   # epoch ms, TOML datetime, or "59s" after epoch_start (default: t=0)
+    extra = { foo = 1 }          # unknown fields added to the status response (tolerance tests)
+
+    [[job.node]]
+    name = "DIS_INPUT"
+    type = "ExecuteDISStream"
+    status = "NORMAL"            # before the first step changes it
+    log_path = "obs://..."       # optional
+    running_data = { streamName = "dis-input" }   # a table (served JSON-encoded) or a string
+    counters = { totalGetRecords = 70341, totalPutRecords = 70341 }   # initial values, default 0
+    bytes_per_record = 100       # bytes counters grow by this much per record
+
+    [[job.step]]
+    duration = "4s"              # optional on the last step when not looping (it holds)
+    status = "NORMAL"            # job status; omitted: unchanged
+    nodes = { DLI_SMS_GES = "EXCEPTION" }    # node statuses; nodes not named keep theirs
+    rates = { DIS_INPUT = 120, CS = { get = 10, put = 8 } }   # records/s; 0 = stalled; carried over
+
+    [[fault]]                    # or [[job.fault]] for one job
+    kind = "http_error"          # latency | http_error | throttle | html | truncated_json
+                                 # | missing_status | empty_body | disconnect
+    status = 503
+    after = "2s"                 # optional window in scenario time [after, until)
+    until = "5s"
+    count = 2                    # optional: only the first N matching requests
+    probability = 0.5            # optional: seeded random (seed = 0), deterministic per request order
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from notifier.errors import ConfigError
+from notifier.models import COUNTER_NAMES
+from notifier.tables import TableReader, load_toml
+
+DEFAULT_PROJECT_ID = "b384b9e9ab9b4ee8994c8633aabc9505"
+"""The project ID of the API document's example; the bundled scenarios use it."""
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+
+BUNDLED_SCENARIOS: Mapping[str, Path] = MappingProxyType({
+    "seed": SCENARIO_DIR / "seed.toml",
+    "demo": SCENARIO_DIR / "demo.toml",
+})
+"""Scenarios shipped with the package, by the name ``load_scenario`` accepts."""
+
+EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
+def _empty() -> Any:
+    """Default for mapping fields: the shared read-only empty mapping (dataclasses refuse it as a plain default)."""
+    return field(default_factory=lambda: EMPTY)
+
+
+FaultKind = Literal[
+    "latency", "http_error", "throttle", "html", "truncated_json", "missing_status", "empty_body", "disconnect",
+]
+FAULT_KINDS: tuple[str, ...] = (
+    "latency", "http_error", "throttle", "html", "truncated_json", "missing_status", "empty_body", "disconnect",
+)
+Endpoint = Literal["any", "status", "list"]
+ListOffset = Literal["records", "pages"]
+
+_STATUS_KEYS = frozenset({"name", "status", "startTime", "endTime", "lastUpdateTime", "nodes"})
+_NODE_KEYS = frozenset({"name", "status", "type", "logPath", "runningData", *COUNTER_NAMES})
+_MIN_EPOCH_MS = 10**11  # 1973-03-03: smaller integers are almost surely seconds, not milliseconds
+
+
+# --- data -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A point in epoch time: absolute (``epoch_ms``) or ``offset`` seconds after epoch_start."""
+
+    epoch_ms: int | None = None
+    offset: float = 0.0
+
+    def resolve(self, epoch_start_ms: int) -> int:
+        return self.epoch_ms if self.epoch_ms is not None else epoch_start_ms + round(self.offset * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Records per second added to a node's get and put counters."""
+
+    get: float = 0.0
+    put: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeScript:
+    """A node of a job: its fixed description and its values at t=0."""
+
+    name: str
+    type: str
+    status: str = "NORMAL"
+    log_path: str | None = None
+    running_data: str | None = None
+    counters: tuple[int, int, int, int] = (0, 0, 0, 0)  # in COUNTER_NAMES order
+    bytes_per_record: int = 100
+    extra: Mapping[str, Any] = _empty()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One scripted stretch of time; ``None`` fields and unnamed nodes keep the previous values."""
+
+    duration: float | None = None
+    status: str | None = None
+    nodes: Mapping[str, str] = _empty()
+    rates: Mapping[str, Rate] = _empty()
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A scripted misbehaviour; it applies to a request when every given condition holds."""
+
+    kind: FaultKind
+    job: str | None = None  # None: every request (status and list)
+    workspace: str | None = None  # with job: only that workspace's job; None: the name in any workspace
+    endpoint: Endpoint = "any"
+    delay: float = 0.0  # latency
+    status: int | None = None  # http_error, html
+    retry_after: float | None = None  # throttle; 0 sends no Retry-After header
+    error_code: str | None = None  # http_error, throttle
+    error_msg: str | None = None
+    after: float = 0.0  # scenario-time window [after, until)
+    until: float | None = None
+    count: int | None = None  # only the first N matching requests
+    probability: float | None = None  # seeded random: same request order, same answers
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobScript:
+    """A job as a scenario describes it."""
+
+    name: str
+    nodes: tuple[NodeScript, ...]
+    steps: tuple[Step, ...] = ()
+    workspace: str = ""
+    status: str = "NORMAL"
+    start_time: Instant = Instant()
+    create_time: Instant | None = None  # default: start_time
+    owner: str = "simulator"
+    create_user: str | None = None  # default: owner
+    priority: int = 0
+    loop: bool | None = None  # default: the scenario's
+    extra: Mapping[str, Any] = _empty()
+    faults: tuple[Fault, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """Everything the simulator serves, parsed and validated."""
+
+    project_id: str
+    jobs: tuple[JobScript, ...]
+    loop: bool = False
+    epoch_start_ms: int | None = None  # None: the wall-clock time of Simulator.start()
+    faults: tuple[Fault, ...] = ()
+    list_offset: ListOffset = "records"
+    name: str = "scenario"
+    description: str = ""
+    source: str = ""
+
+    @classmethod
+    def synthetic(cls, jobs: int = 1000, nodes: int = 10, project_id: str = DEFAULT_PROJECT_ID,
+                  *, workspace: str = "") -> Scenario:
+        """An all-NORMAL scenario with moving counters, for benchmarks and load tests."""
+        if jobs < 1 or nodes < 1:
+            raise ValueError(f"synthetic scenario needs jobs >= 1 and nodes >= 1, got jobs={jobs} nodes={nodes}")
+        types = ("ExecuteDISStream", "DLI SQL", "ExecuteCloudStream", "Create OBS")
+        node_names = tuple(f"node_{n:02d}" for n in range(nodes))
+        # Shared node and step objects keep 10,000 jobs small and let them share one compiled timeline each.
+        shared_nodes = tuple(NodeScript(name=name, type=types[n % len(types)]) for n, name in enumerate(node_names))
+        steps_by_phase = [
+            (Step(rates=MappingProxyType({
+                name: Rate(get=float(1 + (p * 7 + n) % 50), put=float(1 + (p * 7 + n) % 50))
+                for n, name in enumerate(node_names)})),)
+            for p in range(min(jobs, 50))]
+        width = len(str(jobs - 1))
+        scripts = [JobScript(name=f"job_{j:0{width}d}", nodes=shared_nodes, steps=steps_by_phase[j % 50],
+                             workspace=workspace) for j in range(jobs)]
+        return cls(project_id=project_id, jobs=tuple(scripts), name=f"synthetic-{jobs}x{nodes}",
+                   description=f"{jobs} NORMAL jobs with {nodes} nodes each and moving counters")
+
+
+# --- compiled plans -------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job at one moment of scenario time."""
+
+    status: str
+    since: float  # scenario seconds when the job entered ``status``
+    node_statuses: tuple[str, ...]
+    counters: tuple[tuple[int, int, int, int], ...]  # per node, in COUNTER_NAMES order
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Steps resolved into per-step arrays, so ``at(t)`` is a bisect and arithmetic.
+
+    It holds no job name, so jobs scripted alike (``Scenario.synthetic``) share one.
+    """
+
+    nodes: tuple[NodeScript, ...]
+    starts: tuple[float, ...]  # step start offsets within one cycle
+    cycle: float | None  # cycle length when looping; None: the last step holds for ever
+    statuses: tuple[str, ...]  # job status per step
+    run_starts: tuple[float, ...]  # per step: start of the run of equal job status it belongs to
+    wrap_since: float | None  # looping: cycle offset of the last run when it continues into step 0
+    first_run_len: int  # number of steps in the first run of equal job status
+    single_status: bool  # the job status never changes
+    node_statuses: tuple[tuple[str, ...], ...]
+    rates: tuple[tuple[Rate, ...], ...]
+    base: tuple[tuple[Rate, ...], ...]  # records added before each step within a cycle
+    per_cycle: tuple[Rate, ...]  # records added by one whole cycle
+
+    def at(self, t: float) -> JobView:
+        """The job ``t`` scenario seconds after the start (t < 0 counts as 0)."""
+        t = max(t, 0.0)
+        if self.cycle is None:
+            k, offset = 0, t
+        else:
+            k_float, offset = divmod(t, self.cycle)
+            k = int(k_float)
+        i = bisect.bisect_right(self.starts, offset) - 1
+        elapsed = offset - self.starts[i]
+        if self.single_status:
+            since = 0.0
+        elif self.cycle is not None and k > 0 and self.wrap_since is not None and i < self.first_run_len:
+            since = (k - 1) * self.cycle + self.wrap_since
+        else:
+            since = (k * self.cycle if self.cycle is not None else 0.0) + self.run_starts[i]
+        counters = []
+        for node, rate, base, per_cycle in zip(self.nodes, self.rates[i], self.base[i], self.per_cycle):
+            got = math.floor(k * per_cycle.get + base.get + rate.get * elapsed)
+            put = math.floor(k * per_cycle.put + base.put + rate.put * elapsed)
+            c = node.counters
+            counters.append((c[0] + got * node.bytes_per_record, c[1] + got,
+                             c[2] + put * node.bytes_per_record, c[3] + put))
+        return JobView(self.statuses[i], since, self.node_statuses[i], tuple(counters))
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    """A job and its compiled timeline."""
+
+    job: JobScript
+    timeline: Timeline
+
+    def at(self, t: float) -> JobView:
+        return self.timeline.at(t)
+
+
+_ZERO = Rate()
+
+
+def compile_job(job: JobScript, *, loop: bool, cache: dict[tuple[Any, ...], Timeline] | None = None) -> JobPlan:
+    """Resolve carried-over values and cumulative counters once, for every step.
+
+    ``cache`` shares timelines between jobs with the very same nodes and steps objects.
+    """
+    loop = job.loop if job.loop is not None else loop
+    key = (job.status, id(job.nodes), id(job.steps), loop)
+    timeline = cache.get(key) if cache is not None else None
+    if timeline is None:
+        timeline = _timeline(job.status, job.nodes, job.steps or (Step(),), loop)
+        if cache is not None:
+            cache[key] = timeline
+    return JobPlan(job, timeline)
+
+
+def _timeline(status: str, nodes: tuple[NodeScript, ...], steps: tuple[Step, ...], loop: bool) -> Timeline:
+    node_index = {node.name: n for n, node in enumerate(nodes)}
+    node_status = [node.status for node in nodes]
+    rate = [_ZERO] * len(nodes)
+    added = [_ZERO] * len(nodes)
+    starts: list[float] = []
+    statuses: list[str] = []
+    node_statuses: list[tuple[str, ...]] = []
+    rates: list[tuple[Rate, ...]] = []
+    base: list[tuple[Rate, ...]] = []
+    t = 0.0
+    for step in steps:
+        status = step.status if step.status is not None else status
+        for name, value in step.nodes.items():
+            node_status[node_index[name]] = value
+        for name, value in step.rates.items():
+            rate[node_index[name]] = value
+        starts.append(t)
+        statuses.append(status)
+        node_statuses.append(tuple(node_status))
+        rates.append(tuple(rate))
+        base.append(tuple(added))
+        if step.duration is not None:
+            d = step.duration
+            added = [a if r is _ZERO else Rate(a.get + r.get * d, a.put + r.put * d) for a, r in zip(added, rate)]
+            t += d
+    run_starts: list[float] = []
+    for i, s in enumerate(statuses):
+        run_starts.append(run_starts[-1] if i and statuses[i - 1] == s else starts[i])
+    first_run_len = next((i for i, s in enumerate(statuses) if s != statuses[0]), len(statuses))
+    single = first_run_len == len(statuses)
+    return Timeline(
+        nodes=nodes, starts=tuple(starts), cycle=t if loop else None, statuses=tuple(statuses),
+        run_starts=tuple(run_starts), wrap_since=run_starts[-1] if loop and not single and statuses[-1] == statuses[0]
+        else None, first_run_len=first_run_len, single_status=single, node_statuses=tuple(node_statuses),
+        rates=tuple(rates), base=tuple(base), per_cycle=tuple(added))
+
+
+# --- loading --------------------------------------------------------------------------
+
+def load_scenario(path_or_name: str | Path) -> Scenario:
+    """Load a scenario file, or a bundled scenario by name ("seed", "demo")."""
+    if isinstance(path_or_name, str) and path_or_name in BUNDLED_SCENARIOS:
+        path = BUNDLED_SCENARIOS[path_or_name]
+    else:
+        path = Path(path_or_name)
+        if not path.exists() and isinstance(path_or_name, str) and path.suffix == "" and "/" not in path_or_name:
+            raise ConfigError(f"no such file, and not a bundled scenario ({', '.join(BUNDLED_SCENARIOS)})",
+                              file=str(path_or_name))
+    return parse_scenario(load_toml(path), file=str(path), name=path.stem)
+
+
+def parse_scenario(data: Mapping[str, Any], *, file: str = "<scenario>", name: str = "scenario") -> Scenario:
+    """Validate a scenario document (as read from TOML) into a ``Scenario``."""
+    top = TableReader(data, file=file, where="")
+    project_id = _name(top, "project_id")
+    loop = top.bool("loop", False)
+    epoch = _instant(top, "epoch_start", None, relative=False)
+    list_offset = top.choice("list_offset", ("records", "pages"), "records")
+    description = top.str("description", "")
+    jobs = tuple(_job(r, loop) for r in _tables(top, "job", required=True))
+    _check_unique(top, "job", [(j.workspace, j.name) for j in jobs], lambda k: f"job {k[1]!r} in workspace {k[0]!r}")
+    faults = tuple(_fault(r, jobs=jobs) for r in _tables(top, "fault"))
+    top.finish()
+    return Scenario(project_id=project_id, jobs=jobs, loop=loop,
+                    epoch_start_ms=epoch.epoch_ms if epoch is not None else None, faults=faults,
+                    list_offset=list_offset, name=name, description=description, source=file)
+
+
+def parse_fault(fields: Mapping[str, Any], *, jobs: tuple[JobScript, ...] = (), where: str = "fault") -> Fault:
+    """Validate one fault given as keyword arguments (``Simulator.set_fault``); numbers are seconds."""
+    return _fault(TableReader(dict(fields), file="<set_fault>", where=where), jobs=jobs)
+
+
+def _tables(reader: TableReader, key: str, *, required: bool = False) -> list[TableReader]:
+    value = reader.raw(key, None)
+    if value is None:
+        if required:
+            raise reader.error(key, f"at least one [[{key}]] table is required")
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise reader.error(key, f"expected an array of tables ([[{key}]]), got {type(value).__name__}")
+    prefix = f"{reader.where}." if reader.where else ""
+    return [TableReader(v, file=reader.file, where=f"{prefix}{key}[{i}]") for i, v in enumerate(value)]
+
+
+def _check_unique(reader: TableReader, key: str, items: list[Any], describe: Callable[[Any], str]) -> None:
+    seen = set()
+    for item in items:
+        if item in seen:
+            raise reader.error(key, f"{describe(item)} is defined twice")
+        seen.add(item)
+
+
+def _name(reader: TableReader, key: str) -> str:
+    value = reader.str(key)
+    if not value.strip() or "/" in value or value != value.strip():
+        raise reader.error(key, f"must be a non-empty name without '/' or surrounding spaces, got {value!r}")
+    return value
+
+
+def _status(reader: TableReader, key: str, default: Any) -> Any:
+    value = reader.str(key, default)
+    if isinstance(value, str) and not value.strip():
+        raise reader.error(key, "status must not be empty (any other string is served as-is)")
+    return value
+
+
+def _seconds(reader: TableReader, key: str, default: Any, *, positive: bool = False) -> Any:
+    """A duration string, or a number of seconds."""
+    if not reader.has(key):
+        return reader.raw(key, default)
+    value = reader.raw(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        if seconds < 0:
+            raise reader.error(key, f"must not be negative, got {value!r}")
+    else:
+        seconds = reader.seconds(key)
+    if positive and seconds <= 0:
+        raise reader.error(key, f"must be longer than zero, got {value!r}")
+    return seconds
+
+
+def _instant(reader: TableReader, key: str, default: Any, *, relative: bool = True) -> Any:
+    """Epoch milliseconds (int), a TOML datetime, or (``relative``) a duration after epoch_start."""
+    if not reader.has(key):
+        return reader.raw(key, default)
+    value = reader.raw(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < _MIN_EPOCH_MS:
+            raise reader.error(key, f"expected epoch milliseconds, got {value} (seconds? multiply by 1000)")
+        return Instant(epoch_ms=value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise reader.error(key, "a datetime needs a UTC offset, e.g. 2019-03-01T03:04:25Z")
+        return Instant(epoch_ms=round(value.astimezone(timezone.utc).timestamp() * 1000))
+    if relative and isinstance(value, str):
+        return Instant(offset=_seconds(reader, key, None))
+    what = "epoch milliseconds, a datetime with offset, or a duration after epoch_start" if relative \
+        else "epoch milliseconds or a datetime with offset"
+    raise reader.error(key, f"expected {what}, got {value!r}")
+
+
+def _extra(reader: TableReader, key: str, reserved: frozenset[str]) -> Mapping[str, Any]:
+    table = reader.table(key, None)
+    if table is None:
+        return EMPTY
+    for name, value in table.data.items():
+        if name in reserved:
+            raise table.error(name, "extra fields must not replace a field the API defines")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise table.error(name, f"not representable in JSON: {value!r}") from None
+    table.finish(table.data.keys())
+    return MappingProxyType(dict(table.data))
+
+
+def _job(r: TableReader, loop: bool) -> JobScript:
+    name = _name(r, "name")
+    r.where = f"job[{name}]"
+    workspace = r.str("workspace", "")
+    status = _status(r, "status", "NORMAL")
+    nodes = tuple(_node(n) for n in _tables(r, "node"))
+    _check_unique(r, "node", [n.name for n in nodes], lambda k: f"node {k!r}")
+    node_names = {n.name for n in nodes}
+    steps = tuple(_step(s, node_names) for s in _tables(r, "step"))
+    job_loop = r.bool("loop", None)
+    effective_loop = job_loop if job_loop is not None else loop
+    for i, step in enumerate(steps):
+        if step.duration is None and (effective_loop or i < len(steps) - 1):
+            why = "the scenario loops" if effective_loop else "only the last step may omit it (it then holds)"
+            raise TableReader({}, file=r.file, where=f"{r.where}.step[{i}]").error("duration", f"required: {why}")
+    job = JobScript(
+        name=name, nodes=nodes, steps=steps, workspace=workspace, status=status,
+        start_time=_instant(r, "start_time", Instant()), create_time=_instant(r, "create_time", None),
+        owner=r.str("owner", "simulator"), create_user=r.str("create_user", None),
+        priority=r.int("priority", 0), loop=job_loop, extra=_extra(r, "extra", _STATUS_KEYS),
+    )
+    faults = tuple(_fault(f, jobs=(job,), implied=job) for f in _tables(r, "fault"))
+    r.finish()
+    return replace(job, faults=faults)
+
+
+def _node(r: TableReader) -> NodeScript:
+    name = _name(r, "name")
+    r.where = f"{r.where.rsplit('[', 1)[0]}[{name}]"
+    running = r.raw("running_data", None)
+    if isinstance(running, Mapping):
+        running = json.dumps(running, separators=(",", ":"), ensure_ascii=False)
+    elif running is not None and not isinstance(running, str):
+        raise r.error("running_data", f"expected a table or a string, got {type(running).__name__}")
+    counters_table = r.table("counters", None)
+    counters = [0, 0, 0, 0]
+    if counters_table is not None:
+        for i, counter in enumerate(COUNTER_NAMES):
+            counters[i] = counters_table.int(counter, 0, minimum=0)
+        counters_table.finish()
+    node = NodeScript(
+        name=name, type=r.str("type"), status=_status(r, "status", "NORMAL"), log_path=r.str("log_path", None),
+        running_data=running, counters=(counters[0], counters[1], counters[2], counters[3]),
+        bytes_per_record=r.int("bytes_per_record", 100, minimum=0), extra=_extra(r, "extra", _NODE_KEYS),
+    )
+    r.finish()
+    return node
+
+
+def _step(r: TableReader, node_names: set[str]) -> Step:
+    duration = _seconds(r, "duration", None, positive=True)
+    status = _status(r, "status", None)
+    nodes: dict[str, str] = {}
+    table = r.table("nodes", None)
+    if table is not None:
+        for node in table.data:
+            _known_node(table, node, node_names)
+            nodes[node] = _status(table, node, None)
+        table.finish()
+    rates: dict[str, Rate] = {}
+    table = r.table("rates", None)
+    if table is not None:
+        for node in table.data:
+            _known_node(table, node, node_names)
+            value = table.raw(node)
+            if isinstance(value, Mapping):
+                pair = table.table(node)
+                rates[node] = Rate(get=pair.number("get", 0.0, minimum=0), put=pair.number("put", 0.0, minimum=0))
+                pair.finish()
+            else:
+                both = table.number(node, minimum=0)
+                rates[node] = Rate(get=both, put=both)
+        table.finish()
+    r.finish()
+    return Step(duration=duration, status=status, nodes=MappingProxyType(nodes), rates=MappingProxyType(rates))
+
+
+def _known_node(table: TableReader, node: str, node_names: set[str]) -> None:
+    if node not in node_names:
+        known = ", ".join(sorted(node_names)) or "none"
+        raise table.error(node, f"no node of that name in this job (nodes: {known})")
+
+
+def _fault(r: TableReader, *, jobs: tuple[JobScript, ...], implied: JobScript | None = None) -> Fault:
+    kind = r.choice("kind", FAULT_KINDS)
+    if implied is not None:
+        job, workspace = implied.name, implied.workspace
+        endpoint = r.choice("endpoint", ("status",), "status")
+    else:
+        job = r.str("job", None)
+        workspace = r.str("workspace", None)
+        if job is not None and jobs and not any(j.name == job for j in jobs):
+            raise r.error("job", f"no job named {job!r} in this scenario")
+        if workspace is not None and job is None:
+            raise r.error("workspace", "only meaningful together with `job`")
+        endpoint = r.choice("endpoint", ("status",) if job else ("any", "status", "list"), "status" if job else "any")
+    after = _seconds(r, "after", 0.0)
+    until = _seconds(r, "until", None)
+    if until is not None and until <= after:
+        raise r.error("until", f"must be later than `after` ({after:g}s), got {until:g}s")
+    probability = r.number("probability", None, minimum=0)
+    if probability is not None and not 0 < probability <= 1:
+        raise r.error("probability", f"must be in (0, 1], got {probability:g}")
+    fields: dict[str, Any] = dict(
+        kind=kind, job=job, workspace=workspace, endpoint=endpoint, after=after, until=until,
+        count=r.int("count", None, minimum=1), probability=probability, seed=r.int("seed", 0),
+    )
+    if kind == "latency":
+        fields["delay"] = _seconds(r, "delay", None, positive=True)
+        if fields["delay"] is None:
+            raise r.error("delay", "required for kind = \"latency\" (e.g. \"2s\")")
+    elif kind == "http_error":
+        fields["status"] = r.int("status", 500)
+        if not 400 <= fields["status"] <= 599:
+            raise r.error("status", f"must be an HTTP error status 400-599, got {fields['status']}")
+        fields["error_code"] = r.str("error_code", None)
+        fields["error_msg"] = r.str("error_msg", None)
+    elif kind == "throttle":
+        fields["retry_after"] = _seconds(r, "retry_after", 1.0)
+        fields["error_code"] = r.str("error_code", None)
+        fields["error_msg"] = r.str("error_msg", None)
+    elif kind == "html":
+        fields["status"] = r.int("status", 502)
+        if not 200 <= fields["status"] <= 599:
+            raise r.error("status", f"must be an HTTP status 200-599, got {fields['status']}")
+    r.finish()
+    return Fault(**fields)

@@ -1,0 +1,701 @@
+"""The simulator's HTTP side: a real loopback server that answers like DataArts Factory.
+
+Routes (``workspace`` header selects a workspace; none means the default one):
+
+    GET /v1/{project_id}/jobs/{job_name}/status        the job status API
+    GET /v1/{project_id}/jobs?jobType=REAL_TIME&offset=&limit=&jobName=   the list-jobs API
+
+Errors, as the service words them where known:
+
+    unknown job (or job of another workspace)  400 {"error_code": "DLF.0100", "error_msg": "The job does not exists."}
+    wrong project_id                           404 {"error_code": "SIM.0404", ...}   (simulator's own code)
+    bad list parameters                        400 {"error_code": "SIM.0400", ...}   (simulator's own code)
+    any other path                             404 {"error_code": "APIG.0101", ...}  (API Gateway's answer)
+    methods other than GET                     501 (http.server's default)
+
+The server is stdlib ``ThreadingHTTPServer`` speaking keep-alive HTTP/1.1 (every answer has a
+Content-Length and goes out in one write, Nagle off), so an httpx pool reuses connections.
+Scenario time comes from an injectable clock; faults may sleep through an injectable
+``sleep``, so tests never wait for real time to pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType, TracebackType
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from notifier.models import COUNTER_NAMES
+from notifier.simulator.scenario import EMPTY, Fault, JobPlan, JobView, Scenario, compile_job, parse_fault
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+"""Returns scenario time: seconds since the scenario started."""
+
+Sleep = Callable[[float], None]
+
+JSON_TYPE = "application/json;charset=UTF-8"
+NOT_FOUND = {"error_code": "DLF.0100", "error_msg": "The job does not exists."}
+THROTTLED = ("APIG.0308", "The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 second")
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 1000
+
+
+# --- clocks ---------------------------------------------------------------------------
+
+class ManualClock:
+    """Scenario time that moves only when a test says so."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._t = float(start)
+
+    def __call__(self) -> float:
+        return self._t
+
+    def advance(self, seconds: float) -> float:
+        """Move time forward; returns the new scenario time."""
+        if seconds < 0:
+            raise ValueError(f"time only moves forward, got advance({seconds})")
+        self._t += seconds
+        return self._t
+
+    def set(self, seconds: float) -> None:
+        self._t = float(seconds)
+
+
+class MonotonicClock:
+    """Real scenario time: seconds of ``time.monotonic()`` since ``restart()`` (called by start())."""
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+
+    def restart(self) -> None:
+        self._t0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self._t0
+
+
+# --- request log ----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as the simulator received it."""
+
+    method: str
+    path: str  # without the query string, as sent (not URL-decoded)
+    query: Mapping[str, str]  # last value wins
+    headers: Mapping[str, str]  # names lower-cased
+    client: str  # "host:port" of the connection; the same for requests on a reused keep-alive connection
+    t: float  # scenario time
+
+
+class RequestLog:
+    """Thread-safe record of the most recent requests (oldest first), bounded so benchmarks stay small."""
+
+    def __init__(self, maxlen: int) -> None:
+        self._items: deque[RecordedRequest] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+
+    def append(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._items.append(request)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def snapshot(self) -> tuple[RecordedRequest, ...]:
+        with self._lock:
+            return tuple(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[RecordedRequest]:
+        return iter(self.snapshot())
+
+    def __getitem__(self, index: int) -> RecordedRequest:
+        return self.snapshot()[index]
+
+
+# --- runtime state --------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A served job: its script compiled once."""
+
+    index: int
+    plan: JobPlan
+    faults: tuple[Fault, ...]
+
+    @property
+    def name(self) -> str:
+        return self.plan.job.name
+
+    @property
+    def workspace(self) -> str:
+        return self.plan.job.workspace
+
+
+@dataclass(frozen=True, slots=True)
+class _Override:
+    """Values a test set at runtime; they replace the scripted ones from then on."""
+
+    status: str | None = None
+    since: float = 0.0
+    nodes: Mapping[int, str] = field(default_factory=lambda: EMPTY)
+    counters: Mapping[int, Mapping[int, int]] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(slots=True)
+class _FaultState:
+    """A fault with what it has used up: its remaining count and its random stream."""
+
+    fault: Fault
+    remaining: int | None
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What to send: a JSON document (``doc``) or raw ``body`` bytes."""
+
+    status: int
+    doc: Any = None
+    body: bytes | None = None
+    content_type: str = JSON_TYPE
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _error(status: int, code: str, message: str) -> _Answer:
+    return _Answer(status, {"error_code": code, "error_msg": message})
+
+
+# --- the simulator --------------------------------------------------------------------
+
+class Simulator:
+    """A DGC job-status service on loopback, scripted by a ``Scenario``.
+
+    ``clock`` returns scenario seconds (default: real time since ``start()``); ``sleep`` is
+    what latency faults call (default: a sleep that ``stop()`` interrupts).
+    """
+
+    def __init__(self, scenario: Scenario, host: str = "127.0.0.1", port: int = 0, clock: Clock | None = None,
+                 *, sleep: Sleep | None = None, record_requests: int = 10_000) -> None:
+        self.scenario = scenario
+        self.host = host
+        self.project_id = scenario.project_id
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.requests = RequestLog(record_requests)
+        self._requested_port = port
+        self._stopping = threading.Event()
+        self._sleep: Sleep = sleep if sleep is not None else self._interruptible_sleep
+        timelines: dict[tuple[Any, ...], Any] = {}
+        self._entries = tuple(_Entry(i, compile_job(job, loop=scenario.loop, cache=timelines), job.faults)
+                              for i, job in enumerate(scenario.jobs))
+        self._by_key = {(e.workspace, e.name): e for e in self._entries}
+        by_workspace: dict[str, list[_Entry]] = {}
+        by_name: dict[str, list[_Entry]] = {}
+        for e in self._entries:
+            by_workspace.setdefault(e.workspace, []).append(e)
+            by_name.setdefault(e.name, []).append(e)
+        self._by_workspace = {k: tuple(v) for k, v in by_workspace.items()}
+        self._by_name = {k: tuple(v) for k, v in by_name.items()}
+        self._epoch_ms = scenario.epoch_start_ms if scenario.epoch_start_ms is not None else int(time.time() * 1000)
+        # Copy-on-write: readers take the current reference without a lock; writers swap it under one.
+        self._overrides: Mapping[int, _Override] = MappingProxyType({})
+        self._override_lock = threading.Lock()
+        self._fault_lock = threading.Lock()
+        self._runtime_faults: tuple[_FaultState, ...] = ()
+        self._scripted_faults = tuple(_new_state(f) for e in self._entries for f in e.faults) + tuple(
+            _new_state(f) for f in scenario.faults)
+        self._faults = self._scripted_faults
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle
+
+    def start(self) -> Simulator:
+        """Bind, serve in a daemon thread, and (default clock) start scenario time at 0."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        self._stopping.clear()
+        self._server = _Server((self.host, self._requested_port), self)
+        if self.scenario.epoch_start_ms is None:
+            self._epoch_ms = int(time.time() * 1000)
+        if isinstance(self.clock, MonotonicClock):
+            self.clock.restart()
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"dgc-simulator-{self.port}", daemon=True)
+        self._thread.start()
+        log.info("simulator started url=%s project_id=%s scenario=%s jobs=%d",
+                 self.url, self.project_id, self.scenario.name, len(self._entries))
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every open connection and join the threads; safe to call twice."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_connections(timeout=2.0)
+        if thread is not None:
+            thread.join(timeout=2.0)
+        self._server = self._thread = None
+        log.info("simulator stopped")
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def epoch_start_ms(self) -> int:
+        """Epoch milliseconds of scenario time 0 (the scenario's ``epoch_start``, else the start time)."""
+        return self._epoch_ms
+
+    def now(self) -> float:
+        """Current scenario time in seconds (never negative)."""
+        return max(0.0, float(self.clock()))
+
+    # runtime control (tests)
+
+    def set_fault(self, job: str | None = None, **fault: Any) -> Fault:
+        """Add a fault now; later ones win over earlier ones and over the scenario's.
+
+        Keywords are the scenario file's fault keys; durations may be numbers of seconds.
+        ``after``/``until`` are absolute scenario times.
+        """
+        if job is not None:
+            fault["job"] = job
+        parsed = parse_fault(fault, jobs=tuple(e.plan.job for e in self._entries))
+        with self._fault_lock:
+            self._runtime_faults = (_new_state(parsed), *self._runtime_faults)
+            self._faults = self._runtime_faults + self._scripted_faults
+        return parsed
+
+    def clear_faults(self, *, scripted: bool = True) -> None:
+        """Remove runtime faults and (``scripted``) the scenario's own: the simulator then answers cleanly."""
+        with self._fault_lock:
+            self._runtime_faults = ()
+            if scripted:
+                self._scripted_faults = ()
+            self._faults = self._scripted_faults
+
+    def set_job_status(self, job: str, status: str, *, workspace: str | None = None) -> None:
+        """Serve ``status`` for the job from now on; lastUpdateTime moves only if the status changes."""
+        with self._override_lock:
+            entry = self._entry(job, workspace)
+            t = self.now()
+            current = self._view(entry, t)
+            since = current.since if status == current.status else t
+            self._put_override(entry, status=status, since=since)
+
+    def set_node_status(self, job: str, node: str, status: str, *, workspace: str | None = None) -> None:
+        """Serve ``status`` for the node from now on."""
+        with self._override_lock:
+            entry = self._entry(job, workspace)
+            n = self._node_index(entry, node)
+            old = self._overrides.get(entry.index, _Override())
+            self._put_override(entry, nodes=MappingProxyType({**old.nodes, n: status}))
+
+    def set_counters(self, job: str, node: str, *, workspace: str | None = None, **counters: int) -> None:
+        """Pin counters (API names, e.g. ``totalPutRecords=5``) at fixed values from now on."""
+        values: dict[int, int] = {}
+        for name, value in counters.items():
+            if name not in COUNTER_NAMES:
+                raise ValueError(f"unknown counter {name!r}; counters are {', '.join(COUNTER_NAMES)}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"counter {name} must be a non-negative int, got {value!r}")
+            values[COUNTER_NAMES.index(name)] = value
+        with self._override_lock:
+            entry = self._entry(job, workspace)
+            n = self._node_index(entry, node)
+            old = self._overrides.get(entry.index, _Override())
+            merged = {**old.counters.get(n, EMPTY), **values}
+            self._put_override(entry, counters=MappingProxyType({**old.counters, n: MappingProxyType(merged)}))
+
+    def clear_overrides(self) -> None:
+        """Forget every runtime status and counter override: the script rules again."""
+        with self._override_lock:
+            self._overrides = MappingProxyType({})
+
+    def _put_override(self, entry: _Entry, **changes: Any) -> None:
+        old = self._overrides.get(entry.index, _Override())
+        self._overrides = MappingProxyType({**self._overrides, entry.index: replace(old, **changes)})
+
+    def _entry(self, job: str, workspace: str | None) -> _Entry:
+        if workspace is not None:
+            entry = self._by_key.get((workspace, job))
+            if entry is None:
+                raise ValueError(f"no job {job!r} in workspace {workspace!r}")
+            return entry
+        found = self._by_name.get(job, ())
+        if not found:
+            raise ValueError(f"no job {job!r} in the scenario")
+        if len(found) > 1:
+            raise ValueError(f"job {job!r} exists in several workspaces; pass workspace=")
+        return found[0]
+
+    @staticmethod
+    def _node_index(entry: _Entry, node: str) -> int:
+        for n, script in enumerate(entry.plan.job.nodes):
+            if script.name == node:
+                return n
+        raise ValueError(f"job {entry.name!r} has no node {node!r}")
+
+    # computing answers
+
+    def _view(self, entry: _Entry, t: float) -> JobView:
+        """The scripted view with runtime overrides applied."""
+        view = entry.plan.at(t)
+        override = self._overrides.get(entry.index)
+        if override is None:
+            return view
+        statuses, counters = view.node_statuses, view.counters
+        if override.nodes:
+            statuses = tuple(override.nodes.get(n, s) for n, s in enumerate(statuses))
+        if override.counters:
+            counters = tuple(
+                tuple(override.counters[n].get(c, v) for c, v in enumerate(values)) if n in override.counters
+                else values
+                for n, values in enumerate(counters))
+        status, since = view.status, view.since
+        if override.status is not None:
+            status, since = override.status, override.since
+        return JobView(status, since, statuses, counters)  # type: ignore[arg-type]
+
+    def _status_doc(self, entry: _Entry, t: float) -> dict[str, Any]:
+        job = entry.plan.job
+        view = self._view(entry, t)
+        since_ms = self._epoch_ms + round(view.since * 1000)
+        nodes = []
+        for script, status, c in zip(job.nodes, view.node_statuses, view.counters):
+            node: dict[str, Any] = {}
+            if script.log_path is not None:
+                node["logPath"] = script.log_path
+            node["name"] = script.name
+            if script.running_data is not None:
+                node["runningData"] = script.running_data
+            node["status"] = status
+            node["totalGetBytes"], node["totalGetRecords"], node["totalPutBytes"], node["totalPutRecords"] = c
+            node["type"] = script.type
+            if script.extra:
+                node.update(script.extra)
+            nodes.append(node)
+        doc: dict[str, Any] = {}
+        if view.status == "STOPPED":
+            doc["endTime"] = since_ms
+        doc["lastUpdateTime"] = since_ms
+        doc["name"] = job.name
+        doc["nodes"] = nodes
+        doc["startTime"] = job.start_time.resolve(self._epoch_ms)
+        doc["status"] = view.status
+        if job.extra:
+            doc.update(job.extra)
+        return doc
+
+    def _list_item(self, entry: _Entry, t: float) -> dict[str, Any]:
+        job = entry.plan.job
+        view = self._view(entry, t)
+        since_ms = self._epoch_ms + round(view.since * 1000)
+        start_ms = job.start_time.resolve(self._epoch_ms)
+        item = {
+            "name": job.name,
+            "jobType": "REAL_TIME",
+            # The list API spells the starting state STARTING, the status API STARTTING.
+            "status": "STARTING" if view.status == "STARTTING" else view.status,
+            "lastUpdateTime": since_ms,
+            "owner": job.owner,
+            "priority": job.priority,
+            "createUser": job.create_user if job.create_user is not None else job.owner,
+            "createTime": job.create_time.resolve(self._epoch_ms) if job.create_time is not None else start_ms,
+            "startTime": start_ms,
+        }
+        if view.status == "STOPPED":
+            item["endTime"] = since_ms
+        return item
+
+    def _list(self, query: Mapping[str, str], workspace: str, t: float) -> _Answer:
+        job_type = query.get("jobType") or "BATCH"  # the documented default; the simulator has no batch jobs
+        if job_type not in ("REAL_TIME", "BATCH"):
+            return _error(400, "SIM.0400", f"jobType must be REAL_TIME or BATCH, got {job_type!r}")
+        try:
+            limit = _int_param(query, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+            offset = _int_param(query, "offset", 0, 0, None)
+        except ValueError as exc:
+            return _error(400, "SIM.0400", str(exc))
+        entries = self._by_workspace.get(workspace, ()) if job_type == "REAL_TIME" else ()
+        name = query.get("jobName", "")
+        if name:
+            entries = tuple(e for e in entries if name in e.name)
+        first = offset if self.scenario.list_offset == "records" else offset * limit
+        return _Answer(200, {"total": len(entries), "jobs": [self._list_item(e, t) for e in entries[first:first + limit]]})
+
+    def _route(self, path: str, query: Mapping[str, str], workspace: str,
+               t: float) -> tuple[str | None, _Entry | None, _Answer]:
+        """(endpoint, job entry or None, the fault-free answer)."""
+        parts = path.rstrip("/").split("/")
+        if len(parts) in (4, 6) and parts[1] == "v1" and parts[3] == "jobs" and (len(parts) == 4 or parts[5] == "status"):
+            endpoint = "list" if len(parts) == 4 else "status"
+            if unquote(parts[2]) != self.project_id:
+                return endpoint, None, _error(
+                    404, "SIM.0404", f"project_id {unquote(parts[2])!r} is not served here (this simulator serves "
+                                     f"{self.project_id!r})")
+            if endpoint == "list":
+                return endpoint, None, self._list(query, workspace, t)
+            entry = self._by_key.get((workspace, unquote(parts[4])))
+            if entry is None:
+                return endpoint, None, _Answer(400, NOT_FOUND)
+            return endpoint, entry, _Answer(200, self._status_doc(entry, t))
+        return None, None, _error(404, "APIG.0101", "The API does not exist or has not been published in the environment")
+
+    # faults
+
+    def _pick_faults(self, t: float, endpoint: str | None, entry: _Entry | None) -> tuple[float, Fault | None]:
+        """Total latency and the first answer-changing fault that apply to this request."""
+        states = self._faults
+        if not states:
+            return 0.0, None
+        delay, chosen = 0.0, None
+        with self._fault_lock:
+            for state in states:
+                f = state.fault
+                if chosen is not None and f.kind != "latency":
+                    continue
+                if not _fault_matches(f, t, endpoint, entry) or state.remaining == 0:
+                    continue
+                if f.probability is not None and state.rng.random() >= f.probability:
+                    continue
+                if state.remaining is not None:
+                    state.remaining -= 1
+                if f.kind == "latency":
+                    delay += f.delay
+                else:
+                    chosen = f
+        return delay, chosen
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+    # HTTP
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        """Answer one GET request (called by the server's handler threads)."""
+        t = self.now()
+        split = urlsplit(handler.path)
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        host, port = handler.client_address[:2]
+        self.requests.append(RecordedRequest(handler.command, split.path, MappingProxyType(query),
+                                             MappingProxyType(headers), f"{host}:{port}", t))
+        endpoint, entry, answer = self._route(split.path, query, headers.get("workspace", ""), t)
+        delay, fault = self._pick_faults(t, endpoint, entry)
+        if delay:
+            self._sleep(delay)
+        if fault is not None:
+            if fault.kind == "disconnect":
+                handler.close_connection = True
+                return
+            answer = _apply_fault(fault, answer)
+        _send(handler, answer)
+
+
+def _new_state(fault: Fault) -> _FaultState:
+    return _FaultState(fault, fault.count, random.Random(fault.seed))
+
+
+def _fault_matches(f: Fault, t: float, endpoint: str | None, entry: _Entry | None) -> bool:
+    if t < f.after or (f.until is not None and t >= f.until):
+        return False
+    if endpoint is None or (f.endpoint != "any" and f.endpoint != endpoint):
+        return False
+    if f.job is None:
+        return True
+    return entry is not None and entry.name == f.job and (f.workspace is None or f.workspace == entry.workspace)
+
+
+def _apply_fault(f: Fault, answer: _Answer) -> _Answer:
+    """The answer a fault turns a normal answer into."""
+    if f.kind == "http_error":
+        status = f.status or 500
+        return _error(status, f.error_code or f"SIM.{status}", f.error_msg or f"Simulated {status} {_phrase(status)}")
+    if f.kind == "throttle":
+        headers = (("Retry-After", str(math.ceil(f.retry_after))),) if f.retry_after else ()
+        return replace(_error(429, f.error_code or THROTTLED[0], f.error_msg or THROTTLED[1]), headers=headers)
+    if f.kind == "html":
+        status = f.status or 502
+        page = (f"<html><head><title>{status} {_phrase(status)}</title></head><body><center><h1>{status} "
+                f"{_phrase(status)}</h1></center><hr><center>nginx</center></body></html>\n")
+        return _Answer(status, body=page.encode(), content_type="text/html")
+    if f.kind == "empty_body":
+        return _Answer(200, body=b"")
+    if f.kind == "truncated_json":
+        body = _encode(answer.doc) if answer.body is None else answer.body
+        return _Answer(200, body=body[: max(1, len(body) // 2)])
+    if f.kind == "missing_status" and answer.status == 200 and isinstance(answer.doc, dict):
+        doc = dict(answer.doc)
+        doc.pop("status", None)
+        if isinstance(doc.get("jobs"), list):
+            doc["jobs"] = [{k: v for k, v in job.items() if k != "status"} for job in doc["jobs"]]
+        return replace(answer, doc=doc)
+    return answer
+
+
+def _int_param(query: Mapping[str, str], key: str, default: int, low: int, high: int | None) -> int:
+    raw = query.get(key, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ValueError(f"{key} must be an integer {bound}, got {raw!r}")
+    return value
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _encode(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _send(handler: BaseHTTPRequestHandler, answer: _Answer) -> None:
+    """Write status line, headers and body in one write (no Nagle stall on keep-alive)."""
+    body = answer.body if answer.body is not None else _encode(answer.doc)
+    head = [
+        f"HTTP/1.1 {answer.status} {_phrase(answer.status)}",
+        f"Date: {handler.date_time_string()}",
+        "Server: dgc-simulator",
+        f"Content-Type: {answer.content_type}",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in answer.headers),
+    ]
+    if handler.close_connection:
+        head.append("Connection: close")
+    handler.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "dgc-simulator"
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        try:
+            self.server.simulator.handle(self)
+        except (ConnectionError, OSError):
+            raise
+        except Exception:
+            log.exception("simulator failed to answer path=%s", self.path)
+            _send(self, _error(500, "SIM.0500", "simulator error; see its log"))
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+        log.debug("simulator %s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that remembers its connections, so stop() can close idle keep-alive ones."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
+        self.simulator = simulator
+        self._lock = threading.Lock()
+        self._active: dict[threading.Thread, socket.socket] = {}
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
+                                  name="dgc-simulator-conn", daemon=True)
+        with self._lock:
+            self._active[thread] = request
+        thread.start()
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._active.pop(threading.current_thread(), None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("simulator connection error client=%s", client_address, exc_info=True)
+
+    def close_connections(self, timeout: float) -> None:
+        with self._lock:
+            active = list(self._active.items())
+        for _, sock in active:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread, _ in active:
+            thread.join(timeout)
+
+
+# --- blocking entry point -------------------------------------------------------------
+
+def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out: TextIO | None = None) -> None:
+    """Serve until Ctrl-C or SIGTERM; print the URL and project ID first (for `notifier simulate`)."""
+    out = out if out is not None else sys.stdout
+    stop = threading.Event()
+    previous: Any = None
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        with Simulator(scenario, host=host, port=port) as sim:
+            print(f"DGC simulator: scenario {scenario.name!r} at {sim.url}  project_id={sim.project_id}", file=out)
+            for entry in sim._entries[:20]:
+                where = f" (workspace {entry.workspace!r})" if entry.workspace else ""
+                print(f"  {sim.url}/v1/{sim.project_id}/jobs/{entry.name}/status{where}", file=out)
+            if len(sim._entries) > 20:
+                print(f"  ... and {len(sim._entries) - 20} more jobs", file=out)
+            out.flush()
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
