@@ -77,12 +77,13 @@ def test_default_template_golden(index: int) -> None:
 
 
 def test_seed_alert_reads_at_a_glance() -> None:
-    """The seed alert's first line says severity, job, node, type, transition, since and rule."""
+    """The seed alert's first line says severity, job, node, type, transition, since and rule; then summary and log."""
     (payload,) = compose(Renderer(None, strict=True), sample_groups()[0], NOW)
-    first, second = payload["text"].splitlines()
+    first, second, third = payload["text"].splitlines()
     assert first == ("[CRITICAL] job_sms: DLI_SMS_GES (DLI SQL) NORMAL -> EXCEPTION since 03:04 UTC (4 min ago)"
                      "  rule=node-exception")
-    assert second == "    log: obs://dlf-log-example/job_sms/DLI_SMS_GES.job"
+    assert second == "    DLI_SMS_GES entered EXCEPTION (was NORMAL)"
+    assert third == "    log: obs://dlf-log-example/job_sms/DLI_SMS_GES.job"
 
 
 def test_old_alerts_show_the_date() -> None:
