@@ -121,7 +121,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     finally:
         close_channels(channels)
     for error in report.errors:
-        print(f"source error: {error.job}: {error.message}", file=sys.stderr)
+        print(f"source error: {error.message}", file=sys.stderr)
     return EXIT_SOURCE if report.source_failed else EXIT_OK
 
 
@@ -184,7 +184,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         rows = store.outbox()
     finally:
         store.close()
-    print(f"ALERTS ({len(alerts)})")
+    firing = sum(1 for a in alerts if a.phase == "firing")
+    print(f"ALERTS ({firing} firing, {len(alerts) - firing} pending)")
     for a in alerts:
         where = f"{a.job}/{a.node}" if a.node else a.job
         print(f"  {a.phase:<8} {a.rule:<24} {where:<40} {a.state or '':<10} active since "

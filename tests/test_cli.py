@@ -1,0 +1,225 @@
+"""The command line as an operator uses it: real processes, real sockets, exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from notifier.simulator import Simulator, load_scenario
+from tests.support.webhook_receiver import WebhookReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NODE_EXCEPTION = """
+[[rule]]
+name = "node-exception"
+scope = "node"
+status = ["EXCEPTION"]
+severity = "critical"
+"""
+
+
+def notifier(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "notifier", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "notifier", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    """Poll an outside process' observable effect; this waits for an event, not for time to pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(load_scenario("seed")) as s:
+        yield s
+
+
+def config_for(write_config, sim_url: str, channels: str, *, rules: str = NODE_EXCEPTION,  # type: ignore[no-untyped-def]
+               interval: str = "1h", project: str = "b384b9e9ab9b4ee8994c8633aabc9505") -> Path:
+    source = (f'[source]\nendpoint = "{sim_url}"\nproject_id = "{project}"\nauth = "none"\n'
+              f'timeout = "2s"\nretries = 0\n\n[schedule]\ninterval = "{interval}"\n')
+    return write_config(source=source, rules=rules, channels=channels)
+
+
+def outbox_rows(config: Path) -> list[tuple[int, str]]:
+    db = config.parent / "state.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        try:
+            return conn.execute("SELECT id, status FROM outbox ORDER BY id").fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+
+def test_check_names_file_rule_and_key_of_a_typo(write_config, sim) -> None:
+    """`notifier check` on a rule with a typo'd key exits 2 and names the file, the rule and the key."""
+    rules = NODE_EXCEPTION.replace('severity = "critical"', 'severty = "critical"')
+    config = config_for(write_config, sim.url, '[channels.stdout]\ntype = "console"\n', rules=rules)
+    result = notifier("check", "-c", str(config))
+    assert result.returncode == 2
+    assert str(config.parent / "rules" / "rules.toml") in result.stderr
+    assert "node-exception" in result.stderr and "severty" in result.stderr
+    assert "did you mean 'severity'" in result.stderr
+
+
+def test_check_catches_a_template_error_before_production(write_config, sim, tmp_path: Path) -> None:
+    """An undefined variable in a user template fails `notifier check` with exit 2 and the template's name."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "default.console.j2").write_text("{{ alerts[0].no_such_field }}\n")
+    config = config_for(write_config, sim.url, '[channels.stdout]\ntype = "console"\n')
+    config.write_text(config.read_text().replace('rules = "rules"', 'rules = "rules"\ntemplates = "templates"'))
+    result = notifier("check", "-c", str(config))
+    assert result.returncode == 2, result.stderr
+    assert "default.console.j2" in result.stderr and "no_such_field" in result.stderr
+
+
+def test_check_accepts_the_example_config() -> None:
+    """The shipped example config, rules and templates pass `notifier check`."""
+    result = notifier("check", "-c", "examples/notifier.toml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok:")
+
+
+def test_once_against_simulate_prints_the_alert_once(write_config, tmp_path: Path) -> None:
+    """`notifier simulate` + `notifier once`, as the README shows: one alert, then nothing new, exit 0."""
+    port = free_port()
+    sim = spawn("simulate", "--scenario", "seed", "--port", str(port))
+    try:
+        wait_until(lambda: _listening(port), what="simulator")
+        config = config_for(write_config, f"http://127.0.0.1:{port}", '[channels.stdout]\ntype = "console"\n')
+        first = notifier("once", "-c", str(config))
+        assert first.returncode == 0, first.stderr
+        assert "[CRITICAL] job_sms: DLI_SMS_GES (DLI SQL)" in first.stdout
+        second = notifier("once", "-c", str(config))
+        assert second.returncode == 0 and second.stdout == ""
+        alerts = notifier("alerts", "-c", str(config))
+        assert "firing   node-exception" in alerts.stdout and "job_sms/DLI_SMS_GES" in alerts.stdout
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        assert sim.wait(timeout=10) == 0
+
+
+def test_once_exits_1_when_the_source_is_unreachable(write_config) -> None:
+    """Nothing listening at the endpoint: `notifier once` exits 1 and says why."""
+    config = config_for(write_config, f"http://127.0.0.1:{free_port()}", '[channels.stdout]\ntype = "console"\n')
+    result = notifier("once", "-c", str(config))
+    assert result.returncode == 1
+    assert "source error: job_sms: cannot reach the API" in result.stderr
+
+
+def test_once_exits_0_when_only_a_channel_is_down(write_config, sim) -> None:
+    """A channel that is down is not a failure of `once`: exit 0, the notification stays queued."""
+    config = config_for(write_config, sim.url, f'[channels.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:{free_port()}/h"\n')
+    result = notifier("once", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert outbox_rows(config) == [(1, "pending")]
+
+
+def test_sigkill_before_delivery_then_restart_delivers_once(write_config, sim) -> None:
+    """Killed with SIGKILL after the outbox write and before delivery, the notification goes out after restart."""
+    port = free_port()
+    config = config_for(write_config, sim.url, f'[channels.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:{port}/hook"\n')
+    proc = spawn("run", "-c", str(config))
+    try:
+        wait_until(lambda: outbox_rows(config) == [(1, "pending")], what="the outbox write")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    with WebhookReceiver(port=port) as hook:
+        proc = spawn("run", "-c", str(config))
+        try:
+            hook.wait_for(1)
+            wait_until(lambda: outbox_rows(config) == [(1, "delivered")], what="delivery")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        assert len(hook.requests) == 1
+        assert hook.requests[0].json["alerts"][0]["node"] == "DLI_SMS_GES"
+
+
+def test_sigterm_finishes_and_exits_cleanly(write_config, sim) -> None:
+    """`notifier run` delivers the first cycle's alert, and on SIGTERM exits 0 with the state committed."""
+    with WebhookReceiver() as hook:
+        config = config_for(write_config, sim.url, f'[channels.hook]\ntype = "webhook"\nurl = "{hook.url}"\n')
+        proc = spawn("run", "-c", str(config))
+        hook.wait_for(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert outbox_rows(config) == [(1, "delivered")]
+        again = notifier("once", "-c", str(config))  # the lock was released and nothing is re-sent
+        assert again.returncode == 0 and len(hook.requests) == 1
+
+
+def test_second_process_on_the_same_state_file_is_refused(write_config, sim) -> None:
+    """`notifier once` while `notifier run` holds the state file fails clearly instead of double-sending."""
+    with WebhookReceiver() as hook:
+        config = config_for(write_config, sim.url, f'[channels.hook]\ntype = "webhook"\nurl = "{hook.url}"\n')
+        proc = spawn("run", "-c", str(config))
+        try:
+            hook.wait_for(1)
+            result = notifier("once", "-c", str(config))
+            assert result.returncode == 1
+            assert "another notifier process" in result.stderr
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+
+
+def test_test_channel_reports_success_and_the_exact_error(write_config, sim) -> None:
+    """`notifier test-channel` exits 0 on delivery and 1 with the channel's own error when it fails."""
+    with WebhookReceiver() as hook:
+        channels = (f'[channels.hook]\ntype = "webhook"\nurl = "{hook.url}"\n\n'
+                    f'[channels.down]\ntype = "webhook"\nurl = "http://127.0.0.1:{free_port()}/x"\n')
+        config = config_for(write_config, sim.url, channels)
+        ok = notifier("test-channel", "hook", "-c", str(config))
+        assert ok.returncode == 0, ok.stderr
+        assert "ok:" in ok.stdout and len(hook.requests) == 1
+        assert "TEST" in hook.requests[0].json["alerts"][0]["summary"]
+        hook.respond_with(404, b"no such hook")
+        bad = notifier("test-channel", "hook", "-c", str(config))
+        assert bad.returncode == 1 and "404" in bad.stderr and "permanent" in bad.stderr
+        down = notifier("test-channel", "down", "-c", str(config))
+        assert down.returncode == 1 and "Connect" in down.stderr
+        unknown = notifier("test-channel", "nope", "-c", str(config))
+        assert unknown.returncode == 2 and "nope" in unknown.stderr
+
+
+def test_log_format_json_writes_one_object_per_line(write_config, sim) -> None:
+    """--log-format json on any subcommand: every stderr line is a JSON object with level and msg."""
+    import json
+
+    config = config_for(write_config, sim.url, '[channels.stdout]\ntype = "console"\n')
+    result = notifier("once", "-c", str(config), "--log-format", "json")
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert lines and all({"ts", "level", "msg"} <= set(entry) for entry in lines)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
