@@ -19,6 +19,7 @@ from notifier.channels import CHANNEL_TYPES, Channel
 from notifier.config import Config, load_config
 from notifier.diff import diff_job
 from notifier.errors import ConfigError, NotifierError, SourceError
+from notifier.inhibit import inhibition_filter
 from notifier.lifecycle import advance
 from notifier.models import (
     Alert,
@@ -145,7 +146,8 @@ def plan_cycle(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState],
 
     current = {k: v for k, v in new_entities.items() if k[0] in evaluated}
     conditions, events = evaluate(rules, current, transitions, now)
-    outcome = advance(rules, conditions, events, alerts, current, evaluated, now)
+    outcome = advance(rules, conditions, events, alerts, current, evaluated, now,
+                      notify_filter=inhibition_filter(rules))
     alert_upserts = tuple(s for fp, s in outcome.states.items() if alerts.get(fp) != s)
     alert_deletes = tuple(fp for fp in alerts if fp not in outcome.states)
     return CyclePlan(

@@ -1,0 +1,32 @@
+"""Inhibition: while a job-scope alert fires, the node alerts it names stay quiet.
+
+A job in EXCEPTION usually has nodes in EXCEPTION too; one message about the job says
+it all. ``inhibits = ["node-exception"]`` on the job rule mutes those node alerts of the
+same job for as long as the job alert fires. Muted alerts keep their lifecycle state;
+the lifecycle offers them again every cycle, so a node still failing after the job
+recovers is reported then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from notifier.lifecycle import NotifyFilter
+from notifier.models import Alert, AlertState, Rule
+
+
+def inhibition_filter(rules: Sequence[Rule]) -> NotifyFilter:
+    """A lifecycle notify filter that drops candidates muted by a firing inhibiting alert."""
+    inhibits = {rule.name: frozenset(rule.inhibits) for rule in rules if rule.inhibits}
+
+    def keep(alerts: tuple[Alert, ...], states: Mapping[str, AlertState], now: datetime) -> tuple[Alert, ...]:
+        if not inhibits:
+            return alerts
+        muted: set[tuple[str, str]] = set()  # (job, muted rule name)
+        for state in states.values():
+            if state.phase == "firing" and state.rule in inhibits:
+                muted.update((state.job, name) for name in inhibits[state.rule])
+        return tuple(a for a in alerts if (a.job, a.rule) not in muted) if muted else alerts
+
+    return keep
