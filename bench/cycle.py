@@ -69,10 +69,9 @@ async def bare_fetch(url: str, project: str, names: list[str]) -> float:
 def worker(jobs: int, url: str) -> dict[str, float]:
     """Runs in its own process: bare fetch, then two real cycles; prints JSON figures."""
     from notifier.service import Service, load_runtime
+    from notifier.simulator import Scenario
     from notifier.source.client import DgcClient
     from notifier.state import StateStore
-
-    from notifier.simulator import Scenario
 
     names = [job.name for job in Scenario.synthetic(jobs=jobs, nodes=10).jobs]
     with tempfile.TemporaryDirectory() as tmp:

@@ -169,8 +169,8 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from notifier.config import load_config
-    from notifier.render import ago, timestamp
     from notifier.models import utcnow
+    from notifier.render import ago, timestamp
     from notifier.state import StateStore
 
     config = load_config(_config_path(args))

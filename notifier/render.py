@@ -12,7 +12,8 @@ service the channel catches it, logs it and sends ``plain_text()`` instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from notifier.durations import format_duration
 from notifier.errors import TemplateError
-from notifier.models import Alert, MessageGroup
+from notifier.models import SEVERITIES, Alert, MessageGroup
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Renderer:
             ago=ago, timestamp=timestamp, isoformat=isoformat, duration=duration,
             emoji=lambda sev: SEVERITY_EMOJI.get(sev, ":white_circle:"),
             color=lambda sev: SEVERITY_COLOR.get(sev, "#757575"),
+            mrkdwn=mrkdwn_escape,
         )
 
     def template_for(self, template: str, kind: str) -> jinja2.Template:
@@ -144,7 +146,7 @@ def message_context(group: MessageGroup, now: datetime) -> dict[str, Any]:
     """What every template sees."""
     firing = tuple(a for a in group.alerts if a.status == "firing")
     resolved = tuple(a for a in group.alerts if a.status == "resolved")
-    worst = min((a.severity for a in firing), key=_severity_rank, default="info")
+    worst = worst_severity(group) or "info"
     return {
         "group": group.group,
         "job": group.group,
@@ -158,8 +160,62 @@ def message_context(group: MessageGroup, now: datetime) -> dict[str, Any]:
     }
 
 
-def _severity_rank(severity: str) -> int:
-    return {"critical": 0, "warning": 1, "info": 2}.get(severity, 3)
+# --- what every message says ------------------------------------------------------------
+
+_WAS = re.compile(r"\s*\(was [^)]*\)")
+
+
+def worst_severity(group: MessageGroup) -> str | None:
+    """The most severe firing alert's severity; None when every alert is resolved."""
+    firing = [a.severity for a in group.alerts if a.status == "firing"]
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    return min(firing, key=lambda s: rank.get(s, len(rank)), default=None)
+
+
+def status_label(group: MessageGroup) -> str:
+    """"CRITICAL" (the worst firing severity) or "RESOLVED" when nothing fires any more."""
+    worst = worst_severity(group)
+    return "RESOLVED" if worst is None else worst.upper()
+
+
+def headline(group: MessageGroup) -> str:
+    """"job_sms: DLI_SMS_GES entered EXCEPTION": the one line a Slack header or a mail subject says.
+
+    A job alert's summary already starts with the job ("job_orders in STARTTING for 12m"):
+    it is not prefixed twice.
+    """
+    what, job = _what(group.alerts), group.group
+    return what if what == job or what.startswith((f"{job} ", f"{job}:")) else f"{job}: {what}"
+
+
+def _what(alerts: Sequence[Alert]) -> str:
+    if len(alerts) == 1:
+        return _alert_headline(alerts[0])
+    firing = [a for a in alerts if a.status == "firing"]
+    n_resolved = len(alerts) - len(firing)
+    if firing and n_resolved:
+        return f"{len(alerts)} alerts ({len(firing)} firing, {n_resolved} resolved)"
+    if not firing:
+        return f"{len(alerts)} alerts resolved"
+    states = {a.state for a in firing}
+    if len(states) == 1 and all(a.node for a in firing):
+        return f"{len(firing)} nodes in {states.pop()}"
+    return f"{len(alerts)} alerts firing"
+
+
+def _alert_headline(alert: Alert) -> str:
+    """The alert's summary without "(was NORMAL)" (the body says where it came from), except for events."""
+    who = alert.node or alert.job
+    if alert.status == "resolved":
+        return alert.summary or f"{who} back to {alert.state}"
+    if alert.summary:
+        return alert.summary if alert.event else (_WAS.sub("", alert.summary) or alert.summary)
+    return f"{who} entered {alert.state}"
+
+
+def mrkdwn_escape(value: object) -> str:
+    """Escape &, < and > so names and summaries cannot become links or @channel mentions."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def alert_line(alert: Alert, now: datetime) -> str:

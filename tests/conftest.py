@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# real loopback servers used as fixtures across test files
+pytest_plugins = ("tests.support.webhook_receiver", "tests.support.slack_server", "tests.support.smtp_server")
+
 
 class Clock:
     """An injectable clock that only moves when a test says so."""

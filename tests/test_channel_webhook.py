@@ -33,7 +33,7 @@ from notifier.errors import ChannelError, ConfigError, TemplateError
 from notifier.models import MessageGroup, Notification
 from notifier.render import Renderer, message_context, sample_groups
 from notifier.tables import TableReader
-from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401
+from tests.support.webhook_receiver import WebhookReceiver
 
 T0 = datetime(2019, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
 NOW = T0 + timedelta(minutes=4)

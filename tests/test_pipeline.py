@@ -9,7 +9,7 @@ import pytest
 
 from notifier.simulator import ManualClock, Simulator, load_scenario
 from tests.pipeline_support import LinkedClock, Pipeline, source_toml, webhook_toml
-from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401
+from tests.support.webhook_receiver import WebhookReceiver
 
 NODE_EXCEPTION = """
 [[rule]]

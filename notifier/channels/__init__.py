@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from notifier.channels import console, webhook
+from notifier.channels import console, email, slack, webhook
 from notifier.channels.base import Channel, ChannelType
 from notifier.models import MessageGroup
 
 CHANNEL_TYPES: dict[str, ChannelType] = {
     "console": console.TYPE,
+    "email": email.TYPE,
+    "slack": slack.TYPE,
     "webhook": webhook.TYPE,
 }
 

@@ -1,0 +1,636 @@
+"""Slack: Block Kit messages through a bot token (``chat.postMessage``) or an incoming webhook.
+
+compose
+    renders ``<template>.slack.j2`` (a JSON document) once per page of alerts, then makes
+    the result fit Slack's limits in Python, whatever the template did: at most 50 blocks,
+    section text 3,000 characters, header 150, message text 40,000. A group too big for
+    one message is split into pages ("(1/3)" in the header); past ``MAX_MESSAGES`` pages
+    the last one says "and N more". Slack rejects an oversized message outright, and a
+    rejected alert is a lost alert, so nothing that leaves compose can exceed a limit.
+    A template that fails (or renders something that is not a Slack message) is logged
+    and replaced by a built-in message made from ``alert_line``.
+
+send
+    posts with the real ``slack_sdk`` clients. The channel decides what is worth retrying,
+    like Alertmanager's Slack notifier: network errors, 5xx and rate limits are transient;
+    an ``ok: false`` answer is permanent (sending it again gets the same answer), and the
+    error names the fix. A short ``Retry-After`` (up to 5 s) is waited out inside the call
+    through slack_sdk's retry-handler hook; a longer one goes back to the outbox as
+    ``retry_after``. Posts to one Slack channel are paced to about one per second, which
+    is what Slack allows per channel.
+
+The bot token and the webhook URL (whose path is its secret) never reach an error or a
+log line: errors are built from Slack's error code, not from the client's exception text.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.webhook import WebhookClient
+
+from notifier.channels.base import ChannelType
+from notifier.errors import ChannelError, ConfigError, TemplateError
+from notifier.models import Alert, MessageGroup, Notification, Payload
+from notifier.render import (
+    SEVERITY_COLOR,
+    SEVERITY_EMOJI,
+    Renderer,
+    alert_line,
+    headline,
+    message_context,
+    mrkdwn_escape,
+    status_label,
+    worst_severity,
+)
+from notifier.secrets import Secret, read_secret
+from notifier.tables import TableReader
+
+log = logging.getLogger(__name__)
+
+_SDK_LOG = logging.getLogger(f"{__name__}.sdk")
+_SDK_LOG.setLevel(logging.INFO)  # slack_sdk's DEBUG lines carry the webhook URL: never emit them
+
+Mode = Literal["token", "webhook"]
+Message = dict[str, Any]
+Sleep = Callable[[float], None]
+Monotonic = Callable[[], float]
+
+# --- Slack's limits (https://docs.slack.dev/reference/block-kit/blocks) -----------------
+MAX_BLOCKS = 50  # per message; counted over top-level and attachment blocks together
+MAX_HEADER_TEXT = 150
+MAX_SECTION_TEXT = 3000
+MAX_FIELDS = 10
+MAX_FIELD_TEXT = 2000
+MAX_CONTEXT_ELEMENTS = 10
+MAX_MESSAGE_TEXT = 40000
+MAX_MESSAGES = 10
+"""Pages per group: a storm bigger than this ends with "and N more" rather than 11+ messages."""
+TRUNCATED = "… (truncated)"
+
+MIN_POST_INTERVAL = 1.0
+"""Seconds between two posts to one Slack channel (Slack allows about one per second)."""
+MAX_INLINE_RETRY_AFTER = 5.0
+"""A ``Retry-After`` up to this is waited inside ``send``; longer ones go back to the outbox."""
+DEFAULT_TOKEN_ENV = "SLACK_BOT_TOKEN"
+RESOLVED_ICON = ":white_check_mark:"
+
+# --- Slack's error codes --------------------------------------------------------------
+_AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
+                          "no_permission", "not_allowed_token_type", "invalid_token", "no_service",
+                          "no_service_id", "no_team", "team_disabled", "team_not_found"})
+_TRANSIENT_ERRORS = frozenset({"ratelimited", "rate_limited", "internal_error", "fatal_error",
+                               "service_unavailable", "request_timeout", "team_added_to_org"})
+_REJECTED_PAYLOAD = frozenset({"invalid_blocks", "invalid_blocks_format", "invalid_attachments",
+                               "msg_too_long", "msg_blocks_too_long", "too_many_attachments",
+                               "invalid_payload", "markdown_text_conflict"})
+"""Slack refused the message's shape: the channel resends it once as plain text."""
+
+
+# --- settings -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SlackSettings:
+    """``[channels.NAME]`` with ``type = "slack"``: a bot token or an incoming webhook, never both."""
+
+    mode: Mode
+    channel: str | None = None  # required with a token: "#data-alerts" or a channel ID
+    token_env: str | None = None
+    token_file: str | None = None
+    webhook_url_env: str | None = None
+    webhook_url_file: str | None = None
+    base_url: str | None = None  # a Slack-compatible Web API, e.g. "http://127.0.0.1:PORT/api/"
+    timeout: float = 10.0
+    username: str | None = None
+    icon_emoji: str | None = None
+
+    @property
+    def secret_source(self) -> str:
+        """Where the secret comes from, in words an operator can act on (never the value)."""
+        if self.mode == "token":
+            return f"file {self.token_file}" if self.token_file else f"environment variable {self.token_env}"
+        if self.webhook_url_file:
+            return f"file {self.webhook_url_file}"
+        return f"environment variable {self.webhook_url_env}"
+
+
+def parse(reader: TableReader) -> SlackSettings:
+    """Validate the channel table: exactly one mode, a channel with a token, no unknown keys."""
+    token_env = reader.str("token_env", None)
+    token_file = reader.str("token_file", None)
+    webhook_env = reader.str("webhook_url_env", None)
+    webhook_file = reader.str("webhook_url_file", None)
+    channel = reader.str("channel", None)
+    base_url = reader.str("base_url", None)
+    timeout = reader.seconds("timeout", 10.0)
+    username = reader.str("username", None)
+    icon_emoji = reader.str("icon_emoji", None)
+    reader.finish(known=("type",))
+
+    if timeout <= 0:
+        raise reader.error("timeout", "must be more than 0s")
+    if token_env and token_file:
+        raise reader.error("token_file", "set token_env or token_file, not both")
+    if webhook_env and webhook_file:
+        raise reader.error("webhook_url_file", "set webhook_url_env or webhook_url_file, not both")
+    common = dict(timeout=timeout, username=username, icon_emoji=icon_emoji)
+    if webhook_env or webhook_file:
+        key = "webhook_url_env" if webhook_env else "webhook_url_file"
+        if token_env or token_file:
+            raise reader.error(key, "set either a bot token (token_env/token_file) or an incoming webhook "
+                                    "(webhook_url_env/webhook_url_file), not both")
+        if channel is not None:
+            raise reader.error("channel", "an incoming webhook posts to the channel it was created for: "
+                                          "remove `channel`, or use a bot token (token_env) to choose the channel")
+        if base_url is not None:
+            raise reader.error("base_url", "base_url is for the bot token mode; a webhook URL is already complete")
+        return SlackSettings(mode="webhook", webhook_url_env=webhook_env, webhook_url_file=webhook_file, **common)
+    if not channel or not channel.strip():
+        raise reader.error("channel", "required with a bot token: the Slack channel to post to, "
+                                      "e.g. \"#data-alerts\" or a channel ID like \"C0123456789\"")
+    return SlackSettings(mode="token", channel=channel.strip(),
+                         token_env=None if token_file else (token_env or DEFAULT_TOKEN_ENV), token_file=token_file,
+                         base_url=_parse_base_url(reader, base_url), **common)
+
+
+def _parse_base_url(reader: TableReader, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise reader.error("base_url", f"expected an http(s) URL like \"https://slack.com/api/\", got {value!r}")
+    return value if value.endswith("/") else value + "/"
+
+
+# --- what every message says ------------------------------------------------------------
+
+def template_context(group: MessageGroup, page: Sequence[Alert], now: datetime) -> dict[str, Any]:
+    """``message_context`` of one page, plus the group-wide title every page shares."""
+    worst = worst_severity(group)
+    ctx = message_context(MessageGroup(group.channel, group.group, tuple(page), group.template), now)
+    ctx.update(
+        headline=headline(group),
+        label=status_label(group),
+        icon=RESOLVED_ICON if worst is None else SEVERITY_EMOJI.get(worst, ":white_circle:"),
+        color=SEVERITY_COLOR["resolved"] if worst is None else SEVERITY_COLOR.get(worst, "#757575"),
+        lines=tuple(alert_line(a, now) for a in page),
+        total=len(group.alerts),
+    )
+    return ctx
+
+
+# --- compose --------------------------------------------------------------------------
+
+def compose(renderer: Renderer, group: MessageGroup, now: datetime) -> tuple[Payload, ...]:
+    """Render a group into one or more Slack messages, each within every Slack limit."""
+    pages, omitted = paginate(lambda page: render_page(renderer, group, page, now), group.alerts)
+    out: list[Payload] = []
+    for number, message in enumerate(pages, 1):
+        if len(pages) > 1:
+            message = _number_page(message, number, len(pages))
+        if omitted and number == len(pages):
+            message = _add_note(message, f":warning: …and {omitted} more alerts of {mrkdwn_escape(group.group)} "
+                                         "not shown here: `notifier alerts` lists them all.")
+        out.append(fit_limits(message))
+    return tuple(out)
+
+
+def render_page(renderer: Renderer, group: MessageGroup, page: Sequence[Alert], now: datetime) -> Message:
+    """Render the template for one page; fall back to the built-in message if it fails."""
+    ctx = template_context(group, page, now)
+    try:
+        message = parse_message(renderer.render(group.template, "slack", ctx))
+    except TemplateError as exc:
+        if renderer.strict:
+            raise
+        log.error("slack template failed, sending the built-in message instead: group=%s error=%s", group.group, exc)
+        return builtin_message(ctx, page, now)
+    if not message["text"].strip():  # notifications and screen readers show only the text
+        message["text"] = mrkdwn_escape(f"{ctx['label']} {ctx['headline']}")
+    return message
+
+
+def parse_message(rendered: str) -> Message:
+    """The template's JSON as a message dict; TemplateError if it is not a Slack message."""
+    try:
+        data = json.loads(rendered)
+    except json.JSONDecodeError as exc:
+        raise TemplateError(f"slack template did not render JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise TemplateError(f"slack template must render a JSON object, got {type(data).__name__}")
+    text = data.get("text", "")
+    blocks = data.get("blocks", [])
+    attachments = data.get("attachments", [])
+    if not isinstance(text, str):
+        raise TemplateError("slack template: \"text\" must be a string")
+    if not _dict_list(blocks):
+        raise TemplateError("slack template: \"blocks\" must be a list of objects")
+    if not _dict_list(attachments) or not all(_dict_list(a.get("blocks", [])) for a in attachments):
+        raise TemplateError("slack template: \"attachments\" must be a list of objects with a \"blocks\" list")
+    if not (text.strip() or blocks or attachments):
+        raise TemplateError("slack template rendered an empty message")
+    message: Message = {"text": text}
+    if blocks:
+        message["blocks"] = blocks
+    if attachments:
+        message["attachments"] = attachments
+    return message
+
+
+def _dict_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+def builtin_message(ctx: Mapping[str, Any], page: Sequence[Alert], now: datetime) -> Message:
+    """The message sent when the template fails: header, colour and one plain line per alert."""
+    title = f"{ctx['icon']} {ctx['label']}  {ctx['headline']}"
+    lines = [mrkdwn_escape(alert_line(a, now)) for a in page]
+    return {
+        "text": mrkdwn_escape(f"{ctx['label']} {ctx['headline']}"),
+        "blocks": [_header(title)],
+        "attachments": [{"color": ctx["color"], "blocks": [_section(t) for t in pack_lines(lines, MAX_SECTION_TEXT)]}],
+    }
+
+
+def pack_lines(lines: Iterable[str], limit: int) -> list[str]:
+    """Join lines into as few texts of at most ``limit`` characters as possible (a longer line stays alone)."""
+    out: list[str] = []
+    for line in lines:
+        if out and len(out[-1]) + 1 + len(line) <= limit:
+            out[-1] += "\n" + line
+        else:
+            out.append(line)
+    return out
+
+
+def paginate(render: Callable[[Sequence[Alert]], Message],
+             alerts: Sequence[Alert]) -> tuple[list[Message], int]:
+    """Split alerts into the fewest pages whose rendering fits the block limit.
+
+    Returns the rendered pages (at most ``MAX_MESSAGES``) and how many alerts did not fit.
+    One block is kept free on every page for the "and N more" note.
+    """
+    size = max(1, len(alerts))
+    while True:
+        chunks = [alerts[i:i + size] for i in range(0, len(alerts), size)] or [alerts]
+        pages = [render(chunk) for chunk in chunks[:MAX_MESSAGES]]
+        worst = max(block_count(p) for p in pages)
+        if worst <= MAX_BLOCKS - 1 or size == 1:
+            return pages, sum(len(c) for c in chunks[MAX_MESSAGES:])
+        size = max(1, min(size - 1, size * (MAX_BLOCKS - 1) // worst))
+
+
+def block_count(message: Mapping[str, Any]) -> int:
+    """Blocks in the message, top-level and inside attachments."""
+    return len(message.get("blocks", ())) + sum(len(a.get("blocks", ())) for a in message.get("attachments", ()))
+
+
+def fit_limits(message: Mapping[str, Any]) -> Message:
+    """Truncate whatever is still over a Slack limit; the last safety net before the outbox."""
+    blocks = [_fit_block(b) for b in message.get("blocks", ())]
+    attachments = [dict(a, blocks=[_fit_block(b) for b in a.get("blocks", ())]) for a in message.get("attachments", ())]
+    dropped = 0
+    if len(blocks) + sum(len(a["blocks"]) for a in attachments) > MAX_BLOCKS:
+        while len(blocks) + sum(len(a["blocks"]) for a in attachments) > MAX_BLOCKS - 1:  # room for the note
+            holder = next((a["blocks"] for a in reversed(attachments) if a["blocks"]), blocks)
+            holder.pop()
+            dropped += 1
+    out: Message = {"text": fit_text(message.get("text") or "", MAX_MESSAGE_TEXT)}
+    if blocks:
+        out["blocks"] = blocks
+    if attachments:
+        out["attachments"] = attachments
+    if dropped:
+        out = _add_note(out, f"…and {dropped} more blocks not shown (Slack allows {MAX_BLOCKS} per message).")
+    return out
+
+
+def fit_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying so at the end."""
+    return text if len(text) <= limit else text[:limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _fit_block(block: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(block)
+    kind = block.get("type")
+    if kind == "header":
+        out["text"] = _fit_object(block.get("text"), MAX_HEADER_TEXT)
+    elif kind == "section":
+        if "text" in block:
+            out["text"] = _fit_object(block["text"], MAX_SECTION_TEXT)
+        if "fields" in block:
+            out["fields"] = [_fit_object(f, MAX_FIELD_TEXT) for f in block["fields"][:MAX_FIELDS]]
+    elif kind == "context":
+        out["elements"] = [_fit_object(e, MAX_SECTION_TEXT) for e in block.get("elements", ())[:MAX_CONTEXT_ELEMENTS]]
+    return out
+
+
+def _fit_object(obj: Any, limit: int) -> Any:
+    if isinstance(obj, Mapping) and isinstance(obj.get("text"), str):
+        return dict(obj, text=fit_text(obj["text"], limit))
+    return obj
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": fit_text(text, MAX_HEADER_TEXT)}}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _number_page(message: Message, number: int, total: int) -> Message:
+    """Add "(2/3)" to the header (keeping it within 150 characters) and to the text's first line."""
+    suffix = f" ({number}/{total})"
+    first, newline, rest = (message.get("text") or "").partition("\n")
+    blocks = list(message.get("blocks", ()))
+    index = next((i for i, b in enumerate(blocks)
+                  if b.get("type") == "header" and isinstance(b.get("text"), Mapping)), None)
+    if index is None:  # a template without a header: say it in a line of its own
+        blocks.insert(0, {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Part {number}/{total}"}]})
+    else:
+        header = blocks[index]
+        text = fit_text(str(header["text"].get("text", "")), MAX_HEADER_TEXT - len(suffix)) + suffix
+        blocks[index] = dict(header, text=dict(header["text"], text=text))
+    return dict(message, text=first + suffix + newline + rest, blocks=blocks)
+
+
+def _add_note(message: Message, note: str) -> Message:
+    """Append a context line to the last attachment (or the blocks) and to the text."""
+    block = {"type": "context", "elements": [{"type": "mrkdwn", "text": note}]}
+    out = dict(message, text=f"{message.get('text') or ''}\n{note}".strip())
+    if message.get("attachments"):
+        attachments = [dict(a) for a in message["attachments"]]
+        attachments[-1]["blocks"] = [*attachments[-1].get("blocks", ()), block]
+        out["attachments"] = attachments
+    else:
+        out["blocks"] = [*message.get("blocks", ()), block]
+    return out
+
+
+# --- send -----------------------------------------------------------------------------
+
+class _PayloadRejected(Exception):
+    """Slack refused the message's blocks or attachments (not the channel or the token)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class ShortRateLimitHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler, waiting through an injected ``sleep`` and only for a short ``Retry-After``.
+
+    The built-in handler sleeps with ``time.sleep`` for any ``Retry-After``; a long one
+    would block the delivery loop, so it is left to the outbox (which waits without blocking).
+    """
+
+    def __init__(self, *, max_wait: float = MAX_INLINE_RETRY_AFTER, sleep: Sleep = time.sleep,
+                 max_retry_count: int = 2) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_wait = max_wait
+        self._sleep = sleep
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        wait = retry_after(response.headers)
+        return wait is not None and wait <= self.max_wait
+
+    def prepare_for_next_attempt(self, *, state: RetryState, request: HttpRequest,
+                                 response: HttpResponse | None = None, error: Exception | None = None) -> None:
+        wait = retry_after(response.headers) if response is not None else None
+        wait = 1.0 if wait is None else wait
+        log.info("slack rate limited the post; waiting as Retry-After asks: seconds=%s", wait)
+        state.next_attempt_requested = True
+        self._sleep(wait)
+        state.increment_current_attempt()
+
+
+def retry_after(headers: Mapping[str, Any] | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (any case; a value or a one-item list), if any."""
+    for key, value in (headers or {}).items():
+        if key.lower() == "retry-after":
+            if isinstance(value, (list, tuple)):
+                value = value[0] if value else None
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+class SlackChannel:
+    """A live Slack destination; one instance per ``[channels.NAME]``, safe to share between threads."""
+
+    def __init__(self, name: str, settings: SlackSettings, *, token: Secret | None = None,
+                 webhook_url: Secret | None = None, sleep: Sleep = time.sleep,
+                 monotonic: Monotonic = time.monotonic, max_inline_wait: float = MAX_INLINE_RETRY_AFTER) -> None:
+        self.name = name
+        self.settings = settings
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._last_post: dict[str, float] = {}
+        handlers = [ShortRateLimitHandler(max_wait=max_inline_wait, sleep=sleep)]
+        self._client: WebClient | None = None
+        self._webhook: WebhookClient | None = None
+        if settings.mode == "token":
+            if token is None:
+                raise ValueError("token mode needs a token")
+            self._client = WebClient(token=token.reveal(), base_url=settings.base_url or WebClient.BASE_URL,
+                                     timeout=settings.timeout,  # type: ignore[arg-type]  # float is fine for urllib
+                                     retry_handlers=handlers, logger=_SDK_LOG)
+        else:
+            if webhook_url is None:
+                raise ValueError("webhook mode needs a webhook URL")
+            self._webhook = WebhookClient(url=webhook_url.reveal(), timeout=settings.timeout,  # type: ignore[arg-type]
+                                          retry_handlers=handlers, logger=_SDK_LOG)
+
+    @property
+    def _where(self) -> str:
+        return self.settings.channel or "the incoming webhook"
+
+    def send(self, notification: Notification) -> None:
+        """Post one stored payload; ChannelError(retryable=...) says whether the outbox should retry."""
+        message = _outgoing(notification.payload, self.name, notification.id)
+        key = self.settings.channel or "webhook"
+        with self._lock:
+            self._pace(key)
+            try:
+                try:
+                    self._post(message)
+                except _PayloadRejected as exc:
+                    log.error("slack refused the message layout, sending it as plain text: channel=%s error=%s "
+                              "notification=%s", self.name, exc.error, notification.id)
+                    self._post({"text": message["text"] or "notifier: see `notifier alerts`"})
+            except _PayloadRejected as exc:
+                raise self._permanent(exc.error, "the message was refused even as plain text: "
+                                                 "check the template with `notifier check`") from exc
+            finally:
+                self._last_post[key] = self._monotonic()
+
+    def check(self) -> str:
+        """Ask Slack who the token belongs to (``auth.test``); for ``notifier test-channel``."""
+        if self._client is None:
+            return "incoming webhook (nothing to check without posting)"
+        try:
+            resp = self._client.auth_test()
+        except SlackApiError as exc:
+            raise self._api_error(exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
+        return f"bot {resp.get('user')} in team {resp.get('team')}"
+
+    def close(self) -> None:
+        """Nothing to release: slack_sdk opens one connection per request."""
+
+    def _pace(self, key: str) -> None:
+        last = self._last_post.get(key)
+        if last is None:
+            return
+        wait = MIN_POST_INTERVAL - (self._monotonic() - last)
+        if wait > 0:
+            self._sleep(wait)
+
+    def _post(self, message: Message) -> None:
+        extra = {k: v for k, v in (("username", self.settings.username),
+                                   ("icon_emoji", self.settings.icon_emoji)) if v}
+        try:
+            if self._client is not None:
+                self._client.chat_postMessage(channel=self.settings.channel or "", unfurl_links=False,
+                                              unfurl_media=False, **message, **extra)
+                return
+            assert self._webhook is not None
+            resp = self._webhook.send_dict({**message, **extra, "unfurl_links": False, "unfurl_media": False})
+        except SlackApiError as exc:
+            raise self._api_error(exc) from exc
+        except SlackClientError as exc:  # its text may hold the webhook URL: say only what kind it was
+            raise self._permanent(type(exc).__name__, "the Slack client refused the request; "
+                                  f"check the URL in {self.settings.secret_source}") from exc
+        except (OSError, http.client.HTTPException) as exc:  # URLError, refused, reset, timeout
+            raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
+        if resp.status_code != 200 or resp.body.strip() != "ok":
+            raise self._webhook_error(resp.status_code, resp.body.strip(), resp.headers)
+
+    def _api_error(self, exc: SlackApiError) -> Exception:
+        resp = exc.response
+        data = resp.data if isinstance(resp.data, dict) else {}
+        return self._classify(resp.status_code, _error_code(data.get("error"), resp.status_code), resp.headers)
+
+    def _webhook_error(self, status: int, body: str, headers: Mapping[str, Any]) -> Exception:
+        return self._classify(status, _error_code(body, status), headers)
+
+    def _classify(self, status: int, error: str, headers: Mapping[str, Any]) -> Exception:
+        if status == 429 or error in ("ratelimited", "rate_limited"):
+            wait = retry_after(headers)
+            after = "no Retry-After" if wait is None else f"Retry-After {wait:g} s"
+            return self._transient(f"rate limited by Slack ({error}, {after})", retry_after=wait)
+        if status >= 500 or error in _TRANSIENT_ERRORS:
+            return self._transient(f"Slack answered {error}" + ("" if error.startswith("HTTP ") else f" (HTTP {status})"))
+        if error in _REJECTED_PAYLOAD:
+            return _PayloadRejected(error)
+        return self._permanent(error, self._fix(error))
+
+    def _fix(self, error: str) -> str:
+        table = f"[channels.{self.name}]"
+        source = self.settings.secret_source
+        if self.settings.mode == "webhook":
+            if error in _AUTH_ERRORS:
+                return (f"the incoming webhook in {source} was revoked or its app removed: "
+                        f"create a new webhook and update {source}")
+            if error == "channel_not_found":
+                return ("the webhook's channel no longer exists: "
+                        f"create a webhook for an existing channel and update {source}")
+            if error == "channel_is_archived":
+                return f"the webhook's channel is archived: unarchive it, or create a new webhook and update {source}"
+            if error in ("action_prohibited", "posting_to_general_channel_denied"):
+                return "a workspace admin restricted posting to the webhook's channel"
+            return "see https://docs.slack.dev/messaging/sending-messages-using-incoming-webhooks"
+        channel = self.settings.channel
+        if error in _AUTH_ERRORS:
+            return f"check {source}: it must hold a valid bot token (xoxb-...) of an app installed in the workspace"
+        if error == "missing_scope":
+            return "give the app the chat:write scope (OAuth & Permissions) and reinstall it"
+        if error == "channel_not_found":
+            return (f"create the channel or fix `channel` in {table} (now {channel!r}); "
+                    "for a private channel, invite the bot first")
+        if error == "not_in_channel":
+            return f"invite the bot: /invite @app in {channel}"
+        if error == "is_archived":
+            return f"{channel} is archived: unarchive it or fix `channel` in {table}"
+        if error in ("restricted_action", "restricted_action_read_only_channel", "cannot_reply_to_message"):
+            return f"a workspace admin restricted posting to {channel}"
+        return "see https://docs.slack.dev/reference/methods/chat.postMessage#errors"
+
+    def _permanent(self, error: str, fix: str) -> ChannelError:
+        message = f"slack channel {self.name}: posting to {self._where} failed: {error}: {fix}"
+        log.error("%s", message)
+        return ChannelError(message, retryable=False)
+
+    def _transient(self, what: str, *, retry_after: float | None = None) -> ChannelError:
+        return ChannelError(f"slack channel {self.name}: posting to {self._where} failed: {what}; will retry",
+                            retryable=True, retry_after=retry_after)
+
+
+def _outgoing(payload: Payload, channel: str, notification_id: int) -> Message:
+    """The stored payload's message keys, checked; a payload that is not a message is permanent."""
+    text = payload.get("text")
+    if not isinstance(text, str) or not (text or payload.get("blocks") or payload.get("attachments")):
+        raise ChannelError(f"slack channel {channel}: notification {notification_id} has no Slack message",
+                           retryable=False)
+    message: Message = {"text": text}
+    for key in ("blocks", "attachments"):
+        if payload.get(key):
+            message[key] = list(payload[key])
+    return message
+
+
+def _error_code(value: object, status: int) -> str:
+    """Slack's error code ("channel_not_found"), or "HTTP 502" when the answer was not one (an HTML page)."""
+    return value if isinstance(value, str) and re.fullmatch(r"[a-z_]{1,64}", value) else f"HTTP {status}"
+
+
+def _describe(exc: BaseException) -> str:
+    """A network error in a few words, without URLs (urllib's reasons never carry one)."""
+    reason = getattr(exc, "reason", None)
+    inner = reason if isinstance(reason, BaseException) else exc
+    detail = getattr(inner, "strerror", None) or (str(reason) if isinstance(reason, str) else "") or str(inner)
+    if "://" in detail:
+        detail = ""
+    return f"{type(inner).__name__}: {detail}" if detail else type(inner).__name__
+
+
+def create(name: str, settings: SlackSettings, *, environ: Mapping[str, str] | None = None,
+           sleep: Sleep = time.sleep, monotonic: Monotonic = time.monotonic) -> SlackChannel:
+    """Read the token or webhook URL (ConfigError names the variable if it is missing) and build the client."""
+    where = f"channels.{name}"
+    if settings.mode == "token":
+        token = read_secret(env=settings.token_env, file=settings.token_file, what=where, environ=environ)
+        return SlackChannel(name, settings, token=token, sleep=sleep, monotonic=monotonic)
+    url = read_secret(env=settings.webhook_url_env, file=settings.webhook_url_file, what=where, environ=environ)
+    assert url is not None
+    parts = urlsplit(url.reveal())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"the incoming webhook URL in {settings.secret_source} is not an http(s) URL", where=where)
+    return SlackChannel(name, settings, webhook_url=url, sleep=sleep, monotonic=monotonic)
+
+
+TYPE = ChannelType(name="slack", parse=parse, create=create, compose=compose)
