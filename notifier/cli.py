@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from notifier import __version__
@@ -152,7 +153,9 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
     channels = create_channels(replace(config, channels={args.name: config.channels[args.name]}))
     now = utcnow()
     group = sample_groups(args.name)[0]
-    group = replace(group, alerts=tuple(replace(a, summary=f"TEST from notifier: {a.summary}") for a in group.alerts))
+    since = now - timedelta(minutes=4)
+    group = replace(group, alerts=tuple(replace(a, summary=f"TEST from notifier: {a.summary}", since=since,
+                                                starts_at=since) for a in group.alerts))
     try:
         for i, payload in enumerate(kind.compose(runtime.renderer, group, now), start=1):
             channels[args.name].send(Notification(id=-i, channel=args.name, group=group.group,

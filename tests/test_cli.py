@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from notifier.simulator import Simulator, load_scenario
+from tests.support.slack_server import SlackServer
+from tests.support.smtp_server import Certs, SmtpServer, free_port
 from tests.support.webhook_receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,12 +47,6 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -208,6 +204,43 @@ def test_test_channel_reports_success_and_the_exact_error(write_config, sim) -> 
         assert down.returncode == 1 and "Connect" in down.stderr
         unknown = notifier("test-channel", "nope", "-c", str(config))
         assert unknown.returncode == 2 and "nope" in unknown.stderr
+
+
+def test_test_channel_through_local_slack_and_smtp_servers(write_config, sim, slack_server: SlackServer,
+                                                           starttls_server: SmtpServer, certs: Certs) -> None:
+    """`notifier test-channel` delivers through the real slack_sdk and smtplib clients, and names their errors."""
+    channels = f"""
+[channels.team-slack]
+type = "slack"
+channel = "#data-alerts"
+base_url = "{slack_server.base_url}"
+
+[channels.oncall-mail]
+type = "email"
+host = "127.0.0.1"
+port = {starttls_server.port}
+security = "starttls"
+ca_file = "{certs.ca_file}"
+from = "notifier@example.com"
+to = ["oncall@example.com"]
+"""
+    config = config_for(write_config, sim.url, channels)
+    slack = notifier("test-channel", "team-slack", "-c", str(config), env={"SLACK_BOT_TOKEN": "xoxb-test"})
+    assert slack.returncode == 0, slack.stderr
+    (message,) = slack_server.messages
+    assert message["channel"] == "#data-alerts" and "job_sms" in message["text"]
+
+    mail = notifier("test-channel", "oncall-mail", "-c", str(config))
+    assert mail.returncode == 0, mail.stderr
+    (received,) = starttls_server.wait_for(1)
+    assert received.tls and received.message["Subject"].startswith("[CRITICAL] job_sms:")
+
+    wrong = notifier("test-channel", "team-slack", "-c", str(config), env={"SLACK_BOT_TOKEN": "xoxb-wrong-secret"})
+    assert wrong.returncode == 1 and "invalid_auth" in wrong.stderr and "SLACK_BOT_TOKEN" in wrong.stderr
+    assert "xoxb-wrong-secret" not in wrong.stderr + wrong.stdout
+
+    missing = notifier("test-channel", "team-slack", "-c", str(config), env={"SLACK_BOT_TOKEN": ""})
+    assert missing.returncode == 2 and "SLACK_BOT_TOKEN" in missing.stderr
 
 
 def test_log_format_json_writes_one_object_per_line(write_config, sim) -> None:

@@ -276,3 +276,26 @@ def slack_server() -> Iterator[SlackServer]:
     """A running SlackServer with token "xoxb-test", stopped after the test."""
     with SlackServer() as server:
         yield server
+
+
+def main() -> None:
+    """``python -m tests.support.slack_server [PORT]``: a local Slack to try `notifier test-channel` against."""
+    import sys
+    import time
+
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8099
+    with SlackServer(port=port) as server:
+        print(f"Slack-compatible API at {server.base_url} (token xoxb-test); Ctrl-C stops", flush=True)
+        seen = 0
+        try:
+            while True:
+                for message in server.messages[seen:]:
+                    print(json.dumps(message, ensure_ascii=False), flush=True)
+                seen = len(server.messages)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
