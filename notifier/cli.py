@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -82,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from notifier.runner import Runner
     from notifier.service import load_runtime
 
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload during start-up would kill us; we load anyway
     path = _config_path(args)
     runtime = load_runtime(path)
 

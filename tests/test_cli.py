@@ -172,6 +172,35 @@ def test_sigterm_finishes_and_exits_cleanly(write_config, sim) -> None:
         assert again.returncode == 0 and len(hook.requests) == 1
 
 
+def test_sighup_reloads_rules_and_keeps_the_old_ones_when_new_are_bad(write_config, sim) -> None:
+    """SIGHUP swaps in new rules; a broken rule file on SIGHUP is logged and the service keeps running."""
+    quiet = '[[rule]]\nname = "job-stopped"\nscope = "job"\ntransition = { to = ["STOPPED"] }\n'
+    with WebhookReceiver() as hook:
+        config = config_for(write_config, sim.url, f'[channels.hook]\ntype = "webhook"\nurl = "{hook.url}"\n',
+                            rules=quiet, interval="1s")
+        rules_file = config.parent / "rules" / "rules.toml"
+        proc = spawn("run", "-c", str(config))
+        try:
+            wait_until(lambda: _count(config, "entity") > 0, what="the first cycle")
+            rules_file.write_text(NODE_EXCEPTION)
+            proc.send_signal(signal.SIGHUP)
+            hook.wait_for(1)
+            assert hook.requests[0].json["alerts"][0]["rule"] == "node-exception"
+
+            rules_file.write_text(NODE_EXCEPTION.replace("scope", "scoop"))
+            proc.send_signal(signal.SIGHUP)
+            before = _count(config, "entity WHERE status = 'STOPPED'")
+            sim.set_node_status("job_sms", "CREATE_GES_DIR", "STOPPED")  # a change the next cycle writes
+            wait_until(lambda: _count(config, "entity WHERE status = 'STOPPED'") > before, what="a cycle after it")
+            assert proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert "reload failed, keeping the running configuration" in err and "scoop" in err
+        assert len(hook.requests) == 1
+
+
 def test_second_process_on_the_same_state_file_is_refused(write_config, sim) -> None:
     """`notifier once` while `notifier run` holds the state file fails clearly instead of double-sending."""
     with WebhookReceiver() as hook:
@@ -251,6 +280,15 @@ def test_log_format_json_writes_one_object_per_line(write_config, sim) -> None:
     result = notifier("once", "-c", str(config), "--log-format", "json")
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert lines and all({"ts", "level", "msg"} <= set(entry) for entry in lines)
+
+
+def _count(config: Path, table: str) -> int:
+    db = config.parent / "state.db"
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
 
 
 def _listening(port: int) -> bool:
