@@ -101,7 +101,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_once(args: argparse.Namespace) -> int:
     from notifier.delivery import Deliverer
     from notifier.lock import ProcessLock
-    from notifier.service import CycleReport, Service, close_channels, create_channels, load_runtime
+    from notifier.service import (
+        CycleReport,
+        Service,
+        close_channels,
+        create_channels,
+        load_runtime,
+    )
     from notifier.source.client import DgcClient
     from notifier.state import StateStore
 

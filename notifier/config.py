@@ -110,7 +110,7 @@ def load_config(path: Path) -> Config:
         sk_file=src.str("sk_file", None),
         token_env=src.str("token_env", _SRC.token_env),
         token_file=src.str("token_file", None),
-        timeout=_positive(src, "timeout", _SRC.timeout),
+        timeout=src.seconds("timeout", _SRC.timeout, positive=True),
         concurrency=src.int("concurrency", _SRC.concurrency, minimum=1),
         max_requests_per_second=src.number("max_requests_per_second", _SRC.max_requests_per_second, minimum=0.1),
         retries=src.int("retries", _SRC.retries, minimum=0),
@@ -131,7 +131,7 @@ def load_config(path: Path) -> Config:
         raise jobs_t.error("names", "no jobs to watch: list job names or set discover = true")
 
     sched = root.table("schedule", None) or TableReader({}, file=file, where="schedule")
-    interval = _positive(sched, "interval", 60.0)
+    interval = sched.seconds("interval", 60.0, positive=True)
     sched.finish()
 
     state_t = root.table("state", None) or TableReader({}, file=file, where="state")
@@ -146,9 +146,9 @@ def load_config(path: Path) -> Config:
 
     deliv = root.table("delivery", None) or TableReader({}, file=file, where="delivery")
     delivery = DeliveryConfig(
-        expire=_positive(deliv, "expire", _DELIVERY.expire),
-        backoff=_positive(deliv, "backoff", _DELIVERY.backoff),
-        backoff_max=_positive(deliv, "backoff_max", _DELIVERY.backoff_max),
+        expire=deliv.seconds("expire", _DELIVERY.expire, positive=True),
+        backoff=deliv.seconds("backoff", _DELIVERY.backoff, positive=True),
+        backoff_max=deliv.seconds("backoff_max", _DELIVERY.backoff_max, positive=True),
     )
     deliv.finish()
 
@@ -165,15 +165,10 @@ def _endpoint(src: TableReader) -> str:
     return endpoint
 
 
-def _positive(table: TableReader, key: str, default: float) -> float:
-    value = table.seconds(key, default)
-    if value <= 0:
-        raise table.error(key, "must be a positive duration")
-    return value
-
-
 def _channels(table: TableReader | None, file: str) -> dict[str, ChannelConfig]:
-    from notifier.channels import CHANNEL_TYPES  # channels import config helpers; avoid a cycle
+    from notifier.channels import (
+        CHANNEL_TYPES,  # channels import config helpers; avoid a cycle
+    )
 
     if table is None:
         return {}

@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from notifier.models import EntityKey, EntityState, JobDiff, JobSnapshot, NodeStatus, Transition, normalize_status
+from notifier.models import (
+    EntityKey,
+    EntityState,
+    JobDiff,
+    JobSnapshot,
+    NodeStatus,
+    Transition,
+    normalize_status,
+)
 
 
 def diff_job(previous: Mapping[EntityKey, EntityState], snapshot: JobSnapshot, now: datetime) -> JobDiff:

@@ -23,7 +23,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from notifier import summary
-from notifier.models import Alert, AlertState, Condition, EntityKey, EntityState, Event, Rule, fingerprint
+from notifier.models import (
+    Alert,
+    AlertState,
+    Condition,
+    EntityKey,
+    EntityState,
+    Event,
+    Rule,
+    fingerprint,
+)
 
 NotifyFilter = Callable[[tuple[Alert, ...], Mapping[str, AlertState], datetime], tuple[Alert, ...]]
 """Decides which candidate alerts are actually sent: returns a subset of the *same* objects, in order."""

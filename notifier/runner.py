@@ -26,7 +26,14 @@ from notifier.delivery import Deliverer
 from notifier.errors import NotifierError
 from notifier.lock import ProcessLock
 from notifier.models import Clock, utcnow
-from notifier.service import CycleReport, Runtime, Service, close_channels, create_channels, load_runtime
+from notifier.service import (
+    CycleReport,
+    Runtime,
+    Service,
+    close_channels,
+    create_channels,
+    load_runtime,
+)
 from notifier.source.client import DgcClient
 from notifier.state import StateStore
 

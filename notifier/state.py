@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from notifier.errors import StateError
-from notifier.models import COUNTER_NAMES, AlertState, EntityKey, EntityState, Notification, Payload
+from notifier.models import (
+    COUNTER_NAMES,
+    AlertState,
+    EntityKey,
+    EntityState,
+    Notification,
+    Payload,
+)
 
 log = logging.getLogger(__name__)
 

@@ -97,15 +97,18 @@ class TableReader:
             raise self.error(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
         return value
 
-    def seconds(self, key: str, default: Any = _REQUIRED) -> Any:
-        """A duration string ("90s", "1h30m") as float seconds."""
+    def seconds(self, key: str, default: Any = _REQUIRED, *, positive: bool = False) -> Any:
+        """A duration string ("90s", "1h30m") as float seconds; ``positive`` rejects "0s"."""
         value = self.raw(key, default)
         if key not in self.data:
             return value
         try:
-            return parse_duration(value).total_seconds()
+            seconds = parse_duration(value).total_seconds()
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
+        if positive and seconds <= 0:
+            raise self.error(key, "must be a positive duration")
+        return seconds
 
     def str_list(self, key: str, default: Any = _REQUIRED) -> Any:
         """A list of strings, returned as a tuple; a single string is accepted as a one-item list."""

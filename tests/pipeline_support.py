@@ -11,7 +11,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from notifier.delivery import Deliverer, DeliveryReport
-from notifier.service import CycleReport, Service, close_channels, create_channels, load_runtime
+from notifier.service import (
+    CycleReport,
+    Service,
+    close_channels,
+    create_channels,
+    load_runtime,
+)
 from notifier.simulator import ManualClock, Simulator
 from notifier.source.client import DgcClient
 from notifier.state import StateStore
@@ -74,10 +80,19 @@ class Pipeline:
         self.store.close()
 
 
-def source_toml(sim: Simulator, **extra: str) -> str:
-    lines = "".join(f"{k} = {v}\n" for k, v in extra.items())
-    return (f'[source]\nendpoint = "{sim.url}"\nproject_id = "{sim.project_id}"\nauth = "none"\n'
-            f'timeout = "2s"\nretries = 0\n{lines}')
+NODE_EXCEPTION = """
+[[rule]]
+name = "node-exception"
+scope = "node"
+status = ["EXCEPTION"]
+severity = "critical"
+"""
+
+
+def source_toml(url: str, project_id: str = "b384b9e9ab9b4ee8994c8633aabc9505") -> str:
+    """[source] for the simulator: no auth, no retries (a test wants to see each failure)."""
+    return (f'[source]\nendpoint = "{url}"\nproject_id = "{project_id}"\nauth = "none"\n'
+            f'timeout = "2s"\nretries = 0\n')
 
 
 def webhook_toml(url: str, name: str = "hook") -> str:

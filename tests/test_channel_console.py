@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from notifier.channels import CHANNEL_TYPES
-from notifier.channels.console import TYPE, ConsoleChannel, ConsoleSettings, compose, create, parse
+from notifier.channels.console import (
+    TYPE,
+    ConsoleChannel,
+    ConsoleSettings,
+    compose,
+    create,
+    parse,
+)
 from notifier.errors import ChannelError, ConfigError
 from notifier.models import Notification
 from notifier.render import Renderer, plain_text, sample_groups

@@ -18,7 +18,13 @@ import pytest
 
 from notifier import __version__
 from notifier.channels import CHANNEL_TYPES
-from notifier.channels.http import excerpt, is_retryable_status, parse_retry_after, redact_url, scrub
+from notifier.channels.http import (
+    excerpt,
+    is_retryable_status,
+    parse_retry_after,
+    redact_url,
+    scrub,
+)
 from notifier.channels.webhook import (
     TYPE,
     WebhookChannel,

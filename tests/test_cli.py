@@ -15,19 +15,13 @@ from pathlib import Path
 import pytest
 
 from notifier.simulator import Simulator, load_scenario
+from tests.pipeline_support import NODE_EXCEPTION, source_toml
 from tests.support.slack_server import SlackServer
 from tests.support.smtp_server import Certs, SmtpServer, free_port
 from tests.support.webhook_receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 
-NODE_EXCEPTION = """
-[[rule]]
-name = "node-exception"
-scope = "node"
-status = ["EXCEPTION"]
-severity = "critical"
-"""
 
 
 def notifier(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -56,9 +50,8 @@ def sim() -> Iterator[Simulator]:
 
 
 def config_for(write_config, sim_url: str, channels: str, *, rules: str = NODE_EXCEPTION,  # type: ignore[no-untyped-def]
-               interval: str = "1h", project: str = "b384b9e9ab9b4ee8994c8633aabc9505") -> Path:
-    source = (f'[source]\nendpoint = "{sim_url}"\nproject_id = "{project}"\nauth = "none"\n'
-              f'timeout = "2s"\nretries = 0\n\n[schedule]\ninterval = "{interval}"\n')
+               interval: str = "1h") -> Path:
+    source = f'{source_toml(sim_url)}\n[schedule]\ninterval = "{interval}"\n'
     return write_config(source=source, rules=rules, channels=channels)
 
 

@@ -12,7 +12,16 @@ import pytest
 
 from notifier.diff import diff_job
 from notifier.lifecycle import LifecycleResult, advance
-from notifier.models import Alert, AlertState, EntityKey, EntityState, JobSnapshot, NodeStatus, Rule, fingerprint
+from notifier.models import (
+    Alert,
+    AlertState,
+    EntityKey,
+    EntityState,
+    JobSnapshot,
+    NodeStatus,
+    Rule,
+    fingerprint,
+)
 from notifier.rules import evaluate, load_rules
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ import json
 import logging
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,81 +22,7 @@ from notifier.source.parse import (
 )
 
 # The API document's example answer for job_sms, copied verbatim (tabs included).
-SEED_BODY = r"""{
-	"lastUpdateTime": 1551409406000,
-	"name": "job_sms",
-	"nodes": [{
-		"name": "CREATE_GES_DIR",
-		"status": "NORMAL",
-		"totalGetBytes": 0,
-		"totalGetRecords": 0,
-		"totalPutBytes": 0,
-		"totalPutRecords": 0,
-		"type": "Create OBS"
-	},
-	{
-		"logPath": "obs://dlf-log-b384b9e9ab9b4ee8994c8633aabc9505/job_sms/2019-03-01 11_04_24.000/CS_SMS_PROCESS/CS_SMS_PROCESS-IrU8hS82_20190301_110433_183.job",
-		"name": "CS_SMS_PROCESS",
-		"runningData": "{\"jobName\":\"CS_SMS_PROCESS\",\"jobId\":\"107016\",\"App_dis-input\":\"app_sms_process\"}",
-		"status": "NORMAL",
-		"totalGetBytes": 0,
-		"totalGetRecords": 165,
-		"totalPutBytes": 0,
-		"totalPutRecords": 165,
-		"type": "ExecuteCloudStream"
-	},
-	{
-		"name": "DELETE_GES_DIR",
-		"status": "STOPPED",
-		"totalGetBytes": 0,
-		"totalGetRecords": 0,
-		"totalPutBytes": 0,
-		"totalPutRecords": 0,
-		"type": "Delete OBS"
-	},
-	{
-		"logPath": "obs://dlf-log-b384b9e9ab9b4ee8994c8633aabc9505/job_sms/2019-03-01 11_04_24.000/DIS_EVENT/DIS_EVENT-kefeNV5B_20190301_110439_984.job",
-		"name": "DIS_EVENT",
-		"runningData": "{\"app\":\"DLF_job_sms_DLI_SMS_PROCESS\",\"streamName\":\"dis-event\"}",
-		"status": "NORMAL",
-		"totalGetBytes": 0,
-		"totalGetRecords": 8602,
-		"totalPutBytes": 0,
-		"totalPutRecords": 8596,
-		"type": "ExecuteDISStream"
-	},
-	{
-		"logPath": "obs://dlf-log-b384b9e9ab9b4ee8994c8633aabc9505/job_sms/2019-03-01 11_04_24.000/DIS_INPUT/DIS_INPUT-T18JOYTc_20190301_110428_754.job",
-		"name": "DIS_INPUT",
-		"runningData": "{\"streamName\":\"dis-input\"}",
-		"status": "NORMAL",
-		"totalGetBytes": 0,
-		"totalGetRecords": 70341,
-		"totalPutBytes": 0,
-		"totalPutRecords": 70341,
-		"type": "ExecuteDISStream"
-	},
-	{
-		"name": "DLI_SMS_GES",
-		"status": "EXCEPTION",
-		"totalGetBytes": 0,
-		"totalGetRecords": 0,
-		"totalPutBytes": 0,
-		"totalPutRecords": 0,
-		"type": "DLI SQL"
-	},
-	{
-		"name": "DLI_SMS_PROCESS",
-		"status": "NORMAL",
-		"totalGetBytes": 0,
-		"totalGetRecords": 208,
-		"totalPutBytes": 0,
-		"totalPutRecords": 208,
-		"type": "DLI SQL"
-	}],
-	"startTime": 1551409465000,
-	"status": "NORMAL"
-}"""
+SEED_BODY = (Path(__file__).parent / "data" / "seed_status.json").read_text()
 
 UTC = timezone.utc
 NOW = datetime(2024, 5, 17, 8, 30, 0, tzinfo=UTC)

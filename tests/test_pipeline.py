@@ -8,16 +8,14 @@ from pathlib import Path
 import pytest
 
 from notifier.simulator import ManualClock, Simulator, load_scenario
-from tests.pipeline_support import LinkedClock, Pipeline, source_toml, webhook_toml
+from tests.pipeline_support import (
+    NODE_EXCEPTION,
+    LinkedClock,
+    Pipeline,
+    source_toml,
+    webhook_toml,
+)
 from tests.support.webhook_receiver import WebhookReceiver
-
-NODE_EXCEPTION = """
-[[rule]]
-name = "node-exception"
-scope = "node"
-status = ["EXCEPTION"]
-severity = "critical"
-"""
 
 
 @pytest.fixture
@@ -33,7 +31,7 @@ def clock(sim: Simulator) -> LinkedClock:  # type: ignore[override]
 
 def make(write_config, sim: Simulator, clock: LinkedClock, hook: WebhookReceiver, rules: str,  # type: ignore[no-untyped-def]
          jobs: str = 'names = ["job_sms"]') -> Pipeline:
-    path = write_config(source=source_toml(sim), rules=rules, channels=webhook_toml(hook.url), jobs=jobs)
+    path = write_config(source=source_toml(sim.url), rules=rules, channels=webhook_toml(hook.url), jobs=jobs)
     return Pipeline(path, clock)
 
 
@@ -211,7 +209,7 @@ def test_channel_down_queues_then_delivers_each_once_in_order(write_config, sim,
     url = hook.url
     hook.stop()
     rules = NODE_EXCEPTION + TRANSITION
-    path = write_config(source=source_toml(sim), rules=rules, channels=webhook_toml(url))
+    path = write_config(source=source_toml(sim.url), rules=rules, channels=webhook_toml(url))
     p = Pipeline(path, clock)
     p.cycle()  # node alert fires: queued, delivery fails
     for status in ("STOPPED", "NORMAL", "STOPPED"):

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from notifier.errors import ConfigError
-from notifier.models import Condition, EntityState, Event, Rule, Transition, TransitionMatch
+from notifier.models import (
+    Condition,
+    EntityState,
+    Event,
+    Rule,
+    Transition,
+    TransitionMatch,
+)
 from notifier.rules import evaluate, load_rules, parse_rules
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,14 @@ import pytest
 
 from notifier.errors import StateError
 from notifier.models import AlertState, EntityState, fingerprint
-from notifier.state import SCHEMA_VERSION, CycleWrite, NewNotification, StateStore, from_ms, to_ms
+from notifier.state import (
+    SCHEMA_VERSION,
+    CycleWrite,
+    NewNotification,
+    StateStore,
+    from_ms,
+    to_ms,
+)
 
 T0 = datetime(2024, 3, 1, 3, 4, 25, 123000, tzinfo=timezone.utc)
 

@@ -99,7 +99,7 @@ def parse(reader: TableReader) -> EmailSettings:
     username_file = reader.str("username_file", None)
     password_env = reader.str("password_env", None)
     password_file = reader.str("password_file", None)
-    timeout = reader.seconds("timeout", 10.0)
+    timeout = reader.seconds("timeout", 10.0, positive=True)
     ca_file = reader.str("ca_file", None)
     reader.finish(known=("type",))
 
@@ -107,8 +107,6 @@ def parse(reader: TableReader) -> EmailSettings:
         raise reader.error("host", "must not be empty")
     if port > 65535:
         raise reader.error("port", f"must be at most 65535, got {port}")
-    if timeout <= 0:
-        raise reader.error("timeout", "must be more than 0s")
     if not _is_address(sender):
         raise reader.error("from", f"expected an address like \"notifier@example.com\", got {sender!r}")
     if not to:

@@ -138,13 +138,11 @@ def parse(reader: TableReader) -> SlackSettings:
     webhook_file = reader.str("webhook_url_file", None)
     channel = reader.str("channel", None)
     base_url = reader.str("base_url", None)
-    timeout = reader.seconds("timeout", 10.0)
+    timeout = reader.seconds("timeout", 10.0, positive=True)
     username = reader.str("username", None)
     icon_emoji = reader.str("icon_emoji", None)
     reader.finish(known=("type",))
 
-    if timeout <= 0:
-        raise reader.error("timeout", "must be more than 0s")
     if token_env and token_file:
         raise reader.error("token_file", "set token_env or token_file, not both")
     if webhook_env and webhook_file:

@@ -76,9 +76,7 @@ def parse(reader: TableReader) -> WebhookSettings:
             raise reader.error("url", problem)
     if url_env is not None and not url_env.strip():
         raise reader.error("url_env", "must name an environment variable")
-    timeout = reader.seconds("timeout", 10.0)
-    if timeout <= 0:
-        raise reader.error("timeout", "must be a positive duration")
+    timeout = reader.seconds("timeout", 10.0, positive=True)
     settings = WebhookSettings(
         url=url,
         url_env=url_env,

@@ -22,7 +22,13 @@ from notifier.simulator.scenario import (
     load_scenario,
     parse_scenario,
 )
-from notifier.simulator.server import ManualClock, RecordedRequest, RequestLog, Simulator, serve
+from notifier.simulator.server import (
+    ManualClock,
+    RecordedRequest,
+    RequestLog,
+    Simulator,
+    serve,
+)
 
 __all__ = [
     "BUNDLED_SCENARIOS",

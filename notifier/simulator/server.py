@@ -40,7 +40,15 @@ from typing import Any, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from notifier.models import COUNTER_NAMES
-from notifier.simulator.scenario import EMPTY, Fault, JobPlan, JobView, Scenario, compile_job, parse_fault
+from notifier.simulator.scenario import (
+    EMPTY,
+    Fault,
+    JobPlan,
+    JobView,
+    Scenario,
+    compile_job,
+    parse_fault,
+)
 
 log = logging.getLogger(__name__)
 

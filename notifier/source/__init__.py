@@ -5,8 +5,19 @@
 
 from __future__ import annotations
 
-from notifier.source.client import ClientStats, DgcClient, RateLimiter, retry_delay, select_jobs
-from notifier.source.parse import parse_error, parse_job_list, parse_retry_after, parse_status
+from notifier.source.client import (
+    ClientStats,
+    DgcClient,
+    RateLimiter,
+    retry_delay,
+    select_jobs,
+)
+from notifier.source.parse import (
+    parse_error,
+    parse_job_list,
+    parse_retry_after,
+    parse_status,
+)
 from notifier.source.signer import sign
 
 __all__ = [
