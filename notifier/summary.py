@@ -75,7 +75,7 @@ def firing(rule: Rule, *, subject: str, entity: EntityState, active_since: datet
     if rule.for_ == 0 and entity.previous_status:
         ago = f" {_fmt(held)} ago" if held >= _FRESH_SECONDS else ""
         return f"{subject} entered {entity.status} (was {entity.previous_status}){ago}"
-    if held >= _FRESH_SECONDS:
+    if held >= _FRESH_SECONDS or rule.for_ > 0:  # with `for`, how long it held is the point
         return f"{subject} in {entity.status} for {_fmt(held)}"
     return f"{subject} in {entity.status}"
 
