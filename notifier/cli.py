@@ -203,7 +203,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
               f"{timestamp(a.active_since)} ({ago(a.active_since, now)})")
     print(f"UNDELIVERED NOTIFICATIONS ({len(rows)})")
     for r in rows:
-        nxt = f" next try {timestamp(r.next_attempt_at, '%H:%M:%S UTC')}" if r.next_attempt_at and r.status == "pending" else ""
+        nxt = (f" next try {timestamp(r.next_attempt_at, '%H:%M:%S UTC')}"
+               if r.next_attempt_at and r.status == "pending" else "")
         err = f" last error: {r.last_error}" if r.last_error else ""
         print(f"  #{r.id:<6} {r.status:<8} {r.channel:<16} {r.group:<24} attempts={r.attempts} "
               f"created {ago(r.created_at, now)}{nxt}{err}")

@@ -21,7 +21,8 @@ class NotifierError(Exception):
 class ConfigError(NotifierError):
     """Raised when configuration, rules or templates are invalid; names file, table and key."""
 
-    def __init__(self, message: str, *, file: str | None = None, where: str | None = None, key: str | None = None) -> None:
+    def __init__(self, message: str, *, file: str | None = None, where: str | None = None,
+                 key: str | None = None) -> None:
         self.file = file
         self.where = where
         self.key = key

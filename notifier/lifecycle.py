@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypedDict
 
 from notifier import summary
 from notifier.models import (
@@ -112,9 +113,9 @@ def advance(rules: Sequence[Rule], conditions: Sequence[Condition], events: Sequ
     candidates.sort(key=_order)
     sent = notify_filter(tuple(candidates), states, now)
     for alert in sent:
-        fp = due.get(id(alert))
-        if fp is not None:
-            states[fp] = replace(states[fp], last_notified_at=now)
+        due_fp = due.get(id(alert))
+        if due_fp is not None:
+            states[due_fp] = replace(states[due_fp], last_notified_at=now)
     return LifecycleResult(states=states, notify=tuple(sent))
 
 
@@ -149,7 +150,15 @@ def _step_condition(rule: Rule, cond: Condition, fp: str, old: AlertState | None
     return state, None
 
 
-def _facts(entity: EntityState | None, old: AlertState | None) -> dict[str, object]:
+class _Facts(TypedDict, total=False):
+    """The last known facts an alert state keeps (the ``AlertState`` fields of the same names)."""
+
+    state: str
+    node_type: str
+    log_path: str | None
+
+
+def _facts(entity: EntityState | None, old: AlertState | None) -> _Facts:
     """The last known facts an alert state keeps for a resolved message about a vanished node."""
     if entity is not None:
         return {"state": entity.status, "node_type": entity.node_type, "log_path": entity.log_path}

@@ -14,7 +14,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: easy for journald/Loki/jq, never multi-line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname.lower(),
             "logger": record.name,

@@ -220,12 +220,10 @@ def mrkdwn_escape(value: object) -> str:
 
 def alert_line(alert: Alert, now: datetime) -> str:
     """One plain line per alert: the built-in fallback that needs no template."""
-    if alert.status == "resolved":
-        head = "RESOLVED"
-    else:
-        head = alert.severity.upper()
+    head = "RESOLVED" if alert.status == "resolved" else alert.severity.upper()
     where = f"{alert.job}/{alert.node}" if alert.node else alert.job
-    line = f"[{head}] {where}: {alert.summary or alert.state} (rule {alert.rule}, since {timestamp(alert.since)}, {ago(alert.since, now)})"
+    line = (f"[{head}] {where}: {alert.summary or alert.state} "
+            f"(rule {alert.rule}, since {timestamp(alert.since)}, {ago(alert.since, now)})")
     if alert.log_path:
         line += f" log: {alert.log_path}"
     return line

@@ -47,7 +47,7 @@ RULE_KEYS = (
 
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
-_SPELLCHECK_STATUSES = KNOWN_STATUSES + ("PAUSE", "ABNORMAL", "DISABLE", "OVERLOAD", "INIT")
+_SPELLCHECK_STATUSES = (*KNOWN_STATUSES, "PAUSE", "ABNORMAL", "DISABLE", "OVERLOAD", "INIT")
 """Statuses the API or SDK are known to send; a near miss of one of these is taken for a typo."""
 
 
@@ -94,11 +94,13 @@ def check_rules(rules: Sequence[Rule]) -> tuple[Rule, ...]:
     for rule in rules:
         for target in rule.inhibits:
             if target == rule.name:
-                raise ConfigError("a rule cannot inhibit itself", file=rule.file, where=_where(rule.name), key="inhibits")
+                raise ConfigError("a rule cannot inhibit itself", file=rule.file, where=_where(rule.name),
+                                  key="inhibits")
             if target not in by_name:
                 close = difflib.get_close_matches(target, sorted(by_name), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"unknown rule {target!r}{hint}", file=rule.file, where=_where(rule.name), key="inhibits")
+                raise ConfigError(f"unknown rule {target!r}{hint}", file=rule.file, where=_where(rule.name),
+                                  key="inhibits")
     return rules
 
 

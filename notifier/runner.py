@@ -95,7 +95,7 @@ class Runner:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def reload(self) -> bool:
@@ -164,7 +164,7 @@ class Runner:
             else:
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=duration)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self.stop()
         finally:
             scheduler.pause()  # no new cycles; a running one finishes (shutdown would cancel it)
@@ -183,7 +183,7 @@ class Runner:
         """Give due notifications one last chance; what is left stays queued for the next start."""
         try:
             await asyncio.wait_for(asyncio.to_thread(self.deliverer.deliver_due), timeout=budget)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("outbox not drained within %ss; the rest is delivered after restart", budget)
         except Exception:
             log.exception("final delivery round failed")

@@ -203,7 +203,8 @@ def _encode_counters(entity: EntityState) -> tuple[Any, ...]:
     return tuple(cols)
 
 
-def _decode_counters(cols: tuple[Any, ...], dt: Callable[[int], datetime]) -> tuple[dict[str, int], dict[str, datetime]]:
+def _decode_counters(cols: tuple[Any, ...],
+                     dt: Callable[[int], datetime]) -> tuple[dict[str, int], dict[str, datetime]]:
     counters: dict[str, int] = {}
     since: dict[str, datetime] = {}
     for i, name in enumerate(COUNTER_NAMES):

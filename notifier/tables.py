@@ -7,19 +7,15 @@ closest known key. Every error names the file, the table and the key.
 
 from __future__ import annotations
 
+import builtins
 import difflib
-import sys
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from notifier.durations import parse_duration
 from notifier.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 T = TypeVar("T")
 _REQUIRED: Any = object()
@@ -73,31 +69,31 @@ class TableReader:
             raise self.error(key, f"expected {label}, got {type(value).__name__} {value!r}")
         return value
 
-    def str(self, key: str, default: Any = _REQUIRED) -> Any:
+    def str(self, key: builtins.str, default: Any = _REQUIRED) -> Any:
         return self._typed(key, str, "a string", default)
 
-    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+    def bool(self, key: builtins.str, default: Any = _REQUIRED) -> Any:
         return self._typed(key, bool, "true or false", default)
 
-    def int(self, key: str, default: Any = _REQUIRED, *, minimum: int | None = None) -> Any:
+    def int(self, key: builtins.str, default: Any = _REQUIRED, *, minimum: builtins.int | None = None) -> Any:
         value = self._typed(key, int, "an integer", default)
         if minimum is not None and isinstance(value, int) and value < minimum:
             raise self.error(key, f"must be at least {minimum}, got {value}")
         return value
 
-    def number(self, key: str, default: Any = _REQUIRED, *, minimum: float | None = None) -> Any:
+    def number(self, key: builtins.str, default: Any = _REQUIRED, *, minimum: float | None = None) -> Any:
         value = self._typed(key, (int, float), "a number", default)
         if minimum is not None and isinstance(value, (int, float)) and value < minimum:
             raise self.error(key, f"must be at least {minimum}, got {value}")
         return float(value) if isinstance(value, (int, float)) else value
 
-    def choice(self, key: str, choices: Sequence[str], default: Any = _REQUIRED) -> Any:
+    def choice(self, key: builtins.str, choices: Sequence[builtins.str], default: Any = _REQUIRED) -> Any:
         value = self.str(key, default)
         if key in self.data and value not in choices:
             raise self.error(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
         return value
 
-    def seconds(self, key: str, default: Any = _REQUIRED, *, positive: bool = False) -> Any:
+    def seconds(self, key: builtins.str, default: Any = _REQUIRED, *, positive: builtins.bool = False) -> Any:
         """A duration string ("90s", "1h30m") as float seconds; ``positive`` rejects "0s"."""
         value = self.raw(key, default)
         if key not in self.data:
@@ -110,7 +106,7 @@ class TableReader:
             raise self.error(key, "must be a positive duration")
         return seconds
 
-    def str_list(self, key: str, default: Any = _REQUIRED) -> Any:
+    def str_list(self, key: builtins.str, default: Any = _REQUIRED) -> Any:
         """A list of strings, returned as a tuple; a single string is accepted as a one-item list."""
         value = self.raw(key, default)
         if key not in self.data:
@@ -121,13 +117,13 @@ class TableReader:
             raise self.error(key, f"expected a list of strings, got {value!r}")
         return tuple(value)
 
-    def table(self, key: str, default: Any = _REQUIRED) -> TableReader | Any:
+    def table(self, key: builtins.str, default: Any = _REQUIRED) -> TableReader | Any:
         value = self.raw(key, default)
         if key not in self.data:
             return value
         return TableReader(value, file=self.file, where=f"{self.where}.{key}" if self.where else key)
 
-    def finish(self, known: Iterable[str] = ()) -> None:
+    def finish(self, known: Iterable[builtins.str] = ()) -> None:
         """Reject every key that was not read; suggest the closest known one."""
         allowed = self._used | set(known)
         for key in self.data:

@@ -126,7 +126,8 @@ def test_send_prints_to_the_configured_stream(stream: str, capsys: pytest.Captur
     channel.send(notification("[CRITICAL] job_sms: boom"))
     channel.close()
     out, err = capsys.readouterr()
-    assert (out, err) == (("[CRITICAL] job_sms: boom\n", "") if stream == "stdout" else ("", "[CRITICAL] job_sms: boom\n"))
+    line = "[CRITICAL] job_sms: boom\n"
+    assert (out, err) == ((line, "") if stream == "stdout" else ("", line))
 
 
 def test_composed_message_round_trips_through_send(capsys: pytest.CaptureFixture[str]) -> None:

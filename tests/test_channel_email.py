@@ -163,7 +163,7 @@ def test_every_sample_group_composes_in_strict_mode() -> None:
 
 # --- delivery -------------------------------------------------------------------------
 
-def test_plain_delivery_has_exact_headers_and_both_parts(smtp_server: SmtpServer) -> None:  # noqa: F811
+def test_plain_delivery_has_exact_headers_and_both_parts(smtp_server: SmtpServer) -> None:
     """Without TLS the mail arrives with exact headers and multipart/alternative: text, then HTML."""
     p = payload()
     ch = channel({"security": "none", "port": smtp_server.port, "from": "Notifier <notifier@example.com>",
@@ -172,7 +172,8 @@ def test_plain_delivery_has_exact_headers_and_both_parts(smtp_server: SmtpServer
 
     (received,) = smtp_server.wait_for(1)
     m = received.message
-    assert (received.mail_from, received.rcpt_tos) == ("notifier@example.com", ("oncall@example.com", "dba@example.com"))
+    assert (received.mail_from, received.rcpt_tos) == (
+        "notifier@example.com", ("oncall@example.com", "dba@example.com"))
     assert received.tls is False
     assert m["Subject"] == "[CRITICAL] job_sms: DLI_SMS_GES entered EXCEPTION"
     assert m["From"] == "Notifier <notifier@example.com>"
@@ -187,7 +188,7 @@ def test_plain_delivery_has_exact_headers_and_both_parts(smtp_server: SmtpServer
     assert "<td style=\"padding:2px 0\">NORMAL → EXCEPTION</td>" in html
 
 
-def test_a_retry_sends_the_same_message_id(smtp_server: SmtpServer) -> None:  # noqa: F811
+def test_a_retry_sends_the_same_message_id(smtp_server: SmtpServer) -> None:
     """Sending one stored payload twice sends the same Message-ID and Date (receivers can de-duplicate)."""
     p = payload()
     ch = channel({"security": "none", "port": smtp_server.port})
@@ -199,7 +200,7 @@ def test_a_retry_sends_the_same_message_id(smtp_server: SmtpServer) -> None:  # 
     assert first.message["Date"] == second.message["Date"]
 
 
-def test_html_part_escapes_alert_fields(smtp_server: SmtpServer) -> None:  # noqa: F811
+def test_html_part_escapes_alert_fields(smtp_server: SmtpServer) -> None:
     """A node called "<script>" is escaped in the HTML part and left as it is in the text part."""
     p = payload(group(replace(NODE, node="<script>alert(1)</script>", summary="x < y & z")))
     channel({"security": "none", "port": smtp_server.port}).send(notification(p))
@@ -211,7 +212,7 @@ def test_html_part_escapes_alert_fields(smtp_server: SmtpServer) -> None:  # noq
     assert "<script>alert(1)</script>" in text
 
 
-def test_starttls_with_a_private_ca(starttls_server: SmtpServer, certs: Certs) -> None:  # noqa: F811
+def test_starttls_with_a_private_ca(starttls_server: SmtpServer, certs: Certs) -> None:
     """STARTTLS to a server with a certificate from a private CA works when ca_file names that CA."""
     channel({"port": starttls_server.port, "ca_file": str(certs.ca_file)}).send(notification(payload()))
 
@@ -219,7 +220,7 @@ def test_starttls_with_a_private_ca(starttls_server: SmtpServer, certs: Certs) -
     assert received.tls is True
 
 
-def test_an_untrusted_certificate_is_permanent(starttls_server: SmtpServer) -> None:  # noqa: F811
+def test_an_untrusted_certificate_is_permanent(starttls_server: SmtpServer) -> None:
     """Without ca_file the self-signed chain is not trusted: no mail, a permanent error naming the fix."""
     with pytest.raises(ChannelError, match=r"is not trusted .*: set ca_file in \[channels\.oncall-mail\]") as info:
         channel({"port": starttls_server.port}).send(notification(payload()))
@@ -228,7 +229,7 @@ def test_an_untrusted_certificate_is_permanent(starttls_server: SmtpServer) -> N
     assert starttls_server.mails == []
 
 
-def test_starttls_never_falls_back_to_plain_text(smtp_server: SmtpServer) -> None:  # noqa: F811
+def test_starttls_never_falls_back_to_plain_text(smtp_server: SmtpServer) -> None:
     """A server that does not offer STARTTLS gets nothing: the error is permanent and says so."""
     with pytest.raises(ChannelError, match="does not support STARTTLS") as info:
         channel({"port": smtp_server.port}).send(notification(payload()))
@@ -237,7 +238,7 @@ def test_starttls_never_falls_back_to_plain_text(smtp_server: SmtpServer) -> Non
     assert smtp_server.mails == []
 
 
-def test_ssl_mode_with_a_private_ca(certs: Certs) -> None:  # noqa: F811
+def test_ssl_mode_with_a_private_ca(certs: Certs) -> None:
     """Implicit TLS ("ssl") delivers when the certificate is trusted through ca_file."""
     with SmtpServer(tls="ssl", certs=certs) as server:
         channel({"security": "ssl", "port": server.port, "ca_file": str(certs.ca_file)}).send(notification(payload()))
@@ -245,7 +246,7 @@ def test_ssl_mode_with_a_private_ca(certs: Certs) -> None:  # noqa: F811
     assert received.tls is True
 
 
-def test_auth_success(certs: Certs) -> None:  # noqa: F811
+def test_auth_success(certs: Certs) -> None:
     """With username_env and password_env the channel logs in before sending."""
     with SmtpServer(tls="starttls", certs=certs, users={"alice": PASSWORD}) as server:
         ch = channel({"port": server.port, "ca_file": str(certs.ca_file), "username_env": "SMTP_USER",
@@ -256,7 +257,7 @@ def test_auth_success(certs: Certs) -> None:  # noqa: F811
 
 
 def test_auth_failure_is_permanent_and_keeps_the_password_secret(
-        certs: Certs, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+        certs: Certs, caplog: pytest.LogCaptureFixture) -> None:
     """A refused login is not retried; the error names the variables, never the password."""
     caplog.set_level(logging.DEBUG, logger="notifier")
     with SmtpServer(tls="starttls", certs=certs, users={"alice": "another password"}) as server:
@@ -286,9 +287,8 @@ def test_server_down_is_retryable(closed_port: int) -> None:
 ], ids=["550-permanent", "450-transient"])
 def test_refused_recipients_follow_the_reply_code(reply: str, retryable: bool, says: str) -> None:
     """A 5xx refusal of every recipient is permanent; a 4xx one is retried."""
-    with SmtpServer(refuse={"oncall@example.com": reply}) as server:
-        with pytest.raises(ChannelError) as info:
-            channel({"security": "none", "port": server.port}).send(notification(payload()))
+    with SmtpServer(refuse={"oncall@example.com": reply}) as server, pytest.raises(ChannelError) as info:
+        channel({"security": "none", "port": server.port}).send(notification(payload()))
     assert info.value.retryable is retryable
     assert says in str(info.value)
 

@@ -34,8 +34,9 @@ NODE = Alert(
     summary="DLI_SMS_GES entered EXCEPTION (was NORMAL)", job_status="NORMAL",
     counters={"totalGetBytes": 1024, "totalGetRecords": 208, "totalPutBytes": 512, "totalPutRecords": 207},
 )
-RESOLVED = replace(NODE, status="resolved", state="NORMAL", previous_state="EXCEPTION", since=T0 + timedelta(minutes=14),
-                   ends_at=T0 + timedelta(minutes=14), summary="DLI_SMS_GES back to NORMAL after 14m")
+RESOLVED = replace(NODE, status="resolved", state="NORMAL", previous_state="EXCEPTION",
+                   since=T0 + timedelta(minutes=14), ends_at=T0 + timedelta(minutes=14),
+                   summary="DLI_SMS_GES back to NORMAL after 14m")
 
 
 class FakeClock:
@@ -80,7 +81,7 @@ def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def channel(slack_server: SlackServer, clock: FakeClock, token_env: None) -> Iterator[slack.SlackChannel]:  # noqa: F811
+def channel(slack_server: SlackServer, clock: FakeClock, token_env: None) -> Iterator[slack.SlackChannel]:
     """A token-mode channel posting to #data-alerts on the loopback server."""
     settings = parse({"channel": "#data-alerts", "base_url": slack_server.base_url, "timeout": "5s"})
     ch = slack.TYPE.create("team-slack", settings, sleep=clock.sleep, monotonic=clock.monotonic)
@@ -158,7 +159,8 @@ def test_parse_rejects_bad_tables(table: dict[str, Any], message: str) -> None:
 def test_create_names_the_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     """A token that is not set is a ConfigError naming the variable."""
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
-    with pytest.raises(ConfigError, match="channels.team-slack: missing secret: set environment variable SLACK_BOT_TOKEN"):
+    with pytest.raises(ConfigError,
+                       match=r"channels\.team-slack: missing secret: set environment variable SLACK_BOT_TOKEN"):
         slack.TYPE.create("team-slack", parse({"channel": "#a"}))
 
 
@@ -172,7 +174,7 @@ def test_create_rejects_a_webhook_url_that_is_not_http_without_showing_it() -> N
 
 # --- what arrives ---------------------------------------------------------------------
 
-def test_single_firing_node_alert_arrives_as_block_kit(channel: slack.SlackChannel, slack_server: SlackServer) -> None:  # noqa: F811
+def test_single_firing_node_alert_arrives_as_block_kit(channel: slack.SlackChannel, slack_server: SlackServer) -> None:
     """A firing node alert arrives with a severity header, colour, every field, log path and counters."""
     (payload,) = compose(group(NODE))
     channel.send(notification(payload))
@@ -191,7 +193,7 @@ def test_single_firing_node_alert_arrives_as_block_kit(channel: slack.SlackChann
     check_golden("slack_node_firing.json", message)
 
 
-def test_resolved_alert_looks_resolved(channel: slack.SlackChannel, slack_server: SlackServer) -> None:  # noqa: F811
+def test_resolved_alert_looks_resolved(channel: slack.SlackChannel, slack_server: SlackServer) -> None:
     """A resolved alert is green, says RESOLVED with a check mark, and shows how long it lasted."""
     (payload,) = compose(group(RESOLVED), now=T0 + timedelta(minutes=17))
     channel.send(notification(payload))
@@ -208,7 +210,8 @@ def test_resolved_alert_looks_resolved(channel: slack.SlackChannel, slack_server
 
 def test_grouped_message_shows_each_alert_in_its_own_section() -> None:
     """Three alerts of one job: one header counting them, then one section per node, divided."""
-    alerts = (NODE, replace(NODE, node="DIS_INPUT", fingerprint="1"), replace(RESOLVED, node="OBS_OUT", fingerprint="2"))
+    alerts = (NODE, replace(NODE, node="DIS_INPUT", fingerprint="1"),
+              replace(RESOLVED, node="OBS_OUT", fingerprint="2"))
     (message,) = compose(group(*alerts))
 
     assert message["blocks"][0]["text"]["text"] == ":red_circle: CRITICAL  job_sms: 3 alerts (2 firing, 1 resolved)"
@@ -220,7 +223,7 @@ def test_grouped_message_shows_each_alert_in_its_own_section() -> None:
 
 
 def test_two_hundred_alerts_make_valid_messages_that_account_for_every_alert(
-        channel: slack.SlackChannel, slack_server: SlackServer) -> None:  # noqa: F811
+        channel: slack.SlackChannel, slack_server: SlackServer) -> None:
     """200 alerts of one job fit Slack's limits, Slack accepts them, and every alert is listed or counted."""
     alerts = tuple(replace(NODE, node=f"NODE_{i:03d}", fingerprint=f"{i:016d}",
                            status="resolved" if i % 5 == 0 else "firing") for i in range(200))
@@ -258,7 +261,7 @@ def test_a_group_too_big_for_ten_messages_is_split_numbered_and_counted(tmp_path
     assert f"and {more} more alerts" in messages[-1]["text"]
 
 
-def test_oversized_texts_are_truncated_not_rejected(channel: slack.SlackChannel, slack_server: SlackServer) -> None:  # noqa: F811
+def test_oversized_texts_are_truncated_not_rejected(channel: slack.SlackChannel, slack_server: SlackServer) -> None:
     """A 5,000-character summary and a 300-character job name are cut to fit, and Slack accepts the message."""
     long = replace(NODE, job="J" * 300, summary="x" * 5000, log_path="obs://" + "l" * 2500)
     (payload,) = compose(MessageGroup("team-slack", "J" * 300, (long,)))
@@ -317,7 +320,7 @@ def webhook_channel(server: SlackServer, clock: FakeClock) -> slack.SlackChannel
                              sleep=clock.sleep, monotonic=clock.monotonic)
 
 
-def test_webhook_mode_delivers(slack_server: SlackServer, clock: FakeClock) -> None:  # noqa: F811
+def test_webhook_mode_delivers(slack_server: SlackServer, clock: FakeClock) -> None:
     """Through an incoming webhook the same Block Kit arrives, without a token."""
     (payload,) = compose(group(NODE))
     webhook_channel(slack_server, clock).send(notification(payload))
@@ -329,13 +332,14 @@ def test_webhook_mode_delivers(slack_server: SlackServer, clock: FakeClock) -> N
 
 
 @pytest.mark.parametrize(("kind", "retryable", "says"), [
-    ("invalid_token", False, "was revoked or its app removed: create a new webhook and update environment variable SLACK_WEBHOOK_URL"),
+    ("invalid_token", False,
+     "was revoked or its app removed: create a new webhook and update environment variable SLACK_WEBHOOK_URL"),
     ("channel_is_archived", False, "unarchive it, or create a new webhook"),
     ("no_service", False, "create a new webhook"),
     ("500", True, "will retry"),
 ], ids=["invalid-token", "archived", "no-service", "server-error"])
 def test_webhook_errors_are_classified_without_the_url(
-        slack_server: SlackServer, clock: FakeClock, caplog: pytest.LogCaptureFixture,  # noqa: F811
+        slack_server: SlackServer, clock: FakeClock, caplog: pytest.LogCaptureFixture,
         kind: str, retryable: bool, says: str) -> None:
     """Webhook errors say what to do, and neither the error nor the log shows the webhook URL."""
     caplog.set_level(logging.DEBUG)
@@ -351,7 +355,7 @@ def test_webhook_errors_are_classified_without_the_url(
 # --- rate limits and pacing -----------------------------------------------------------
 
 def test_rate_limited_post_waits_retry_after_then_delivers_once(
-        channel: slack.SlackChannel, slack_server: SlackServer, clock: FakeClock) -> None:  # noqa: F811
+        channel: slack.SlackChannel, slack_server: SlackServer, clock: FakeClock) -> None:
     """A 429 with Retry-After: 2 is waited out (injected sleep) and the message is delivered exactly once."""
     slack_server.fail_next("ratelimited", retry_after=2)
     channel.send(notification(compose(group(NODE))[0]))
@@ -362,7 +366,7 @@ def test_rate_limited_post_waits_retry_after_then_delivers_once(
 
 
 def test_a_long_retry_after_goes_back_to_the_outbox(
-        channel: slack.SlackChannel, slack_server: SlackServer, clock: FakeClock) -> None:  # noqa: F811
+        channel: slack.SlackChannel, slack_server: SlackServer, clock: FakeClock) -> None:
     """A Retry-After longer than 5 s is not slept through: the outbox gets retry_after and retries later."""
     slack_server.fail_next("ratelimited", retry_after=30)
     with pytest.raises(ChannelError) as info:
@@ -373,7 +377,7 @@ def test_a_long_retry_after_goes_back_to_the_outbox(
 
 
 def test_posts_to_one_slack_channel_are_paced_one_per_second(
-        channel: slack.SlackChannel, slack_server: SlackServer, clock: FakeClock) -> None:  # noqa: F811
+        channel: slack.SlackChannel, slack_server: SlackServer, clock: FakeClock) -> None:
     """Two posts in a row wait about a second between them; a post after a pause does not wait."""
     (payload,) = compose(group(NODE))
     channel.send(notification(payload, 1))
@@ -394,7 +398,7 @@ def test_posts_to_one_slack_channel_are_paced_one_per_second(
     ("not_in_channel", "invite the bot: /invite @app in #data-alerts"),
 ], ids=["invalid-auth", "channel-not-found", "not-in-channel"])
 def test_permanent_errors_name_the_fix_and_not_the_token(
-        channel: slack.SlackChannel, slack_server: SlackServer, caplog: pytest.LogCaptureFixture,  # noqa: F811
+        channel: slack.SlackChannel, slack_server: SlackServer, caplog: pytest.LogCaptureFixture,
         kind: str, fix: str) -> None:
     """Auth and channel errors are not retried; the error and the log say how to fix it, never the token."""
     caplog.set_level(logging.DEBUG)
@@ -408,7 +412,7 @@ def test_permanent_errors_name_the_fix_and_not_the_token(
     assert TOKEN not in str(info.value) and TOKEN not in caplog.text
 
 
-def test_a_wrong_token_is_invalid_auth(slack_server: SlackServer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_a_wrong_token_is_invalid_auth(slack_server: SlackServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """A token the server does not know is answered invalid_auth: permanent."""
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-wrong")
     ch = slack.TYPE.create("team-slack", parse({"channel": "#data-alerts", "base_url": slack_server.base_url}))
@@ -417,7 +421,7 @@ def test_a_wrong_token_is_invalid_auth(slack_server: SlackServer, monkeypatch: p
     assert info.value.retryable is False and "xoxb-wrong" not in str(info.value)
 
 
-def test_server_error_is_retryable(channel: slack.SlackChannel, slack_server: SlackServer) -> None:  # noqa: F811
+def test_server_error_is_retryable(channel: slack.SlackChannel, slack_server: SlackServer) -> None:
     """An HTTP 500 is transient."""
     slack_server.fail_next("500")
     with pytest.raises(ChannelError, match=r"failed: Slack answered HTTP 500; will retry$") as info:
@@ -425,7 +429,7 @@ def test_server_error_is_retryable(channel: slack.SlackChannel, slack_server: Sl
     assert info.value.retryable is True
 
 
-def test_slack_down_is_retryable(channel: slack.SlackChannel, slack_server: SlackServer) -> None:  # noqa: F811
+def test_slack_down_is_retryable(channel: slack.SlackChannel, slack_server: SlackServer) -> None:
     """A refused connection (the server is stopped) is transient."""
     slack_server.stop()
     with pytest.raises(ChannelError, match="cannot reach Slack") as info:
@@ -445,7 +449,7 @@ def test_a_server_that_never_answers_times_out_retryably(token_env: None) -> Non
 
 
 def test_a_refused_layout_is_resent_as_plain_text(
-        channel: slack.SlackChannel, slack_server: SlackServer, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+        channel: slack.SlackChannel, slack_server: SlackServer, caplog: pytest.LogCaptureFixture) -> None:
     """If Slack refuses the blocks (invalid_blocks), the text alone is sent: the alert is not lost."""
     slack_server.fail_next("invalid_blocks")
     (payload,) = compose(group(NODE))

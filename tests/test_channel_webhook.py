@@ -235,7 +235,7 @@ def test_bad_template_raises_in_strict_mode(tmp_path: Path, text: str) -> None:
 # --- send over a real socket ----------------------------------------------------------
 
 @pytest.mark.parametrize("index", range(len(SAMPLE_IDS)), ids=SAMPLE_IDS)
-def test_send_posts_the_contract(webhook_receiver: WebhookReceiver, make_channel: Any,  # noqa: F811
+def test_send_posts_the_contract(webhook_receiver: WebhookReceiver, make_channel: Any,
                                  index: int) -> None:
     """The receiver gets the contract payload as compact UTF-8 JSON with the documented headers."""
     group = sample_groups("hook")[index]
@@ -251,7 +251,7 @@ def test_send_posts_the_contract(webhook_receiver: WebhookReceiver, make_channel
     assert "x-notifier-signature" not in request.headers
 
 
-def test_non_ascii_is_sent_as_utf8(webhook_receiver: WebhookReceiver, make_channel: Any) -> None:  # noqa: F811
+def test_non_ascii_is_sent_as_utf8(webhook_receiver: WebhookReceiver, make_channel: Any) -> None:
     """ensure_ascii=False: non-ASCII names travel as UTF-8 bytes, not \\u escapes."""
     make_channel(webhook_receiver.url).send(notification({"group": "作业"}))
     (request,) = webhook_receiver.wait_for(1)
@@ -259,7 +259,7 @@ def test_non_ascii_is_sent_as_utf8(webhook_receiver: WebhookReceiver, make_chann
 
 
 @pytest.mark.parametrize("source", ["env", "file"])
-def test_signature_verifies_over_received_bytes(webhook_receiver: WebhookReceiver,  # noqa: F811
+def test_signature_verifies_over_received_bytes(webhook_receiver: WebhookReceiver,
                                                 make_channel: Any, tmp_path: Path, source: str) -> None:
     """X-Notifier-Signature is sha256=HMAC-SHA256(secret, body) over exactly the bytes received."""
     if source == "env":
@@ -274,7 +274,7 @@ def test_signature_verifies_over_received_bytes(webhook_receiver: WebhookReceive
     assert sign(SIGNING_SECRET.encode(), encode_body(request.json)) == expected
 
 
-def test_static_headers_are_sent(webhook_receiver: WebhookReceiver, make_channel: Any) -> None:  # noqa: F811
+def test_static_headers_are_sent(webhook_receiver: WebhookReceiver, make_channel: Any) -> None:
     """Configured extra headers go out with every request."""
     make_channel(webhook_receiver.url, headers=(("Authorization", HEADER_SECRET), ("X-Team", "data"))).send(
         notification({"group": "job_sms"}))
@@ -282,7 +282,7 @@ def test_static_headers_are_sent(webhook_receiver: WebhookReceiver, make_channel
     assert (request.headers["authorization"], request.headers["x-team"]) == (HEADER_SECRET, "data")
 
 
-def test_invalid_json_template_still_delivers(webhook_receiver: WebhookReceiver,  # noqa: F811
+def test_invalid_json_template_still_delivers(webhook_receiver: WebhookReceiver,
                                               make_channel: Any, tmp_path: Path) -> None:
     """End to end: a broken webhook template still gets the fallback payload to the receiver."""
     (tmp_path / "default.webhook.j2").write_text("{ not json")
@@ -306,7 +306,7 @@ def test_invalid_json_template_still_delivers(webhook_receiver: WebhookReceiver,
     (301, {"Location": "http://127.0.0.1:1/elsewhere"}, False, None),
 ], ids=["500", "502", "503-retry-after", "408", "429-retry-after-seconds", "429-retry-after-date", "400", "401",
         "404", "413", "redirect-not-followed"])
-def test_http_status_verdicts(webhook_receiver: WebhookReceiver, make_channel: Any,  # noqa: F811
+def test_http_status_verdicts(webhook_receiver: WebhookReceiver, make_channel: Any,
                               status: int, headers: dict[str, str], retryable: bool,
                               retry_after: float | None) -> None:
     """Timeout-like and server statuses are retryable (with Retry-After); other answers are permanent."""
@@ -321,7 +321,7 @@ def test_http_status_verdicts(webhook_receiver: WebhookReceiver, make_channel: A
     assert len(webhook_receiver.requests) == 1  # no redirect followed, no hidden retry
 
 
-def test_scripted_failure_then_success(webhook_receiver: WebhookReceiver, make_channel: Any) -> None:  # noqa: F811
+def test_scripted_failure_then_success(webhook_receiver: WebhookReceiver, make_channel: Any) -> None:
     """A retry after a 500 delivers the same bytes with the same idempotency key."""
     webhook_receiver.respond_with(500, times=1)
     channel = make_channel(webhook_receiver.url)
@@ -354,7 +354,7 @@ def test_timeout_is_retryable(make_channel: Any) -> None:
     assert info.value.retryable is True
 
 
-def test_no_secret_in_logs_or_errors(webhook_receiver: WebhookReceiver, make_channel: Any,  # noqa: F811
+def test_no_secret_in_logs_or_errors(webhook_receiver: WebhookReceiver, make_channel: Any,
                                      caplog: pytest.LogCaptureFixture) -> None:
     """Neither the URL's path/query secrets, the signing secret nor header values reach any log record or error."""
     secret_url = f"{webhook_receiver.base_url}/{PATH_SECRET}?token={QUERY_SECRET}"

@@ -188,7 +188,7 @@ def test_sighup_reloads_rules_and_keeps_the_old_ones_when_new_are_bad(write_conf
             assert proc.poll() is None
         finally:
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=20)
+            _out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0
         assert "reload failed, keeping the running configuration" in err and "scoop" in err
         assert len(hook.requests) == 1

@@ -137,7 +137,8 @@ def test_other_jobs_in_previous_are_ignored() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "stored"),
-    [("ABNORMAL", "ABNORMAL"), ("paused_by_ops", "PAUSED_BY_OPS"), ("STARTING", "STARTTING"), ("STARTTING", "STARTTING")],
+    [("ABNORMAL", "ABNORMAL"), ("paused_by_ops", "PAUSED_BY_OPS"), ("STARTING", "STARTTING"),
+     ("STARTTING", "STARTTING")],
     ids=["sdk-status", "unknown-upper-cased", "list-jobs-spelling", "api-spelling"],
 )
 def test_status_values_are_normalized_and_unknown_kept(raw: str, stored: str) -> None:

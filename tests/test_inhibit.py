@@ -34,6 +34,7 @@ def test_firing_job_alert_mutes_node_alerts_of_the_same_job() -> None:
 def test_inhibition_is_per_job() -> None:
     """A firing job alert of one job does not mute node alerts of another job."""
     other = JobSnapshot(name="job_other", status="NORMAL", nodes=(NodeStatus(name="X", status="EXCEPTION"),))
-    result = FetchResult(snapshots=snapshot("EXCEPTION", "NORMAL").snapshots + (other,))
+    result = FetchResult(snapshots=(*snapshot("EXCEPTION", "NORMAL").snapshots, other))
     plan = plan_cycle(RULES, {}, {}, result, None, T0)
-    assert sorted((a.job, a.rule) for a in plan.notify) == [("job_other", "node-exception"), ("job_sms", "job-exception")]
+    assert sorted((a.job, a.rule) for a in plan.notify) == [
+        ("job_other", "node-exception"), ("job_sms", "job-exception")]

@@ -120,7 +120,10 @@ def test_seed_example_fires_once_then_resolves_once() -> None:
 
 
 def test_seed_example_with_frozen_streams_fires_stalled_after_15m() -> None:
-    """Streaming nodes whose totalPutRecords stops moving fire stream-stalled after exactly 15m, and resolve when it moves."""
+    """Streaming nodes whose totalPutRecords stops moving fire stream-stalled after exactly 15m.
+
+    They resolve when it moves again.
+    """
     world = World(DEFAULT_RULES)
     world.cycle(T0, sms(0, streams_move=False))
     for step in range(1, 15):

@@ -113,7 +113,7 @@ def test_undefined_attribute_is_an_error_not_an_empty_string(tmp_path: Path) -> 
 ], ids=["str-mro", "class-globals", "reduce"])
 def test_sandbox_blocks_unsafe_attributes(tmp_path: Path, expr: str) -> None:
     """The sandbox refuses dunder access, so a template cannot reach Python internals."""
-    renderer = Renderer(user_dir(tmp_path, evil__console__j2="{{ %s }}" % expr))
+    renderer = Renderer(user_dir(tmp_path, evil__console__j2="{{ " + expr + " }}"))
     with pytest.raises(TemplateError, match=r"evil\.console\.j2"):
         renderer.render("evil", "console", ctx())
 

@@ -41,13 +41,16 @@ ERROR_CASES = [
     (RULE_HEAD + 'status = ["EXCEPTION"]\nseverty = "critical"\n', "rule 'r1'", "severty", "did you mean 'severity'?"),
     (RULE_HEAD + 'status = ["EXCEPTION"]\nfor = "10 minutes"\n', "rule 'r1'", "for", "invalid duration '10 minutes'"),
     (RULE_HEAD + 'status = ["EXCEPTION"]\nrepeat = "often"\n', "rule 'r1'", "repeat", "invalid duration 'often'"),
-    (RULE_HEAD + 'status = ["EXCEPTION"]\nchannels = ["slak"]\n', "rule 'r1'", "channels", "unknown channel 'slak' (did you mean 'slack'?)"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nchannels = ["slak"]\n', "rule 'r1'", "channels",
+     "unknown channel 'slak' (did you mean 'slack'?)"),
     (RULE_HEAD + 'status = ["EXCEPTION"]\nchannels = []\n', "rule 'r1'", "channels", "sends nowhere"),
     (RULE_HEAD + 'status = ["EXCEPTION"]\ntransition = { to = ["STOPPED"] }\n', "rule 'r1'", "transition", "not both"),
     (RULE_HEAD, "rule 'r1'", "status", "required"),
-    ('name = "r1"\nscope = "job"\nstatus = ["NORMAL"]\nstalled = "totalPutRecords"\n', "rule 'r1'", "stalled", 'scope = "node"'),
+    ('name = "r1"\nscope = "job"\nstatus = ["NORMAL"]\nstalled = "totalPutRecords"\n', "rule 'r1'", "stalled",
+     'scope = "node"'),
     (RULE_HEAD + 'status = ["NORMAL"]\nstalled = "totalPutRecs"\n', "rule 'r1'", "stalled", "must be one of"),
-    (RULE_HEAD + 'transition = { to = ["STOPPED"] }\nstalled = "totalPutRecords"\n', "rule 'r1'", "stalled", "not allowed with transition"),
+    (RULE_HEAD + 'transition = { to = ["STOPPED"] }\nstalled = "totalPutRecords"\n', "rule 'r1'", "stalled",
+     "not allowed with transition"),
     (RULE_HEAD + 'transition = { to = ["STOPPED"] }\nfor = "5m"\n', "rule 'r1'", "for", "not allowed with transition"),
     (RULE_HEAD + 'transition = { to = ["STOPPED"] }\nresolved = true\n', "rule 'r1'", "resolved", "never resolved"),
     (RULE_HEAD + 'transition = {}\n', "rule 'r1'", "transition", "give from"),
@@ -63,7 +66,8 @@ ERROR_CASES = [
     ('name = "r1"\nscope = "job"\nstatus = ["NORMAL"]\njobs = []\n', "rule 'r1'", "jobs", "matches nothing"),
     (RULE_HEAD + 'status = ["EXCEPTION"]\ninhibits = ["x"]\n', "rule 'r1'", "inhibits", 'only scope = "job"'),
     (RULE_HEAD + 'status = ["EXCEPTION"]\ntemplate = "../etc"\n', "rule 'r1'", "template", "letters, digits"),
-    (RULE_HEAD + 'status = ["EXCEPTION"]\nsummary = "{job.__class__}"\n', "rule 'r1'", "summary", "unknown placeholder"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nsummary = "{job.__class__}"\n', "rule 'r1'", "summary",
+     "unknown placeholder"),
     (RULE_HEAD + 'status = ["EXCEPTION"]\nresolved = "yes"\n', "rule 'r1'", "resolved", "true or false"),
     ('name = "r1"\nscope = "job"\nstatus = ["EXCEPTION"]\ninhibits = ["node-exceptoin"]\n'
      '[[rule]]\nname = "node-exception"\nscope = "node"\nstatus = ["EXCEPTION"]\n',
@@ -101,7 +105,7 @@ def test_rule_errors_name_file_rule_and_key(tmp_path: Path, body: str, where: st
 def test_file_level_errors(tmp_path: Path, text: str, key: str | None, message: str) -> None:
     """Unknown top-level keys, a [rule] table instead of [[rule]] and TOML syntax errors name the file."""
     path = write(tmp_path, "bad.toml", text)
-    with pytest.raises(ConfigError, match="invalid TOML|did you mean|array of tables") as info:
+    with pytest.raises(ConfigError, match=r"invalid TOML|did you mean|array of tables") as info:
         load_rules(tmp_path, CHANNELS)
     assert (info.value.file, info.value.key) == (str(path), key) and message in str(info.value)
 
@@ -206,12 +210,14 @@ ENTITIES = index([
     [
         (rule(scope="job", status=("EXCEPTION",)), [("job_sms", ""), ("job_orders", "")]),
         (rule(scope="job", status=("EXCEPTION",), jobs=("job_s*",)), [("job_sms", "")]),
-        (rule(status=("EXCEPTION",)), [("job_sms", "DLI_SMS_GES"), ("job_sms", "DIS_INPUT"), ("job_orders", "DLI_ORDERS")]),
+        (rule(status=("EXCEPTION",)),
+         [("job_sms", "DLI_SMS_GES"), ("job_sms", "DIS_INPUT"), ("job_orders", "DLI_ORDERS")]),
         (rule(status=("EXCEPTION",), nodes=("DLI_*",), jobs=("job_sms", "job_ord?rs")),
          [("job_sms", "DLI_SMS_GES"), ("job_orders", "DLI_ORDERS")]),
         (rule(status=("EXCEPTION",), node_types=("Execute*Stream",)), [("job_sms", "DIS_INPUT")]),
         (rule(status=("EXCEPTION",), jobs=("JOB_SMS",)), []),
-        (rule(status=("NORMAL", "EXCEPTION"), nodes=("DLI_OK", "DIS_INPUT")), [("job_sms", "DLI_OK"), ("job_sms", "DIS_INPUT")]),
+        (rule(status=("NORMAL", "EXCEPTION"), nodes=("DLI_OK", "DIS_INPUT")),
+         [("job_sms", "DLI_OK"), ("job_sms", "DIS_INPUT")]),
     ],
     ids=["job-scope", "job-glob", "node-scope-skips-jobs", "node-and-job-globs", "node-types", "globs-case-sensitive",
          "several-statuses"],
@@ -251,7 +257,8 @@ def tr(node: str, frm: str, to: str, jobname: str = "job_sms", type: str = "") -
 
 TRANSITIONS = (
     tr("", "NORMAL", "STOPPED"), tr("", "NORMAL", "STOPPING", "job_orders"), tr("", "STARTTING", "STOPPED", "job_x"),
-    tr("DIS_INPUT", "EXCEPTION", "NORMAL", type="ExecuteDISStream"), tr("DLI_SMS_GES", "NORMAL", "EXCEPTION", type="DLI SQL"),
+    tr("DIS_INPUT", "EXCEPTION", "NORMAL", type="ExecuteDISStream"),
+    tr("DLI_SMS_GES", "NORMAL", "EXCEPTION", type="DLI SQL"),
 )
 
 
@@ -262,7 +269,8 @@ TRANSITIONS = (
         (TransitionMatch((), ("STOPPED",)), "job", {}, [("job_sms", ""), ("job_x", "")]),
         (TransitionMatch(("NORMAL",), ()), "job", {"jobs": ("job_o*",)}, [("job_orders", "")]),
         (TransitionMatch(("EXCEPTION",), ()), "node", {}, [("job_sms", "DIS_INPUT")]),
-        (TransitionMatch((), ("EXCEPTION", "NORMAL")), "node", {"node_types": ("DLI SQL",)}, [("job_sms", "DLI_SMS_GES")]),
+        (TransitionMatch((), ("EXCEPTION", "NORMAL")), "node", {"node_types": ("DLI SQL",)},
+         [("job_sms", "DLI_SMS_GES")]),
         (TransitionMatch((), ("STOPPED",)), "node", {}, []),
     ],
     ids=["from-and-to", "to-only", "from-with-job-glob", "node-from-only", "node-types", "job-transitions-not-node"],
@@ -278,6 +286,7 @@ def test_transition_rules(match: TransitionMatch, scope: str, extra: dict[str, o
 
 def test_evaluate_keeps_rule_order() -> None:
     """Conditions come out grouped by rule, in the order the rules are given."""
-    rules = [rule("b", "job", status=("EXCEPTION",), jobs=("job_sms",)), rule("a", status=("EXCEPTION",), nodes=("DLI_SMS_GES",))]
+    rules = [rule("b", "job", status=("EXCEPTION",), jobs=("job_sms",)),
+             rule("a", status=("EXCEPTION",), nodes=("DLI_SMS_GES",))]
     conditions, _ = evaluate(rules, ENTITIES, (), T0)
     assert conditions == (Condition("b", "job_sms", "", T0), Condition("a", "job_sms", "DLI_SMS_GES", T0))

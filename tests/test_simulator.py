@@ -114,7 +114,7 @@ def list_jobs(client: httpx.Client, **params: Any) -> httpx.Response:
 
 def test_seed_serves_the_documents_example(start: Start) -> None:
     """The seed scenario answers exactly the API document's example, runningData as a JSON string."""
-    sim, client, clock = start(load_scenario("seed"))
+    _sim, client, clock = start(load_scenario("seed"))
     response = client.get(status_path("job_sms"))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
@@ -264,7 +264,8 @@ def test_list_pages_through_every_job(start: Start) -> None:
 def test_list_offset_can_count_pages(start: Start) -> None:
     """With list_offset = "pages" the offset is a page number."""
     _, client, _ = start(replace(Scenario.synthetic(jobs=25, nodes=1, project_id=PROJECT), list_offset="pages"))
-    assert [j["name"] for j in list_jobs(client, offset=2, limit=10).json()["jobs"]] == [f"job_{i}" for i in range(20, 25)]
+    names = [j["name"] for j in list_jobs(client, offset=2, limit=10).json()["jobs"]]
+    assert names == [f"job_{i}" for i in range(20, 25)]
 
 
 @pytest.mark.parametrize("params", [
@@ -462,7 +463,8 @@ def test_synthetic_scenario_serves_every_job(start: Start) -> None:
     clock.advance(10)
     second = client.get(status_path("job_999")).json()
     assert (len(first["nodes"]), first["status"]) == (10, "NORMAL")
-    assert all(b["totalPutRecords"] > a["totalPutRecords"] for a, b in zip(first["nodes"], second["nodes"]))
+    assert all(b["totalPutRecords"] > a["totalPutRecords"]
+               for a, b in zip(first["nodes"], second["nodes"], strict=True))
 
 
 # --- plumbing ------------------------------------------------------------------------

@@ -150,7 +150,8 @@ def test_newer_schema_version_is_refused(path: Path) -> None:
     StateStore.open(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(StateError, match=rf"schema version {SCHEMA_VERSION + 1}.*{path}|{path}.*version {SCHEMA_VERSION + 1}"):
+    with pytest.raises(StateError,
+                       match=rf"schema version {SCHEMA_VERSION + 1}.*{path}|{path}.*version {SCHEMA_VERSION + 1}"):
         StateStore.open(path)
 
 

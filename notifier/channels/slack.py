@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
@@ -447,7 +448,7 @@ class SlackChannel:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._last_post: dict[str, float] = {}
-        handlers = [ShortRateLimitHandler(max_wait=max_inline_wait, sleep=sleep)]
+        handlers: list[RetryHandler] = [ShortRateLimitHandler(max_wait=max_inline_wait, sleep=sleep)]
         self._client: WebClient | None = None
         self._webhook: WebhookClient | None = None
         if settings.mode == "token":
@@ -514,7 +515,8 @@ class SlackChannel:
         try:
             if self._client is not None:
                 self._client.chat_postMessage(channel=self.settings.channel or "", unfurl_links=False,
-                                              unfurl_media=False, **message, **extra)
+                                              unfurl_media=False, username=self.settings.username or None,
+                                              icon_emoji=self.settings.icon_emoji or None, **message)
                 return
             assert self._webhook is not None
             resp = self._webhook.send_dict({**message, **extra, "unfurl_links": False, "unfurl_media": False})
@@ -542,7 +544,8 @@ class SlackChannel:
             after = "no Retry-After" if wait is None else f"Retry-After {wait:g} s"
             return self._transient(f"rate limited by Slack ({error}, {after})", retry_after=wait)
         if status >= 500 or error in _TRANSIENT_ERRORS:
-            return self._transient(f"Slack answered {error}" + ("" if error.startswith("HTTP ") else f" (HTTP {status})"))
+            return self._transient(f"Slack answered {error}"
+                                   + ("" if error.startswith("HTTP ") else f" (HTTP {status})"))
         if error in _REJECTED_PAYLOAD:
             return _PayloadRejected(error)
         return self._permanent(error, self._fix(error))

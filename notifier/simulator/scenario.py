@@ -262,7 +262,7 @@ class Timeline:
         else:
             since = (k * self.cycle if self.cycle is not None else 0.0) + self.run_starts[i]
         counters = []
-        for node, rate, base, per_cycle in zip(self.nodes, self.rates[i], self.base[i], self.per_cycle):
+        for node, rate, base, per_cycle in zip(self.nodes, self.rates[i], self.base[i], self.per_cycle, strict=True):
             got = math.floor(k * per_cycle.get + base.get + rate.get * elapsed)
             put = math.floor(k * per_cycle.put + base.put + rate.put * elapsed)
             c = node.counters
@@ -315,8 +315,8 @@ def _timeline(status: str, nodes: tuple[NodeScript, ...], steps: tuple[Step, ...
         status = step.status if step.status is not None else status
         for name, value in step.nodes.items():
             node_status[node_index[name]] = value
-        for name, value in step.rates.items():
-            rate[node_index[name]] = value
+        for name, node_rate in step.rates.items():
+            rate[node_index[name]] = node_rate
         starts.append(t)
         statuses.append(status)
         node_statuses.append(tuple(node_status))
@@ -324,7 +324,8 @@ def _timeline(status: str, nodes: tuple[NodeScript, ...], steps: tuple[Step, ...
         base.append(tuple(added))
         if step.duration is not None:
             d = step.duration
-            added = [a if r is _ZERO else Rate(a.get + r.get * d, a.put + r.put * d) for a, r in zip(added, rate)]
+            added = [a if r is _ZERO else Rate(a.get + r.get * d, a.put + r.put * d)
+                     for a, r in zip(added, rate, strict=True)]
             t += d
     run_starts: list[float] = []
     for i, s in enumerate(statuses):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType, TracebackType
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from notifier.models import COUNTER_NAMES
@@ -59,7 +59,8 @@ Sleep = Callable[[float], None]
 
 JSON_TYPE = "application/json;charset=UTF-8"
 NOT_FOUND = {"error_code": "DLF.0100", "error_msg": "The job does not exists."}
-THROTTLED = ("APIG.0308", "The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 second")
+THROTTLED = ("APIG.0308",
+             "The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 second")
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 1000
 
 
@@ -394,20 +395,21 @@ class Simulator:
             statuses = tuple(override.nodes.get(n, s) for n, s in enumerate(statuses))
         if override.counters:
             counters = tuple(
-                tuple(override.counters[n].get(c, v) for c, v in enumerate(values)) if n in override.counters
+                cast("tuple[int, int, int, int]", tuple(override.counters[n].get(c, v) for c, v in enumerate(values)))
+                if n in override.counters
                 else values
                 for n, values in enumerate(counters))
         status, since = view.status, view.since
         if override.status is not None:
             status, since = override.status, override.since
-        return JobView(status, since, statuses, counters)  # type: ignore[arg-type]
+        return JobView(status, since, statuses, counters)
 
     def _status_doc(self, entry: _Entry, t: float) -> dict[str, Any]:
         job = entry.plan.job
         view = self._view(entry, t)
         since_ms = self._epoch_ms + round(view.since * 1000)
         nodes = []
-        for script, status, c in zip(job.nodes, view.node_statuses, view.counters):
+        for script, status, c in zip(job.nodes, view.node_statuses, view.counters, strict=True):
             node: dict[str, Any] = {}
             if script.log_path is not None:
                 node["logPath"] = script.log_path
@@ -467,13 +469,15 @@ class Simulator:
         if name:
             entries = tuple(e for e in entries if name in e.name)
         first = offset if self.scenario.list_offset == "records" else offset * limit
-        return _Answer(200, {"total": len(entries), "jobs": [self._list_item(e, t) for e in entries[first:first + limit]]})
+        return _Answer(200, {"total": len(entries),
+                             "jobs": [self._list_item(e, t) for e in entries[first:first + limit]]})
 
     def _route(self, path: str, query: Mapping[str, str], workspace: str,
                t: float) -> tuple[str | None, _Entry | None, _Answer]:
         """(endpoint, job entry or None, the fault-free answer)."""
         parts = path.rstrip("/").split("/")
-        if len(parts) in (4, 6) and parts[1] == "v1" and parts[3] == "jobs" and (len(parts) == 4 or parts[5] == "status"):
+        if (len(parts) in (4, 6) and parts[1] == "v1" and parts[3] == "jobs"
+                and (len(parts) == 4 or parts[5] == "status")):
             endpoint = "list" if len(parts) == 4 else "status"
             if unquote(parts[2]) != self.project_id:
                 return endpoint, None, _error(
@@ -485,7 +489,8 @@ class Simulator:
             if entry is None:
                 return endpoint, None, _Answer(400, NOT_FOUND)
             return endpoint, entry, _Answer(200, self._status_doc(entry, t))
-        return None, None, _error(404, "APIG.0101", "The API does not exist or has not been published in the environment")
+        return None, None, _error(404, "APIG.0101",
+                                  "The API does not exist or has not been published in the environment")
 
     # faults
 

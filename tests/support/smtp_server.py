@@ -87,7 +87,8 @@ class _Recorder:
         raw = envelope.original_content or envelope.content
         message = email.message_from_bytes(raw, policy=email.policy.default)
         user = session.auth_data.decode() if isinstance(session.auth_data, bytes) else session.auth_data
-        tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None  # STARTTLS or implicit
+        # STARTTLS or implicit
+        tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
         with self.cond:
             self.mails.append(ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), message, raw,  # type: ignore[arg-type]
                                            user, tls))
