@@ -69,8 +69,8 @@ class Runner:
             if self._stop.is_set():
                 return None
             try:
-                names_result = await self.service.cycle_fetch()
-                report = await asyncio.to_thread(self.service.apply, *names_result)
+                fetched = await self.service.fetch()
+                report = await asyncio.to_thread(self.service.apply, fetched)
             except NotifierError as exc:
                 log.error("cycle failed: %s", exc)
                 return None

@@ -18,7 +18,7 @@ from pathlib import Path
 from notifier.channels import CHANNEL_TYPES, Channel
 from notifier.config import Config, load_config
 from notifier.diff import diff_job
-from notifier.errors import ConfigError, NotifierError, SourceError
+from notifier.errors import ConfigError, SourceError
 from notifier.inhibit import inhibition_filter
 from notifier.lifecycle import advance
 from notifier.models import (
@@ -188,6 +188,17 @@ def compose(runtime: Runtime, groups: Sequence[MessageGroup], now: datetime) -> 
 # --- the shell ------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
+class Fetched:
+    """What the I/O half of a cycle brings back for the synchronous half."""
+
+    result: FetchResult
+    names: tuple[str, ...]  # the jobs asked for
+    watched: tuple[str, ...] | None  # None when discovery failed: forget no job
+    at: datetime
+    discovery_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CycleReport:
     """What one cycle did, for logs, exit codes and (later) metrics."""
 
@@ -225,9 +236,9 @@ class Service:
 
     async def cycle(self) -> CycleReport:
         """Fetch every watched job, then plan, render and commit in one transaction."""
-        return self.apply(*await self.cycle_fetch())
+        return self.apply(await self.fetch())
 
-    async def cycle_fetch(self) -> tuple[FetchResult, tuple[str, ...], tuple[str, ...] | None, datetime, str | None]:
+    async def fetch(self) -> Fetched:
         """The I/O half of a cycle: resolve the watched jobs and fetch them all."""
         now = self.clock()
         discovery_error: str | None = None
@@ -241,12 +252,12 @@ class Service:
             names = tuple(sorted({k[0] for k in self.entities} | set(self.runtime.config.jobs.names)))
             watched = None
         result = await self.client.fetch_all(names)
-        return result, names, watched, now, discovery_error
+        return Fetched(result=result, names=names, watched=watched, at=now, discovery_error=discovery_error)
 
-    def apply(self, result: FetchResult, names: Sequence[str], watched: Collection[str] | None,
-              now: datetime, discovery_error: str | None = None) -> CycleReport:
+    def apply(self, fetched: Fetched) -> CycleReport:
         """The synchronous half of a cycle: plan, compose, commit, then adopt the new view."""
-        plan = plan_cycle(self.runtime.rules, self.entities, self.alerts, result, watched, now)
+        result, now, discovery_error = fetched.result, fetched.at, fetched.discovery_error
+        plan = plan_cycle(self.runtime.rules, self.entities, self.alerts, result, fetched.watched, now)
         groups = group_alerts(plan.notify, self.runtime.config.channels)
         notifications = compose(self.runtime, groups, now)
         source_failed = _source_failed(result, discovery_error)
@@ -261,7 +272,7 @@ class Service:
         self.alerts = dict(plan.alerts)
         self.source_failures = failures
         report = CycleReport(
-            at=now, jobs=len(names), fetched=len(result.snapshots), errors=result.errors,
+            at=now, jobs=len(fetched.names), fetched=len(result.snapshots), errors=result.errors,
             transitions=len(plan.transitions), notifications=len(notifications),
             firing=sum(1 for a in plan.alerts.values() if a.phase == "firing"),
             source_failed=source_failed, discovery_error=discovery_error,
@@ -280,6 +291,6 @@ def _source_failed(result: FetchResult, discovery_error: str | None) -> bool:
 
 
 __all__ = [
-    "CyclePlan", "CycleReport", "NotifierError", "Runtime", "Service", "close_channels", "compose",
+    "CyclePlan", "CycleReport", "Fetched", "Runtime", "Service", "close_channels", "compose",
     "create_channels", "group_alerts", "load_runtime", "plan_cycle",
 ]
