@@ -12,12 +12,15 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from notifier.models import (
+    NO_COUNTERS,
+    Counters,
     EntityKey,
     EntityState,
     JobDiff,
     JobSnapshot,
     NodeStatus,
     Transition,
+    compact_counters,
     normalize_status,
 )
 
@@ -32,15 +35,18 @@ def diff_job(previous: Mapping[EntityKey, EntityState], snapshot: JobSnapshot, n
     job = snapshot.name
     entities: dict[EntityKey, EntityState] = {}
     transitions: list[Transition] = []
+    # reuse the remembered key tuples: the new view then holds no second copy of 110,000 keys
+    known = {key[1]: key for key in previous if key[0] == job}
 
-    old_job = previous.get((job, ""))
+    job_key = known.get("") or (job, "")
+    old_job = previous.get(job_key)
     new_job = _job_entity(old_job, snapshot, now)
-    entities[new_job.key] = new_job
+    entities[job_key] = new_job
     if old_job is not None and old_job.status != new_job.status:
         transitions.append(Transition(job, "", old_job.status, new_job.status, now))
 
     for node in snapshot.nodes:
-        key = (job, node.name)
+        key = known.get(node.name) or (job, node.name)
         if key in entities:
             continue  # a repeated (or empty) node name: the first entity wins, one key cannot hold two states
         old = previous.get(key)
@@ -83,19 +89,55 @@ def _job_since(old: EntityState | None, last_update: datetime | None, now: datet
 def _node_entity(old: EntityState | None, job: str, node: NodeStatus, now: datetime) -> EntityState:
     status = normalize_status(node.status)
     if (old is not None and old.status == status and old.node_type == node.type and old.log_path == node.log_path
-            and old.counters == node.counters and old.counters_since.keys() == old.counters.keys()):
+            and old.counters == node.counters and _same_names(old.counters_since, old.counters)):
         return old  # the common case at 100,000 nodes a cycle: nothing moved, build nothing
     if old is not None and old.status == status:
         since, previous_status = old.since, old.previous_status
     else:
         since, previous_status = now, (old.status if old is not None else None)
-    counters = dict(node.counters)
-    old_counters = old.counters if old is not None else {}
-    old_since = old.counters_since if old is not None else {}
-    counters_since = {
+    counters = compact_counters(node.counters)  # immutable: shared with the snapshot, not copied
+    old_counters = old.counters if old is not None else NO_COUNTERS
+    old_since = old.counters_since if old is not None else NO_COUNTERS
+    return EntityState(job=job, node=node.name, status=status, since=since, previous_status=previous_status,
+                       node_type=node.type, log_path=node.log_path, counters=counters,
+                       counters_since=_counters_since(counters, old_counters, old_since, now))
+
+
+def _counters_since(counters: Mapping[str, int], old_counters: Mapping[str, int],
+                    old_since: Mapping[str, datetime], now: datetime) -> Mapping[str, datetime]:
+    """Per counter, when its value last changed: kept from before if it did not move, else ``now``."""
+    if isinstance(counters, Counters) and isinstance(old_counters, Counters) and isinstance(old_since, Counters):
+        # the hot path, slot by slot; same rule as below (None = absent)
+        slots = tuple(None if value is None else at if value == was and at is not None else now
+                      for value, was, at in zip(counters.slots(), old_counters.slots(), old_since.slots(), strict=True))
+        if slots == (now, now, now, now):
+            return _all_moved_at(now)  # the usual case for a flowing stream: one shared object per poll
+        return Counters.of(*slots)
+    return compact_counters({
         name: old_since[name] if name in old_counters and old_counters[name] == value and name in old_since else now
         for name, value in counters.items()
-    }
-    return EntityState(job=job, node=node.name, status=status, since=since, previous_status=previous_status,
-                       node_type=node.type, log_path=node.log_path, counters=counters, counters_since=counters_since)
+    })
 
+
+_ALL_MOVED: list[Counters[datetime]] = []  # one-entry memo for _all_moved_at
+
+
+def _all_moved_at(now: datetime) -> Counters[datetime]:
+    """Four counters that all changed at ``now``; immutable, so every node of a poll may share it.
+
+    Memoised by the identity of ``now`` (held by the memo, so it cannot be recycled):
+    an equal datetime with another tzinfo still gets its own object.
+    """
+    memo = _ALL_MOVED
+    if memo and memo[0].get("totalGetBytes") is now:
+        return memo[0]
+    shared = Counters.of(now, now, now, now)
+    memo[:] = [shared]
+    return shared
+
+
+def _same_names(a: Mapping[str, object], b: Mapping[str, object]) -> bool:
+    """Whether two mappings hold the same counter names (Counters: compared slot by slot, no sets built)."""
+    if isinstance(a, Counters) and isinstance(b, Counters):
+        return all((x is None) == (y is None) for x, y in zip(a.slots(), b.slots(), strict=True))
+    return a.keys() == b.keys()

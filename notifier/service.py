@@ -25,6 +25,7 @@ from notifier.models import (
     Alert,
     AlertState,
     Clock,
+    EntitiesByJob,
     EntityKey,
     EntityState,
     FetchError,
@@ -93,7 +94,7 @@ def close_channels(channels: Mapping[str, Channel]) -> None:
 class CyclePlan:
     """Everything a cycle decided, before rendering and writing."""
 
-    entities: Mapping[EntityKey, EntityState]  # the complete new view
+    entities: EntitiesByJob  # the complete new view
     upserts: tuple[EntityState, ...]
     deletes: tuple[EntityKey, ...]
     transitions: tuple[Transition, ...]
@@ -110,41 +111,37 @@ def plan_cycle(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState],
 
     Jobs that failed to fetch keep their state and alerts untouched: a failure is never
     taken as "all nodes gone". Jobs no longer watched (``watched`` given and without
-    them) are forgotten, and their firing alerts resolve.
+    them) are forgotten, and their firing alerts resolve. The new view shares every
+    unchanged job's group with ``entities`` (pass an EntitiesByJob to skip regrouping).
     """
-    by_job: dict[str, dict[EntityKey, EntityState]] = defaultdict(dict)
-    for key, entity in entities.items():
-        by_job[key[0]][key] = entity
-
-    new_entities: dict[EntityKey, EntityState] = dict(entities)
+    old = EntitiesByJob.group(entities)
+    groups: dict[str, Mapping[EntityKey, EntityState]] = dict(old.groups)
     upserts: list[EntityState] = []
     deletes: list[EntityKey] = []
     transitions: list[Transition] = []
     evaluated: set[str] = set()
 
     for snapshot in result.snapshots:
-        previous = by_job.get(snapshot.name, {})
+        previous = old.job(snapshot.name)
         d = diff_job(previous, snapshot, now)
         evaluated.add(snapshot.name)
-        for key, entity in d.entities.items():
-            if previous.get(key) != entity:
-                upserts.append(entity)
-            new_entities[key] = entity
-        for key in d.removed:
-            new_entities.pop(key, None)
-            deletes.append(key)
+        changed = [entity for key, entity in d.entities.items() if previous.get(key) != entity]
+        upserts.extend(changed)
+        deletes.extend(d.removed)
         transitions.extend(d.transitions)
+        # nothing moved: keep the remembered group, so the diff's copy can go at once
+        groups[snapshot.name] = d.entities if changed or d.removed or not previous else previous
 
     if watched is not None:
         failed = {e.job for e in result.errors}
-        for job in set(by_job) - set(watched) - evaluated - failed:
+        for job in set(old.groups) - set(watched) - evaluated - failed:
             log.info("job no longer watched, forgetting its state job=%s", job)
             evaluated.add(job)
-            for key in by_job[job]:
-                new_entities.pop(key, None)
-                deletes.append(key)
+            deletes.extend(groups.pop(job))
 
-    current = {k: v for k, v in new_entities.items() if k[0] in evaluated}
+    new_entities = EntitiesByJob(groups)
+    unevaluated = groups.keys() - evaluated
+    current = new_entities if not unevaluated else EntitiesByJob({j: g for j, g in groups.items() if j in evaluated})
     conditions, events = evaluate(rules, current, transitions, now)
     outcome = advance(rules, conditions, events, alerts, current, evaluated, now,
                       notify_filter=inhibition_filter(rules))
@@ -225,12 +222,12 @@ class Service:
     store: StateStore
     client: DgcClient
     clock: Clock = utcnow
-    entities: dict[EntityKey, EntityState] = field(default_factory=dict)
+    entities: EntitiesByJob = field(default_factory=EntitiesByJob)
     alerts: dict[str, AlertState] = field(default_factory=dict)
     source_failures: int = 0
 
     def __post_init__(self) -> None:
-        self.entities = self.store.load_entities()
+        self.entities = EntitiesByJob.group(self.store.load_entities())
         self.alerts = self.store.load_alerts()
         self.source_failures = int(self.store.get_meta(SOURCE_FAILURES_KEY) or 0)
 
@@ -249,7 +246,7 @@ class Service:
             # discovery failed: poll the jobs we already know, and forget none of them
             log.error("job discovery failed, polling known jobs: %s", exc)
             discovery_error = str(exc)
-            names = tuple(sorted({k[0] for k in self.entities} | set(self.runtime.config.jobs.names)))
+            names = tuple(sorted(set(self.entities.groups) | set(self.runtime.config.jobs.names)))
             watched = None
         result = await self.client.fetch_all(names)
         return Fetched(result=result, names=names, watched=watched, at=now, discovery_error=discovery_error)
@@ -268,7 +265,7 @@ class Service:
             notifications=notifications, meta={SOURCE_FAILURES_KEY: str(failures)},
         ))
         # adopt only after the commit succeeded: a failed commit leaves memory == disk
-        self.entities = dict(plan.entities)
+        self.entities = plan.entities  # immutable: adopted as is, no copy
         self.alerts = dict(plan.alerts)
         self.source_failures = failures
         report = CycleReport(

@@ -36,11 +36,14 @@ from typing import Any, Literal, TypeVar, cast
 from notifier.errors import StateError
 from notifier.models import (
     COUNTER_NAMES,
+    NO_COUNTERS,
     AlertState,
+    Counters,
     EntityKey,
     EntityState,
     Notification,
     Payload,
+    compact_counters,
 )
 
 log = logging.getLogger(__name__)
@@ -204,22 +207,20 @@ def _encode_counters(entity: EntityState) -> tuple[Any, ...]:
 
 
 def _decode_counters(cols: tuple[Any, ...],
-                     dt: Callable[[int], datetime]) -> tuple[dict[str, int], dict[str, datetime]]:
-    counters: dict[str, int] = {}
-    since: dict[str, datetime] = {}
-    for i, name in enumerate(COUNTER_NAMES):
-        value, changed = cols[2 * i], cols[2 * i + 1]
+                     dt: Callable[[int], datetime]) -> tuple[Mapping[str, int], Mapping[str, datetime]]:
+    """Compact Counters from the four column pairs; plain dicts only when the JSON column holds other names."""
+    values = (cols[0], cols[2], cols[4], cols[6])
+    changes = tuple(None if ms is None else dt(ms) for ms in (cols[1], cols[3], cols[5], cols[7]))
+    if not cols[-1]:
+        return Counters.of(*values), Counters.of(*changes)
+    counters = {n: v for n, v in zip(COUNTER_NAMES, values, strict=True) if v is not None}
+    since = {n: c for n, c in zip(COUNTER_NAMES, changes, strict=True) if c is not None}
+    for name, (value, changed) in json.loads(cols[-1]).items():
         if value is not None:
             counters[name] = value
         if changed is not None:
             since[name] = dt(changed)
-    if cols[-1]:
-        for name, (value, changed) in json.loads(cols[-1]).items():
-            if value is not None:
-                counters[name] = value
-            if changed is not None:
-                since[name] = dt(changed)
-    return counters, since
+    return compact_counters(counters), compact_counters(since)
 
 
 def _entity_row(e: EntityState) -> tuple[Any, ...]:
@@ -241,7 +242,8 @@ def _datetime_cache() -> Callable[[int], datetime]:
 
 def _entity(row: tuple[Any, ...], dt: Callable[[int], datetime]) -> EntityState:
     job, node, status, since, previous, node_type, log_path, started_at = row[:8]
-    counters, counters_since = _decode_counters(row[8:], dt) if row[8:] != _NO_COUNTERS else ({}, {})
+    counters, counters_since = (_decode_counters(row[8:], dt) if row[8:] != _NO_COUNTERS
+                                else (NO_COUNTERS, NO_COUNTERS))
     return EntityState(job=job, node=node, status=status, since=dt(since), previous_status=previous,
                        node_type=node_type, log_path=log_path,
                        started_at=None if started_at is None else dt(started_at),

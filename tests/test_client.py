@@ -332,6 +332,30 @@ def test_unexpected_failure_of_one_job_is_isolated() -> None:
     assert client.stats.errors == {"error": 1}
 
 
+
+def test_fetch_all_keeps_job_order_with_a_bounded_pool() -> None:
+    """Results come back in the order asked, however answers interleave, with requests in flight within concurrency."""
+    in_progress, peak = 0, 0
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal in_progress, peak
+        in_progress += 1
+        peak = max(peak, in_progress)
+        job = request.url.path.split("/")[4]
+        await asyncio.sleep(0.001 * (int(job[1:]) % 3))  # later jobs often answer first
+        in_progress -= 1
+        if int(job[1:]) % 4 == 0:
+            return httpx.Response(404, json={"error_code": "DLF.0100", "error_msg": "gone"})
+        return httpx.Response(200, json=status_body(job))
+
+    jobs = [f"j{i}" for i in range(40)]
+    config = SourceConfig(endpoint="http://127.0.0.1:9", project_id=PROJECT, auth="none", concurrency=2,
+                          max_requests_per_second=1e6)
+    result, _ = run(config, lambda c: c.fetch_all(jobs), transport=httpx.MockTransport(handle))
+    assert [s.name for s in result.snapshots] == [j for i, j in enumerate(jobs) if i % 4]
+    assert [e.job for e in result.errors] == jobs[::4]
+    assert peak == 2
+
 # --- headers and auth ------------------------------------------------------------------
 
 def test_workspace_header_sent(api: FakeApi) -> None:

@@ -153,3 +153,25 @@ def test_duplicate_node_names_keep_the_first() -> None:
     """Two nodes with one name make one entity (the first), so a poll cannot flip between them."""
     d = diff_job({}, snap("NORMAL", node("A", "EXCEPTION"), node("A", "NORMAL")), T0)
     assert d.entities[("job_sms", "A")].status == "EXCEPTION" and len(d.entities) == 2
+
+
+def test_moved_counters_share_one_since_and_keys_are_reused() -> None:
+    """Nodes whose four counters all moved share one counters_since object, and remembered key tuples are reused."""
+    first = diff_job({}, snap("NORMAL", node("A"), node("B")), T0)
+    later = diff_job(first.entities, snap("NORMAL", *(node(n, totalGetBytes=1, totalGetRecords=11, totalPutBytes=1,
+                                                           totalPutRecords=11) for n in "AB")), T0 + MIN)
+    a, b = later.entities[("job_sms", "A")], later.entities[("job_sms", "B")]
+    assert a.counters_since is b.counters_since and dict(a.counters_since) == dict.fromkeys(COUNTERS, T0 + MIN)
+    old_keys = {k: k for k in first.entities}
+    assert all(k is old_keys[k] for k in later.entities)
+
+
+def test_plan_keeps_the_group_of_an_unchanged_job() -> None:
+    """A cycle in which a job did not change reuses that job's remembered group instead of a copy."""
+    from notifier.models import FetchResult
+    from notifier.service import plan_cycle
+
+    s = snap("NORMAL", node("A"), last_update=T0)
+    first = plan_cycle((), {}, {}, FetchResult((s,)), None, T0)
+    again = plan_cycle((), first.entities, {}, FetchResult((s,)), None, T0 + MIN)
+    assert again.entities.job("job_sms") is first.entities.job("job_sms") and again.upserts == ()

@@ -43,6 +43,7 @@ Monotonic = Callable[[], float]
 LIST_PAGE_SIZE = 1000
 RETRY_AFTER_CAP = 60.0
 THROTTLED_BACKOFF = (2.0, 5.0)  # Huawei documents no Retry-After for APIG.0308: back off 2-5 s
+FETCH_WORKERS_PER_SLOT = 4  # fetch_all workers per concurrency slot (see fetch_all)
 RETRYABLE_KINDS = frozenset({"timeout", "network", "server", "throttled"})
 USER_AGENT = f"notifier/{__version__}"
 _FETCH_ERROR_KINDS = frozenset(get_args(FetchErrorKind))
@@ -144,8 +145,22 @@ class DgcClient:
         return self._parsed(lambda b: parse.parse_status(job, b), body)
 
     async def fetch_all(self, jobs: Sequence[str]) -> FetchResult:
-        """Every job's status, concurrently; per-job failures become FetchError entries, never raise."""
-        results = await asyncio.gather(*(self._fetch_one(job) for job in jobs))
+        """Every job's status, concurrently; per-job failures become FetchError entries, never raise.
+
+        A fixed pool of workers takes jobs in turn: one task per job would hold 10,000
+        coroutines (and their answers) at once. The pool is larger than ``concurrency``
+        so that jobs asleep in a retry backoff do not leave connection slots idle; the
+        semaphore still bounds requests in flight. Results keep the order of ``jobs``.
+        """
+        results: list[JobSnapshot | FetchError | None] = [None] * len(jobs)
+        pending = iter(enumerate(jobs))
+
+        async def worker() -> None:
+            for i, job in pending:  # shared iterator: each job is taken by exactly one worker
+                results[i] = await self._fetch_one(job)
+
+        workers = min(len(jobs), self._config.concurrency * FETCH_WORKERS_PER_SLOT)
+        await asyncio.gather(*(worker() for _ in range(workers)))
         return FetchResult(snapshots=tuple(r for r in results if isinstance(r, JobSnapshot)),
                            errors=tuple(r for r in results if isinstance(r, FetchError)))
 
