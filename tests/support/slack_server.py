@@ -25,14 +25,14 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 
-HOST = "127.0.0.1"
+from tests.support.loopback import HOST, LoopbackHTTPServer
+
 WEBHOOK_PATH = "/services/T000/B000/XXX"
 CHANNEL_ID = "C123"
 
@@ -62,51 +62,21 @@ class _Failure:
     retry_after: float | None
 
 
-class SlackServer:
-    """A ThreadingHTTPServer in a background thread; start() binds an ephemeral port."""
+class SlackServer(LoopbackHTTPServer):
+    """A Slack-Web-API-compatible server on loopback; start() binds an ephemeral port."""
+
+    name = "slack-server"
 
     def __init__(self, host: str = HOST, port: int = 0, token: str = "xoxb-test") -> None:
-        self.host = host
+        super().__init__(host, port)
         self.token = token
-        self._port = port
         self._cond = threading.Condition()
         self._requests: list[SlackRequest] = []
         self._messages: list[dict[str, Any]] = []
         self._failures: deque[_Failure] = deque()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> SlackServer:
-        self._httpd = ThreadingHTTPServer((self.host, self._port), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="slack-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket: later requests are refused (a Slack outage)."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> SlackServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None, "server not started"
-        return int(self._httpd.server_address[1])
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     @property
     def base_url(self) -> str:

@@ -21,13 +21,12 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
-HOST = "127.0.0.1"
+from tests.support.loopback import HOST, LoopbackHTTPServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,57 +48,22 @@ class _Response:
     times: int | None = None  # None: the standing answer
 
 
-class WebhookReceiver:
-    """An HTTP server in a background thread; start() binds an ephemeral port on 127.0.0.1."""
+class WebhookReceiver(LoopbackHTTPServer):
+    """A webhook endpoint on loopback that records requests and answers as scripted."""
+
+    name = "webhook-receiver"
 
     def __init__(self, host: str = HOST, port: int = 0) -> None:
-        self.host = host
-        self._port = port
+        super().__init__(host, port)
         self._cond = threading.Condition()
         self._requests: list[ReceivedRequest] = []
         self._script: deque[_Response] = deque()
         self._standing = _Response(200)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle --------------------------------------------------------------------
-
-    def start(self) -> WebhookReceiver:
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer((self.host, self._port), _handler_for(self))
-        server.daemon_threads = False  # server_close() joins handler threads: nothing leaks
-        server.block_on_close = True
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"webhook-receiver-{self._port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket: later connections are refused."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     # --- what tests use ---------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     @property
     def base_url(self) -> str:
