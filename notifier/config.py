@@ -99,17 +99,20 @@ def load_config(path: Path) -> Config:
         return expanded if expanded.is_absolute() else base / expanded
 
     src = root.table("source")
+    ak_env, ak_file = src.env_or_file("ak", _SRC.ak_env)
+    sk_env, sk_file = src.env_or_file("sk", _SRC.sk_env)
+    token_env, token_file = src.env_or_file("token", _SRC.token_env)
     source = SourceConfig(
         endpoint=_endpoint(src),
         project_id=src.str("project_id"),
         workspace=src.str("workspace", ""),
         auth=src.choice("auth", ("aksk", "token", "none"), "aksk"),
-        ak_env=src.str("ak_env", _SRC.ak_env),
-        sk_env=src.str("sk_env", _SRC.sk_env),
-        ak_file=src.str("ak_file", None),
-        sk_file=src.str("sk_file", None),
-        token_env=src.str("token_env", _SRC.token_env),
-        token_file=src.str("token_file", None),
+        ak_env=ak_env or _SRC.ak_env,
+        sk_env=sk_env or _SRC.sk_env,
+        ak_file=ak_file,
+        sk_file=sk_file,
+        token_env=token_env or _SRC.token_env,
+        token_file=token_file,
         timeout=src.seconds("timeout", _SRC.timeout, positive=True),
         concurrency=src.int("concurrency", _SRC.concurrency, minimum=1),
         max_requests_per_second=src.number("max_requests_per_second", _SRC.max_requests_per_second, minimum=0.1),

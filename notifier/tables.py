@@ -117,6 +117,17 @@ class TableReader:
             raise self.error(key, f"expected a list of strings, got {value!r}")
         return tuple(value)
 
+    def env_or_file(self, stem: builtins.str, default_env: builtins.str | None = None
+                    ) -> tuple[builtins.str | None, builtins.str | None]:
+        """Where a secret lives: ``<stem>_env`` names a variable, ``<stem>_file`` a file; not both.
+
+        Both set would make one silently win; the operator must choose.
+        """
+        env_key, file_key = f"{stem}_env", f"{stem}_file"
+        if self.has(env_key) and self.has(file_key):
+            raise self.error(file_key, f"set {env_key} or {file_key}, not both")
+        return self.str(env_key, default_env), self.str(file_key, None)
+
     def table(self, key: builtins.str, default: Any = _REQUIRED) -> TableReader | Any:
         value = self.raw(key, default)
         if key not in self.data:

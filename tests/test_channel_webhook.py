@@ -88,9 +88,9 @@ def test_parse_minimal() -> None:
 
 def test_parse_everything() -> None:
     """Every documented key is read into the settings."""
-    settings = parse(reader(url_env="HOOK_URL", secret_env="HOOK_SECRET", secret_file="/run/creds/hook",
+    settings = parse(reader(url_env="HOOK_URL", secret_file="/run/creds/hook",
                             timeout="2500ms", headers={"Authorization": HEADER_SECRET, "X-Team": "data"}))
-    assert settings == WebhookSettings(url=None, url_env="HOOK_URL", secret_env="HOOK_SECRET",
+    assert settings == WebhookSettings(url=None, url_env="HOOK_URL", secret_env=None,
                                        secret_file="/run/creds/hook", timeout=2.5,
                                        headers=(("Authorization", HEADER_SECRET), ("X-Team", "data")))
 
@@ -109,6 +109,8 @@ def test_settings_repr_hides_url_and_headers() -> None:
     ({"url": "https:///alerts"}, "url", "no host"),
     ({"url": "http://example.com:99999/"}, "url", "not a valid URL"),
     ({"url": "https://example.com/a", "url_env": "HOOK_URL"}, "url_env", "either url or url_env"),
+    ({"url": "https://example.com/a", "secret_env": "S", "secret_file": "/f"}, "secret_file",
+     "set secret_env or secret_file, not both"),
     ({"url": 5}, "url", "expected a string"),
     ({"url": "https://example.com/a", "timeout": "soon"}, "timeout", "invalid duration"),
     ({"url": "https://example.com/a", "timeout": "0s"}, "timeout", "positive"),
@@ -116,7 +118,7 @@ def test_settings_repr_hides_url_and_headers() -> None:
     ({"url": "https://example.com/a", "headers": {"Content-Type": "text/plain"}}, "Content-Type", "sets this header"),
     ({"url": "https://example.com/a", "headers": {"X-A": "a\r\nX-B: b"}}, "X-A", "line breaks"),
     ({"url": "https://example.com/a", "headers": {"Bad Name": "x"}}, "Bad Name", "header name"),
-], ids=["unknown-key", "missing-url", "non-http-url", "no-scheme", "no-host", "bad-port", "url-and-url-env",
+], ids=["unknown-key", "missing-url", "non-http-url", "no-scheme", "no-host", "bad-port", "url-and-url-env", "secret-env-and-file",
         "url-not-string", "bad-timeout", "zero-timeout", "header-not-string", "reserved-header",
         "header-injection", "bad-header-name"])
 def test_parse_rejects(table: dict[str, Any], key: str, message: str) -> None:

@@ -95,10 +95,8 @@ def parse(reader: TableReader) -> EmailSettings:
     port = reader.int("port", DEFAULT_PORTS[security], minimum=1)
     sender = reader.str("from")
     to = reader.str_list("to")
-    username_env = reader.str("username_env", None)
-    username_file = reader.str("username_file", None)
-    password_env = reader.str("password_env", None)
-    password_file = reader.str("password_file", None)
+    username_env, username_file = reader.env_or_file("username")
+    password_env, password_file = reader.env_or_file("password")
     timeout = reader.seconds("timeout", 10.0, positive=True)
     ca_file = reader.str("ca_file", None)
     reader.finish(known=("type",))
@@ -114,9 +112,6 @@ def parse(reader: TableReader) -> EmailSettings:
     for address in to:
         if not _is_address(address):
             raise reader.error("to", f"expected addresses like \"oncall@example.com\", got {address!r}")
-    for a, b in (("username_env", "username_file"), ("password_env", "password_file")):
-        if reader.data.get(a) and reader.data.get(b):
-            raise reader.error(b, f"set {a} or {b}, not both")
     auth = bool(username_env or username_file)
     if not auth and (password_env or password_file):
         raise reader.error("password_env" if password_env else "password_file",

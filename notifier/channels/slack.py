@@ -133,10 +133,8 @@ class SlackSettings:
 
 def parse(reader: TableReader) -> SlackSettings:
     """Validate the channel table: exactly one mode, a channel with a token, no unknown keys."""
-    token_env = reader.str("token_env", None)
-    token_file = reader.str("token_file", None)
-    webhook_env = reader.str("webhook_url_env", None)
-    webhook_file = reader.str("webhook_url_file", None)
+    token_env, token_file = reader.env_or_file("token")
+    webhook_env, webhook_file = reader.env_or_file("webhook_url")
     channel = reader.str("channel", None)
     base_url = reader.str("base_url", None)
     timeout = reader.seconds("timeout", 10.0, positive=True)
@@ -144,10 +142,6 @@ def parse(reader: TableReader) -> SlackSettings:
     icon_emoji = reader.str("icon_emoji", None)
     reader.finish(known=("type",))
 
-    if token_env and token_file:
-        raise reader.error("token_file", "set token_env or token_file, not both")
-    if webhook_env and webhook_file:
-        raise reader.error("webhook_url_file", "set webhook_url_env or webhook_url_file, not both")
     common = dict(timeout=timeout, username=username, icon_emoji=icon_emoji)
     if webhook_env or webhook_file:
         key = "webhook_url_env" if webhook_env else "webhook_url_file"

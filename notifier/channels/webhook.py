@@ -77,11 +77,12 @@ def parse(reader: TableReader) -> WebhookSettings:
     if url_env is not None and not url_env.strip():
         raise reader.error("url_env", "must name an environment variable")
     timeout = reader.seconds("timeout", 10.0, positive=True)
+    secret_env, secret_file = reader.env_or_file("secret")
     settings = WebhookSettings(
         url=url,
         url_env=url_env,
-        secret_env=reader.str("secret_env", None),
-        secret_file=reader.str("secret_file", None),
+        secret_env=secret_env,
+        secret_file=secret_file,
         timeout=timeout,
         headers=_headers(reader.table("headers", None)),
     )
