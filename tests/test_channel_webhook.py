@@ -118,8 +118,8 @@ def test_settings_repr_hides_url_and_headers() -> None:
     ({"url": "https://example.com/a", "headers": {"Content-Type": "text/plain"}}, "Content-Type", "sets this header"),
     ({"url": "https://example.com/a", "headers": {"X-A": "a\r\nX-B: b"}}, "X-A", "line breaks"),
     ({"url": "https://example.com/a", "headers": {"Bad Name": "x"}}, "Bad Name", "header name"),
-], ids=["unknown-key", "missing-url", "non-http-url", "no-scheme", "no-host", "bad-port", "url-and-url-env", "secret-env-and-file",
-        "url-not-string", "bad-timeout", "zero-timeout", "header-not-string", "reserved-header",
+], ids=["unknown-key", "missing-url", "non-http-url", "no-scheme", "no-host", "bad-port", "url-and-url-env",
+        "secret-env-and-file", "url-not-string", "bad-timeout", "zero-timeout", "header-not-string", "reserved-header",
         "header-injection", "bad-header-name"])
 def test_parse_rejects(table: dict[str, Any], key: str, message: str) -> None:
     """Every bad [channels.hook] is a ConfigError naming the file, table and key."""
