@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/cycle.py
+	$(BIN)/python bench/latency.py
 
 check: $(STAMP)
 	$(BIN)/notifier check -c examples/notifier.toml
