@@ -26,18 +26,26 @@ log = logging.getLogger("notifier")
 EXIT_OK, EXIT_SOURCE, EXIT_CONFIG = 0, 1, 2
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(*, defaults: bool) -> argparse.ArgumentParser:
+    """Options every subcommand takes, before or after its name.
+
+    Only the top level sets defaults: a subcommand's own default would overwrite a value
+    given before the subcommand (`notifier -c F once`).
+    """
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", type=Path, default=None,
+    common.add_argument("-c", "--config", type=Path, default=default(None),
                         help="config file (default: $NOTIFIER_CONFIG, else /etc/notifier/notifier.toml)")
-    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    common.add_argument("--log-format", choices=("text", "json"), default="text")
+    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=default("info"))
+    common.add_argument("--log-format", choices=("text", "json"), default=default("text"))
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common()
-    parser = argparse.ArgumentParser(prog="notifier", parents=[common],
+    common = _common(defaults=False)
+    parser = argparse.ArgumentParser(prog="notifier", parents=[_common(defaults=True)],
                                      description="Alerts for DataArts Studio (DGC) real-time jobs.")
     parser.add_argument("--version", action="version", version=f"notifier {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

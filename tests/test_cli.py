@@ -287,3 +287,16 @@ def _count(config: Path, table: str) -> int:
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["once", "-c", "a.toml", "--log-format", "json"],
+    ["-c", "a.toml", "--log-format", "json", "once"],
+    ["-c", "other.toml", "once", "-c", "a.toml", "--log-format", "json"],
+], ids=["after", "before", "after-wins"])
+def test_common_options_before_or_after_the_subcommand(argv: list[str]) -> None:
+    """-c/--log-format work on either side of the subcommand; the one after it wins."""
+    from notifier.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.config, args.log_format, args.log_level) == ("once", Path("a.toml"), "json", "info")
