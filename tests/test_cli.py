@@ -300,3 +300,11 @@ def test_common_options_before_or_after_the_subcommand(argv: list[str]) -> None:
 
     args = build_parser().parse_args(argv)
     assert (args.command, args.config, args.log_format, args.log_level) == ("once", Path("a.toml"), "json", "info")
+
+
+def test_check_refuses_an_empty_rules_directory(write_config, sim) -> None:
+    """A rules path with no rules would silently alert on nothing: `notifier check` exits 2 and names it."""
+    config = config_for(write_config, sim.url, '[channels.stdout]\ntype = "console"\n', rules="# nothing yet\n")
+    result = notifier("check", "-c", str(config))
+    assert result.returncode == 2
+    assert f"{config.parent / 'rules'}: no rules" in result.stderr
