@@ -27,6 +27,8 @@ def check_all(config_path: Path) -> tuple[list[str], str]:
         return [str(exc)], ""
     config = runtime.config
     problems: list[str] = []
+    if not config.channels:
+        problems.append(f"{config.path}: no [channels.NAME] tables: alerts would go nowhere")
     if not runtime.rules:
         problems.append(f"{config.rules_dir}: no rules (*.toml files with [[rule]] tables): nothing would ever alert")
 

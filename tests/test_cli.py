@@ -308,3 +308,10 @@ def test_check_refuses_an_empty_rules_directory(write_config, sim) -> None:
     result = notifier("check", "-c", str(config))
     assert result.returncode == 2
     assert f"{config.parent / 'rules'}: no rules" in result.stderr
+
+
+def test_check_refuses_a_config_without_channels(write_config, sim) -> None:
+    """No channel at all means every alert goes nowhere: `notifier check` exits 2 and says so."""
+    config = config_for(write_config, sim.url, "")
+    result = notifier("check", "-c", str(config))
+    assert result.returncode == 2 and "no [channels.NAME] tables" in result.stderr
