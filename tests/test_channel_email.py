@@ -25,15 +25,9 @@ NOW = T0 + timedelta(minutes=12)
 PASSWORD = "pa55-w0rd-s3cret"
 CREDENTIALS = {"SMTP_USER": "alice", "SMTP_PASSWORD": PASSWORD}
 
-NODE = Alert(
-    status="firing", rule="node-exception", severity="critical", fingerprint="0123456789abcdef",
-    job="job_sms", node="DLI_SMS_GES", node_type="DLI SQL", state="EXCEPTION", previous_state="NORMAL",
-    since=T0, starts_at=T0, log_path="obs://dlf-log-example/job_sms/DLI_SMS_GES.job",
-    summary="DLI_SMS_GES entered EXCEPTION (was NORMAL)", job_status="NORMAL",
-    counters={"totalGetBytes": 0, "totalGetRecords": 208, "totalPutBytes": 0, "totalPutRecords": 208},
-)
-RESOLVED = replace(NODE, status="resolved", state="NORMAL", previous_state="EXCEPTION",
-                   ends_at=T0 + timedelta(minutes=14), summary="DLI_SMS_GES back to NORMAL after 14m")
+# the render module's own sample alerts: a node entering EXCEPTION, and its recovery
+NODE = sample_groups()[0].alerts[0]
+RESOLVED = sample_groups()[2].alerts[0]
 
 
 def group(*alerts: Alert, template: str = "default") -> MessageGroup:
