@@ -68,44 +68,42 @@ async def bare_fetch(url: str, project: str, names: list[str]) -> float:
 
 def worker(jobs: int, url: str) -> dict[str, float]:
     """Runs in its own process: bare fetch, then two real cycles; prints JSON figures."""
-    from notifier.service import Service, load_runtime
+    from notifier.app import App
     from notifier.simulator import Scenario
-    from notifier.source.client import DgcClient
-    from notifier.state import StateStore
 
     names = [job.name for job in Scenario.synthetic(jobs=jobs, nodes=10).jobs]
+    project = "b384b9e9ab9b4ee8994c8633aabc9505"
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "rules").mkdir()
         (d / "rules" / "rules.toml").write_text((ROOT / "rules" / "default.toml").read_text())
         config = d / "notifier.toml"
         config.write_text(
-            f'[source]\nendpoint = "{url}"\nproject_id = "b384b9e9ab9b4ee8994c8633aabc9505"\nauth = "none"\n'
+            f'[source]\nendpoint = "{url}"\nproject_id = "{project}"\nauth = "none"\n'
             f"concurrency = {CONCURRENCY}\nmax_requests_per_second = 1000000\n\n"
             f"[jobs]\nnames = {json.dumps(names)}\n\n[state]\npath = \"state.db\"\n\n"
             '[paths]\nrules = "rules"\n\n[channels.stdout]\ntype = "console"\n')
-        runtime = load_runtime(config)
-        store = StateStore.open(runtime.config.state_path)
-        project = runtime.config.source.project_id
 
         async def run() -> dict[str, float]:
             bare = await bare_fetch(url, project, names)
-            async with DgcClient(runtime.config.source) as client:
-                service = Service(runtime=runtime, store=store, client=client)
+            app = App(config)
+            try:
+                store = app.store
                 figures: dict[str, float] = {"bare_fetch_s": bare}
                 for label in ("first_cycle", "steady_cycle"):
                     before = store.total_changes
                     t0 = time.perf_counter()
-                    report = await service.cycle()
+                    report = await app.cycle()
                     figures[f"{label}_s"] = time.perf_counter() - t0
                     figures[f"{label}_rows"] = store.total_changes - before
                     figures[f"{label}_errors"] = len(report.errors)
-                bare2 = await bare_fetch(url, project, names)
-                figures["bare_fetch_s"] = min(bare, bare2)
-                return figures
+            finally:
+                await app.aclose()
+            bare2 = await bare_fetch(url, project, names)
+            figures["bare_fetch_s"] = min(bare, bare2)
+            return figures
 
         figures = asyncio.run(run())
-        store.close()
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return figures
 

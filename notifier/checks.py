@@ -12,10 +12,10 @@ from pathlib import Path
 import jinja2
 
 from notifier.channels import CHANNEL_TYPES
+from notifier.clock import utcnow
 from notifier.errors import ConfigError, NotifierError, TemplateError
-from notifier.models import utcnow
 from notifier.render import sample_groups
-from notifier.service import close_channels, create_channels, load_runtime
+from notifier.runtime import close_channels, create_channels, load_runtime
 from notifier.source.client import DgcClient
 
 

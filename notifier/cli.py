@@ -88,55 +88,48 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from notifier.runner import Runner
-    from notifier.service import load_runtime
+    from notifier.app import App
+    from notifier.daemon import Daemon
+    from notifier.runtime import load_runtime
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload during start-up would kill us; we load anyway
     path = _config_path(args)
-    runtime = load_runtime(path)
+    runtime = load_runtime(path)  # a bad config exits 2 before the state file is touched
 
     async def go() -> None:
-        runner = Runner(path, runtime)
+        app = App(path, runtime=runtime)
         try:
-            await runner.serve()
+            await Daemon(app).serve()
         finally:
-            await runner.aclose()
+            await app.aclose()
 
     asyncio.run(go())
     return EXIT_OK
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from notifier.delivery import Deliverer
-    from notifier.lock import ProcessLock
-    from notifier.service import (
-        CycleReport,
-        Service,
-        close_channels,
-        create_channels,
-        load_runtime,
-    )
-    from notifier.source.client import DgcClient
-    from notifier.state import StateStore
+    from notifier.app import App, CycleReport
+    from notifier.runtime import load_runtime
 
-    runtime = load_runtime(_config_path(args))
-    config = runtime.config
-    channels = create_channels(config)
-    try:
-        with ProcessLock(config.state_path), StateStore.open(config.state_path) as store:
-            async def cycle() -> CycleReport:
-                async with DgcClient(config.source) as client:
-                    return await Service(runtime=runtime, store=store, client=client).cycle()
+    path = _config_path(args)
+    runtime = load_runtime(path)
 
-            report = asyncio.run(cycle())
-            delivered = Deliverer(store, channels, config.delivery).deliver_due()
+    async def go() -> CycleReport:
+        app = App(path, runtime=runtime)
+        try:
+            report = await app.cycle()
+            delivered = app.deliver()
             log.info("outbox delivered=%d retried=%d failed=%d expired=%d",
                      delivered.delivered, delivered.retried, delivered.failed, delivered.expired)
+            return report
+        finally:
+            await app.aclose()
+
+    try:
+        report = asyncio.run(go())
     except StateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SOURCE
-    finally:
-        close_channels(channels)
     for error in report.errors:
         print(f"source error: {error.message}", file=sys.stderr)
     return EXIT_SOURCE if report.source_failed else EXIT_OK
@@ -156,9 +149,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_test_channel(args: argparse.Namespace) -> int:
     from notifier.channels import CHANNEL_TYPES
-    from notifier.models import Notification, utcnow
+    from notifier.clock import utcnow
+    from notifier.core.models import Notification
     from notifier.render import sample_groups
-    from notifier.service import close_channels, create_channels, load_runtime
+    from notifier.runtime import close_channels, create_channels, load_runtime
 
     runtime = load_runtime(_config_path(args))
     config = runtime.config
@@ -187,8 +181,8 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
+    from notifier.clock import utcnow
     from notifier.config import load_config
-    from notifier.models import utcnow
     from notifier.render import ago, timestamp
     from notifier.state import StateStore
 
@@ -200,7 +194,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     now = utcnow()
     try:
         alerts = sorted(store.load_alerts().values(), key=lambda a: (a.job, a.node, a.rule))
-        rows = store.outbox()
+        rows = store.outbox.rows()
     finally:
         store.close()
     firing = sum(1 for a in alerts if a.phase == "firing")

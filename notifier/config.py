@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from notifier.errors import ConfigError
-from notifier.tables import TableReader, load_toml
+from notifier.strict_toml import TableReader, load_toml
 
 DEFAULT_CONFIG_PATH = "/etc/notifier/notifier.toml"
 DEFAULT_STATE_PATH = "/var/lib/notifier/state.db"

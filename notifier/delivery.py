@@ -23,11 +23,12 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from notifier.clock import utcnow
 from notifier.config import DeliveryConfig
-from notifier.durations import format_duration
+from notifier.core.durations import format_duration
+from notifier.core.models import Clock, Notification
 from notifier.errors import ChannelError
-from notifier.models import Clock, Notification, utcnow
-from notifier.state import StateStore
+from notifier.outbox import Outbox
 
 if TYPE_CHECKING:  # the channels package imports every channel type; delivery only needs the protocol
     from notifier.channels.base import Channel
@@ -78,9 +79,9 @@ def backoff_delay(attempts: int, policy: DeliveryConfig, rng: random.Random,
 class Deliverer:
     """Sends due outbox rows through the configured channels; overlapping ``deliver_due`` calls are serialised."""
 
-    def __init__(self, store: StateStore, channels: Mapping[str, Channel], policy: DeliveryConfig,
+    def __init__(self, outbox: Outbox, channels: Mapping[str, Channel], policy: DeliveryConfig,
                  clock: Clock = utcnow, rng: random.Random | None = None) -> None:
-        self._store = store
+        self._outbox = outbox
         self._channels = dict(channels)
         self._policy = policy
         self._clock = clock
@@ -104,7 +105,7 @@ class Deliverer:
 
     def next_due(self) -> datetime | None:
         """When the next pending row becomes due (None: nothing pending); the service sleeps until then."""
-        return self._store.next_attempt_at()
+        return self._outbox.next_attempt_at()
 
     def deliver_due(self) -> DeliveryReport:
         """Send every due row, channels concurrently; return when all channels are done.
@@ -116,11 +117,11 @@ class Deliverer:
             now = self._clock()
             report = DeliveryReport()
             work: dict[str, tuple[Channel, tuple[Notification, ...]]] = {}
-            for name in self._store.pending_channels():
+            for name in self._outbox.pending_channels():
                 if name not in channels:
                     report += self._fail_unconfigured(name)
                     continue
-                batch = self._store.pending(name, now, BATCH)
+                batch = self._outbox.pending(name, now, BATCH)
                 if batch:
                     work[name] = (channels[name], batch)
             return report + self._drain_all(work)
@@ -157,7 +158,7 @@ class Deliverer:
                     return _report(counts)
             if len(batch) < BATCH:
                 break
-            batch = self._store.pending(name, self._clock(), BATCH)
+            batch = self._outbox.pending(name, self._clock(), BATCH)
         return _report(counts)
 
     def _deliver_one(self, channel: Channel, n: Notification) -> _Outcome:
@@ -173,13 +174,13 @@ class Deliverer:
             error = str(exc)
             log.error("notification failed permanently, not retrying channel=%s id=%d group=%s error=%s",
                       n.channel, n.id, n.group, error)
-            self._store.mark_failed(n.id, error, self._clock(), "failed", attempted=True)
+            self._outbox.mark_failed(n.id, error, self._clock(), "failed", attempted=True)
             return _Outcome.FAILED
         except Exception as exc:  # a bug or an unwrapped library error: keep the row, retry, show the traceback
             log.exception("unexpected error while sending, will retry channel=%s id=%d group=%s",
                           n.channel, n.id, n.group)
             return self._retry(n, f"{type(exc).__name__}: {exc}", None)
-        self._store.mark_delivered(n.id, self._clock())
+        self._outbox.mark_delivered(n.id, self._clock())
         log.info("notification delivered channel=%s id=%d group=%s attempts=%d",
                  n.channel, n.id, n.group, n.attempts + 1)
         return _Outcome.DELIVERED
@@ -190,7 +191,7 @@ class Deliverer:
         due = now + timedelta(seconds=backoff_delay(attempts, self._policy, self._rng, retry_after))
         log.warning("notification not delivered, will retry channel=%s id=%d group=%s attempt=%d "
                     "next_attempt_at=%s error=%s", n.channel, n.id, n.group, attempts, due.isoformat(), error)
-        self._store.mark_retry(n.id, error, due)
+        self._outbox.mark_retry(n.id, error, due)
         return _Outcome.RETRY
 
     def _expire(self, n: Notification, age: timedelta, now: datetime) -> _Outcome:
@@ -198,7 +199,7 @@ class Deliverer:
                  f"last error: {n.last_error or 'none'})")
         log.error("notification expired, giving up channel=%s id=%d group=%s attempts=%d last_error=%s",
                   n.channel, n.id, n.group, n.attempts, n.last_error)
-        self._store.mark_failed(n.id, error, now, "expired")
+        self._outbox.mark_failed(n.id, error, now, "expired")
         return _Outcome.EXPIRED
 
     def _fail_unconfigured(self, name: str) -> DeliveryReport:
@@ -207,9 +208,9 @@ class Deliverer:
         error = f"channel {name} is no longer configured"
         failed = 0
         seen: set[int] = set()
-        while (batch := self._store.pending_all(name, BATCH)) and batch[0].id not in seen:
+        while (batch := self._outbox.pending_all(name, BATCH)) and batch[0].id not in seen:
             for n in batch:
-                self._store.mark_failed(n.id, error, now, "failed")
+                self._outbox.mark_failed(n.id, error, now, "failed")
                 seen.add(n.id)
                 failed += 1
         log.error("notifications for a channel that is no longer configured marked failed channel=%s count=%d",

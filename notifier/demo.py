@@ -71,8 +71,8 @@ type = "console"
 
 
 def run_demo(duration: float = 22.0) -> int:
-    from notifier.runner import Runner
-    from notifier.service import load_runtime
+    from notifier.app import App
+    from notifier.daemon import Daemon
     from notifier.simulator import Simulator, load_scenario
 
     scenario = load_scenario("demo")
@@ -87,11 +87,11 @@ def run_demo(duration: float = 22.0) -> int:
               f"for {duration:.0f}s (Ctrl-C stops)\n", file=sys.stderr, flush=True)
 
         async def go() -> None:
-            runner = Runner(config_path, load_runtime(config_path))
+            app = App(config_path)
             try:
-                await runner.serve(duration=duration)
+                await Daemon(app).serve(duration=duration)
             finally:
-                await runner.aclose()
+                await app.aclose()
 
         asyncio.run(go())
     print("\nnotifier demo: done", file=sys.stderr)

@@ -22,9 +22,9 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from notifier.durations import format_duration
+from notifier.core.durations import format_duration
+from notifier.core.models import SEVERITIES, Alert, MessageGroup
 from notifier.errors import TemplateError
-from notifier.models import SEVERITIES, Alert, MessageGroup
 
 log = logging.getLogger(__name__)
 

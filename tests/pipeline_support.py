@@ -10,16 +10,10 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from notifier.delivery import Deliverer, DeliveryReport
-from notifier.service import (
-    CycleReport,
-    Service,
-    close_channels,
-    create_channels,
-    load_runtime,
-)
+from notifier.app import App, CycleReport
+from notifier.delivery import DeliveryReport
+from notifier.runtime import Runtime
 from notifier.simulator import ManualClock, Simulator
-from notifier.source.client import DgcClient
 from notifier.state import StateStore
 
 
@@ -39,45 +33,39 @@ class LinkedClock:
 
 
 class Pipeline:
-    """Store, channels, deliverer and service from a config file; ``restart()`` is a process restart."""
+    """The ``App`` that ``notifier run`` assembles, on one event loop; ``restart()`` is a process restart."""
 
     def __init__(self, config_path: Path, clock: LinkedClock) -> None:
         self.config_path = config_path
         self.clock = clock
-        self._open()
+        self._loop = asyncio.Runner()
+        self.app = App(config_path, clock=clock)
 
-    def _open(self) -> None:
-        self.runtime = load_runtime(self.config_path)
-        self.store = StateStore.open(self.runtime.config.state_path)
-        self.channels = create_channels(self.runtime.config)
-        self.deliverer = Deliverer(self.store, self.channels, self.runtime.config.delivery, clock=self.clock)
-        self.service: Service | None = None
+    @property
+    def store(self) -> StateStore:
+        return self.app.store
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.app.runtime
 
     def cycle(self, *, deliver: bool = True) -> CycleReport:
         """One poll cycle over real sockets, then (by default) one delivery round."""
-
-        async def go() -> CycleReport:
-            async with DgcClient(self.runtime.config.source, clock=self.clock) as client:
-                if self.service is None:
-                    self.service = Service(runtime=self.runtime, store=self.store, client=client, clock=self.clock)
-                self.service.client = client
-                return await self.service.cycle()
-
-        report = asyncio.run(go())
+        report = self._loop.run(self.app.cycle())
         if deliver:
             self.deliver()
         return report
 
     def deliver(self) -> DeliveryReport:
-        return self.deliverer.deliver_due()
+        return self.app.deliver()
 
     def restart(self) -> None:
-        self.close()
-        self._open()
+        self._loop.run(self.app.aclose())
+        self.app = App(self.config_path, clock=self.clock)
 
     def close(self) -> None:
-        close_channels(self.channels)
-        self.store.close()
+        self._loop.run(self.app.aclose())
+        self._loop.close()
 
 
 NODE_EXCEPTION = """

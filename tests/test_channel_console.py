@@ -19,10 +19,10 @@ from notifier.channels.console import (
     create,
     parse,
 )
+from notifier.core.models import Notification
 from notifier.errors import ChannelError, ConfigError
-from notifier.models import Notification
 from notifier.render import Renderer, plain_text, sample_groups
-from notifier.tables import TableReader
+from notifier.strict_toml import TableReader
 
 GOLDEN = Path(__file__).parent / "golden"
 T0 = datetime(2019, 3, 1, 3, 4, 25, tzinfo=timezone.utc)

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from notifier.channels import email as mail
+from notifier.core.models import Alert, MessageGroup, Notification
 from notifier.errors import ChannelError, ConfigError, TemplateError
-from notifier.models import Alert, MessageGroup, Notification
 from notifier.render import Renderer, sample_groups
-from notifier.tables import TableReader
+from notifier.strict_toml import TableReader
 from tests.support.smtp_server import Certs, SmtpServer
 
 T0 = datetime(2019, 3, 1, 3, 4, 25, tzinfo=timezone.utc)

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from notifier.channels import slack
+from notifier.core.models import Alert, MessageGroup, Notification
 from notifier.errors import ChannelError, ConfigError, TemplateError
-from notifier.models import Alert, MessageGroup, Notification
 from notifier.render import Renderer
-from notifier.tables import TableReader
+from notifier.strict_toml import TableReader
 from tests.support.slack_server import WEBHOOK_PATH, SlackServer
 
 GOLDEN = Path(__file__).parent / "golden"

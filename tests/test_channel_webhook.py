@@ -18,13 +18,6 @@ import pytest
 
 from notifier import __version__
 from notifier.channels import CHANNEL_TYPES
-from notifier.channels.http import (
-    excerpt,
-    is_retryable_status,
-    parse_retry_after,
-    redact_url,
-    scrub,
-)
 from notifier.channels.webhook import (
     TYPE,
     WebhookChannel,
@@ -35,10 +28,17 @@ from notifier.channels.webhook import (
     sign,
     webhook_payload,
 )
+from notifier.core.models import MessageGroup, Notification
 from notifier.errors import ChannelError, ConfigError, TemplateError
-from notifier.models import MessageGroup, Notification
+from notifier.httputil import (
+    excerpt,
+    is_retryable_status,
+    parse_retry_after,
+    redact_url,
+    scrub,
+)
 from notifier.render import Renderer, message_context, sample_groups
-from notifier.tables import TableReader
+from notifier.strict_toml import TableReader
 from tests.support.webhook_receiver import WebhookReceiver
 
 T0 = datetime(2019, 3, 1, 3, 4, 25, tzinfo=timezone.utc)

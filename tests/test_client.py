@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from notifier.config import JobsConfig, SourceConfig
+from notifier.core.models import FetchError, FetchResult, JobSnapshot
 from notifier.errors import ConfigError, SourceError
-from notifier.models import FetchError, FetchResult, JobSnapshot
 from notifier.source.client import DgcClient, RateLimiter, retry_delay, select_jobs
 from notifier.source.signer import sign
 

@@ -17,10 +17,11 @@ import pytest
 
 import notifier
 from notifier.config import DeliveryConfig
+from notifier.core.models import Notification
 from notifier.delivery import Deliverer, DeliveryReport, backoff_delay
 from notifier.errors import ChannelError, StateError
-from notifier.models import Notification
-from notifier.state import CycleWrite, NewNotification, StateStore
+from notifier.outbox import NewNotification
+from notifier.state import CycleWrite, StateStore
 
 T0 = datetime(2024, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
 POLICY = DeliveryConfig(expire=3600.0, backoff=1.0, backoff_max=300.0)
@@ -93,12 +94,12 @@ def queue(store: StateStore, *channels: str, at: datetime = T0) -> tuple[int, ..
 
 
 def statuses(store: StateStore) -> dict[int, str]:
-    return {r.id: r.status for r in store.outbox(("pending", "delivered", "failed", "expired"))}
+    return {r.id: r.status for r in store.outbox.rows(("pending", "delivered", "failed", "expired"))}
 
 
 def deliverer(store: StateStore, clock: FakeClock, *channels: FakeChannel,
               policy: DeliveryConfig = POLICY) -> Deliverer:
-    return Deliverer(store, {c.name: c for c in channels}, policy, clock=clock, rng=MaxJitter())
+    return Deliverer(store.outbox, {c.name: c for c in channels}, policy, clock=clock, rng=MaxJitter())
 
 
 # --- order and isolation -------------------------------------------------------------------
@@ -169,7 +170,7 @@ def test_permanent_failure_marks_failed_and_continues(store: StateStore, clock: 
         report = deliverer(store, clock, slack).deliver_due()
     assert report == DeliveryReport(delivered=1, failed=1)
     assert slack.sent == [ids[1]]
-    failed = store.outbox(("failed",))
+    failed = store.outbox.rows(("failed",))
     assert [(r.id, r.attempts, r.last_error) for r in failed] == [(ids[0], 1, str(error))]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "SLACK_BOT_TOKEN" in errors[0].getMessage()
@@ -185,7 +186,7 @@ def test_unexpected_exception_is_logged_with_traceback_and_retried(
     with caplog.at_level(logging.WARNING, logger="notifier.delivery"):
         assert deliverer(store, clock, hook).deliver_due() == DeliveryReport(retried=1)
     assert hook.calls == [ids[0]]
-    (row, _) = store.outbox(("pending",))
+    (row, _) = store.outbox.rows(("pending",))
     assert (row.attempts, row.last_error) == (1, "KeyError: 'boom'")
     assert any(r.exc_info and r.levelno == logging.ERROR for r in caplog.records)
     assert any(r.levelno == logging.WARNING and "next_attempt_at=" in r.getMessage() for r in caplog.records)
@@ -228,7 +229,7 @@ def test_backoff_doubles_and_is_capped(store: StateStore, clock: FakeClock) -> N
         waits.append((due - clock.now).total_seconds())
         clock.now = due
     assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
-    assert store.outbox()[0].attempts == 12
+    assert store.outbox.rows()[0].attempts == 12
 
 
 @pytest.mark.parametrize(("attempts", "retry_after", "low", "high"), [
@@ -274,18 +275,18 @@ def test_rows_older_than_expire_are_expired_not_sent(store: StateStore, clock: F
     assert slack.calls == list(fresh)
     assert statuses(store) == {old[0]: "expired", fresh[0]: "delivered"}
     assert any("expired" in r.getMessage() for r in caplog.records)
-    assert "expired undelivered after 1h" in (store.outbox(("expired",))[0].last_error or "")
+    assert "expired undelivered after 1h" in (store.outbox.rows(("expired",))[0].last_error or "")
 
 
 def test_rows_for_a_removed_channel_are_failed(store: StateStore, clock: FakeClock) -> None:
     """Notifications queued for a channel no longer in the config fail with a clear error, due or not."""
     ids = queue(store, "gone", "gone", "slack")
-    store.mark_retry(ids[1], "earlier failure", T0 + timedelta(hours=1))
+    store.outbox.mark_retry(ids[1], "earlier failure", T0 + timedelta(hours=1))
     slack = FakeChannel("slack")
     assert deliverer(store, clock, slack).deliver_due() == DeliveryReport(delivered=1, failed=2)
-    failed = store.outbox(("failed",))
+    failed = store.outbox.rows(("failed",))
     assert [(r.id, r.last_error) for r in failed] == [(i, "channel gone is no longer configured") for i in ids[:2]]
-    assert store.next_attempt_at() is None
+    assert store.outbox.next_attempt_at() is None
 
 
 def test_store_errors_surface_after_all_channels_finish(store: StateStore, clock: FakeClock) -> None:
@@ -311,7 +312,8 @@ _CHILD_COMMIT_THEN_KILL = """
 import os, signal, sys
 from datetime import datetime, timezone
 from pathlib import Path
-from notifier.state import CycleWrite, NewNotification, StateStore
+from notifier.outbox import NewNotification
+from notifier.state import CycleWrite, StateStore
 store = StateStore.open(Path(sys.argv[1]))
 ids = store.commit_cycle(CycleWrite(at=datetime(2024, 3, 1, 3, 4, 25, tzinfo=timezone.utc),
     notifications=(NewNotification("slack", "job_sms", {"text": "job_sms: 1 node in EXCEPTION"}),)))
@@ -323,19 +325,20 @@ _CHILD_KILLED_MID_TRANSACTION = """
 import os, signal, sys
 from datetime import datetime, timezone
 from pathlib import Path
-import notifier.state as state
-from notifier.models import EntityState
-from notifier.state import CycleWrite, NewNotification, StateStore
+import notifier.outbox as outbox
+from notifier.core.models import EntityState
+from notifier.outbox import NewNotification
+from notifier.state import CycleWrite, StateStore
 t = datetime(2024, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
 store = StateStore.open(Path(sys.argv[1]))
 store.commit_cycle(CycleWrite(at=t, upsert_entities=(EntityState("job_sms", "", "NORMAL", t),),
     notifications=(NewNotification("slack", "job_sms", {"text": "first"}),)))
-real = state._payload_json
+real = outbox._payload_json
 def die_on_second(payload):
     if payload["text"] == "second-b":
         os.kill(os.getpid(), signal.SIGKILL)
     return real(payload)
-state._payload_json = die_on_second
+outbox._payload_json = die_on_second
 store.commit_cycle(CycleWrite(at=t, upsert_entities=(EntityState("job_sms", "", "STOPPED", t),),
     notifications=(NewNotification("slack", "job_sms", {"text": "second-a"}),
                    NewNotification("slack", "job_sms", {"text": "second-b"}))))
@@ -347,7 +350,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from notifier.config import DeliveryConfig
 from notifier.delivery import Deliverer
-from notifier.state import CycleWrite, NewNotification, StateStore
+from notifier.outbox import NewNotification
+from notifier.state import CycleWrite, StateStore
 t = datetime(2024, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
 store = StateStore.open(Path(sys.argv[1]))
 store.commit_cycle(CycleWrite(at=t, notifications=tuple(
@@ -359,7 +363,7 @@ class Channel:
         if n.payload["text"] == "1":
             os.kill(os.getpid(), signal.SIGKILL)
     def close(self): pass
-Deliverer(store, {"slack": Channel()}, DeliveryConfig(), clock=lambda: t).deliver_due()
+Deliverer(store.outbox, {"slack": Channel()}, DeliveryConfig(), clock=lambda: t).deliver_due()
 """
 
 
@@ -398,7 +402,7 @@ def test_kill_mid_transaction_keeps_the_previous_cycle_and_nothing_of_the_torn_o
     with StateStore.open(path) as store:
         assert store.load_entities()[("job_sms", "")].status == "NORMAL"
         assert deliverer(store, clock, slack).deliver_due() == DeliveryReport(delivered=1)
-        assert [r.id for r in store.outbox(("pending", "delivered"))] == [1]
+        assert [r.id for r in store.outbox.rows(("pending", "delivered"))] == [1]
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from notifier.diff import diff_job
-from notifier.models import EntityState, JobSnapshot, NodeStatus, Transition
+from notifier.core.diff import diff_job
+from notifier.core.models import EntityState, JobSnapshot, NodeStatus, Transition
 
 T0 = datetime(2019, 3, 1, 3, 0, tzinfo=timezone.utc)
 MIN = timedelta(minutes=1)
@@ -168,8 +168,8 @@ def test_moved_counters_share_one_since_and_keys_are_reused() -> None:
 
 def test_plan_keeps_the_group_of_an_unchanged_job() -> None:
     """A cycle in which a job did not change reuses that job's remembered group instead of a copy."""
-    from notifier.models import FetchResult
-    from notifier.service import plan_cycle
+    from notifier.core.cycle import plan_cycle
+    from notifier.core.models import FetchResult
 
     s = snap("NORMAL", node("A"), last_update=T0)
     first = plan_cycle((), {}, {}, FetchResult((s,)), None, T0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from notifier.models import FetchResult, JobSnapshot, NodeStatus, Rule
-from notifier.service import plan_cycle
+from notifier.core.cycle import plan_cycle
+from notifier.core.models import FetchResult, JobSnapshot, NodeStatus, Rule
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 RULES = (

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from notifier.diff import diff_job
-from notifier.lifecycle import LifecycleResult, advance
-from notifier.models import (
+from notifier.core.diff import diff_job
+from notifier.core.lifecycle import LifecycleResult, advance
+from notifier.core.models import (
     Alert,
     AlertState,
     EntityKey,
@@ -22,7 +22,8 @@ from notifier.models import (
     Rule,
     fingerprint,
 )
-from notifier.rules import evaluate, load_rules
+from notifier.core.rules import evaluate
+from notifier.rulefile import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RULES = load_rules(REPO / "rules", ("console",))

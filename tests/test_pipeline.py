@@ -216,7 +216,7 @@ def test_channel_down_queues_then_delivers_each_once_in_order(write_config, sim,
         sim.set_job_status("job_sms", status)
         clock.advance(60)
         p.cycle()
-    pending = p.store.outbox(("pending",))
+    pending = p.store.outbox.rows(("pending",))
     assert len(pending) == 3
     assert pending[0].attempts == 4 and all(r.attempts == 0 for r in pending[1:])  # order: later rows wait
 
@@ -231,5 +231,5 @@ def test_channel_down_queues_then_delivers_each_once_in_order(write_config, sim,
     assert [k for k, _ in kinds] == ["node-exception", "job-stopped", "job-stopped"]
     ids = [int(i) for _, i in kinds]
     assert ids == sorted(ids) and len(set(ids)) == 3
-    assert p.store.outbox(("pending",)) == ()
+    assert p.store.outbox.rows(("pending",)) == ()
     p.close()

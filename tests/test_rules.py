@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.errors import ConfigError
-from notifier.models import (
+from notifier.core.models import (
     Condition,
     EntityState,
     Event,
@@ -17,7 +16,9 @@ from notifier.models import (
     Transition,
     TransitionMatch,
 )
-from notifier.rules import evaluate, load_rules, parse_rules
+from notifier.core.rules import evaluate
+from notifier.errors import ConfigError
+from notifier.rulefile import load_rules, parse_rules
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data" / "rules"

@@ -14,16 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from notifier.core.models import AlertState, EntityState, fingerprint
 from notifier.errors import StateError
-from notifier.models import AlertState, EntityState, fingerprint
-from notifier.state import (
-    SCHEMA_VERSION,
-    CycleWrite,
-    NewNotification,
-    StateStore,
-    from_ms,
-    to_ms,
-)
+from notifier.outbox import NewNotification
+from notifier.state import CycleWrite, StateStore
+from notifier.statefile import SCHEMA_VERSION, from_ms, to_ms
 
 T0 = datetime(2024, 3, 1, 3, 4, 25, 123000, tzinfo=timezone.utc)
 
@@ -58,7 +53,7 @@ def note(channel: str = "team-slack", group: str = "job_sms", text: str = "boom"
 
 def snapshot(store: StateStore) -> tuple[object, ...]:
     return (store.load_entities(), store.load_alerts(), store.get_meta("failures"),
-            store.outbox(("pending", "delivered", "failed", "expired")))
+            store.outbox.rows(("pending", "delivered", "failed", "expired")))
 
 
 @pytest.fixture
@@ -174,11 +169,11 @@ def test_commit_cycle_round_trips_everything(store: StateStore) -> None:
     assert store.load_entities() == {e.key: e for e in entities}
     assert store.load_alerts() == {alert().fingerprint: alert()}
     assert store.get_meta("failures") == "2" and store.get_meta("missing") is None
-    slack = store.pending("team-slack", T0)
+    slack = store.outbox.pending("team-slack", T0)
     assert [n.id for n in slack] == [ids[0], ids[2]]
     assert slack[0].payload == note().payload
     assert (slack[0].group, slack[0].created_at, slack[0].attempts, slack[0].last_error) == ("job_sms", T0, 0, None)
-    assert store.pending_channels() == ("hook", "team-slack")
+    assert store.outbox.pending_channels() == ("hook", "team-slack")
 
 
 def test_reopening_gives_the_same_data(path: Path) -> None:
@@ -257,64 +252,64 @@ def test_datetimes_are_stored_as_epoch_milliseconds() -> None:
 def test_pending_stops_at_the_first_row_not_yet_due(store: StateStore) -> None:
     """A row waiting for its retry holds back its channel's later rows, not other channels."""
     a1, a2, b1 = store.commit_cycle(CycleWrite(at=T0, notifications=(note("a"), note("a"), note("b"))))
-    store.mark_retry(a1, "503 Service Unavailable", at(30))
-    assert store.pending("a", at(10)) == ()
-    assert [n.id for n in store.pending("b", at(10))] == [b1]
-    due = store.pending("a", at(30))
+    store.outbox.mark_retry(a1, "503 Service Unavailable", at(30))
+    assert store.outbox.pending("a", at(10)) == ()
+    assert [n.id for n in store.outbox.pending("b", at(10))] == [b1]
+    due = store.outbox.pending("a", at(30))
     assert [n.id for n in due] == [a1, a2]
     assert (due[0].attempts, due[0].last_error, due[0].next_attempt_at) == (1, "503 Service Unavailable", at(30))
-    assert store.next_attempt_at() == T0
-    assert [n.id for n in store.pending("a", at(30), limit=1)] == [a1]
-    store.mark_delivered(b1, at(10))
-    assert store.next_attempt_at() == at(30)  # a2 is due by itself but waits behind a1
+    assert store.outbox.next_attempt_at() == T0
+    assert [n.id for n in store.outbox.pending("a", at(30), limit=1)] == [a1]
+    store.outbox.mark_delivered(b1, at(10))
+    assert store.outbox.next_attempt_at() == at(30)  # a2 is due by itself but waits behind a1
 
 
 def test_marks_move_rows_out_of_pending_once(store: StateStore) -> None:
     """Delivered, failed and expired rows leave the pending set and marking twice changes nothing."""
     ids = store.commit_cycle(CycleWrite(at=T0, notifications=(note(), note(), note(), note())))
-    store.mark_delivered(ids[0], at(1))
-    store.mark_delivered(ids[0], at(9))
-    store.mark_failed(ids[1], "invalid_auth: fix the token", at(2), attempted=True)
-    store.mark_failed(ids[2], "expired", at(3), status="expired")
-    store.mark_retry(ids[0], "late retry of a delivered row", at(99))
-    rows = {r.id: r for r in store.outbox(("pending", "delivered", "failed", "expired"))}
+    store.outbox.mark_delivered(ids[0], at(1))
+    store.outbox.mark_delivered(ids[0], at(9))
+    store.outbox.mark_failed(ids[1], "invalid_auth: fix the token", at(2), attempted=True)
+    store.outbox.mark_failed(ids[2], "expired", at(3), status="expired")
+    store.outbox.mark_retry(ids[0], "late retry of a delivered row", at(99))
+    rows = {r.id: r for r in store.outbox.rows(("pending", "delivered", "failed", "expired"))}
     assert [rows[i].status for i in ids] == ["delivered", "failed", "expired", "pending"]
     assert (rows[ids[0]].attempts, rows[ids[0]].delivered_at, rows[ids[0]].last_error) == (1, at(1), None)
     assert (rows[ids[1]].attempts, rows[ids[1]].last_error) == (1, "invalid_auth: fix the token")
     assert rows[ids[2]].attempts == 0
-    assert [n.id for n in store.pending("team-slack", at(10))] == [ids[3]]
-    assert store.next_attempt_at() == T0
-    assert [r.id for r in store.outbox()] == [ids[1], ids[3]]
+    assert [n.id for n in store.outbox.pending("team-slack", at(10))] == [ids[3]]
+    assert store.outbox.next_attempt_at() == T0
+    assert [r.id for r in store.outbox.rows()] == [ids[1], ids[3]]
     with pytest.raises(ValueError, match="'failed' or 'expired'"):
-        store.mark_failed(ids[3], "x", at(4), status="delivered")
+        store.outbox.mark_failed(ids[3], "x", at(4), status="delivered")
 
 
 def test_outbox_lists_the_most_recent_rows_in_id_order(store: StateStore) -> None:
     """``outbox(limit=n)`` shows the newest n rows, oldest first."""
     ids = store.commit_cycle(CycleWrite(at=T0, notifications=tuple(note(text=str(i)) for i in range(5))))
-    assert [r.id for r in store.outbox(("pending",), limit=2)] == list(ids[3:])
+    assert [r.id for r in store.outbox.rows(("pending",), limit=2)] == list(ids[3:])
     with pytest.raises(ValueError, match="unknown outbox status"):
-        store.outbox(("sent",))
+        store.outbox.rows(("sent",))
 
 
 def test_purge_removes_old_finished_rows_and_ids_are_never_reused(store: StateStore) -> None:
     """Purging drops finished rows older than the cutoff, keeps pending ones, and ids keep growing."""
     ids = store.commit_cycle(CycleWrite(at=T0, notifications=(note(), note(), note(), note())))
-    store.mark_delivered(ids[0], at(1))
-    store.mark_failed(ids[1], "gone", at(2))
-    store.mark_delivered(ids[2], at(100))
-    assert store.purge_delivered(at(50)) == 2
-    assert [r.id for r in store.outbox(("pending", "delivered", "failed"))] == [ids[2], ids[3]]
-    store.mark_delivered(ids[3], at(101))
-    assert store.purge_delivered(at(1000)) == 2
+    store.outbox.mark_delivered(ids[0], at(1))
+    store.outbox.mark_failed(ids[1], "gone", at(2))
+    store.outbox.mark_delivered(ids[2], at(100))
+    assert store.outbox.purge_delivered(at(50)) == 2
+    assert [r.id for r in store.outbox.rows(("pending", "delivered", "failed"))] == [ids[2], ids[3]]
+    store.outbox.mark_delivered(ids[3], at(101))
+    assert store.outbox.purge_delivered(at(1000)) == 2
     assert store.commit_cycle(CycleWrite(at=at(200), notifications=(note(),))) == (ids[3] + 1,)
 
 
 def test_long_errors_are_clipped(store: StateStore) -> None:
     """A runaway error message does not bloat the state file."""
     (i,) = store.commit_cycle(CycleWrite(at=T0, notifications=(note(),)))
-    store.mark_retry(i, "x" * 100_000, at(1))
-    (row,) = store.outbox()
+    store.outbox.mark_retry(i, "x" * 100_000, at(1))
+    (row,) = store.outbox.rows()
     assert row.last_error is not None and len(row.last_error) <= 2000
 
 
@@ -326,8 +321,8 @@ def test_concurrent_cycles_and_marks_are_safe(store: StateStore) -> None:
     def marker() -> None:
         try:
             while not stop.is_set():
-                for n in store.pending("team-slack", at(1000), limit=10):
-                    store.mark_delivered(n.id, at(1))
+                for n in store.outbox.pending("team-slack", at(1000), limit=10):
+                    store.outbox.mark_delivered(n.id, at(1))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -342,8 +337,8 @@ def test_concurrent_cycles_and_marks_are_safe(store: StateStore) -> None:
         stop.set()
         for t in threads:
             t.join()
-    for n in store.pending("team-slack", at(1000), limit=1000):
-        store.mark_delivered(n.id, at(1))
+    for n in store.outbox.pending("team-slack", at(1000), limit=1000):
+        store.outbox.mark_delivered(n.id, at(1))
     assert errors == []
-    delivered = store.outbox(("delivered",))
+    delivered = store.outbox.rows(("delivered",))
     assert len(delivered) == 200 and all(r.attempts == 1 for r in delivered)

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from notifier import summary
-from notifier.models import EntityState, Rule
+from notifier.core import summary
+from notifier.core.models import EntityState, Rule
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 

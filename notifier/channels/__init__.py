@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from notifier.channels import console, email, slack, webhook
 from notifier.channels.base import Channel, ChannelType
-from notifier.models import MessageGroup
+from notifier.core.models import MessageGroup
 
 CHANNEL_TYPES: dict[str, ChannelType] = {
     "console": console.TYPE,

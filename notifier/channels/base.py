@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from notifier.models import MessageGroup, Notification, Payload
+from notifier.core.models import MessageGroup, Notification, Payload
 
 if TYPE_CHECKING:
     from notifier.render import Renderer
-    from notifier.tables import TableReader
+    from notifier.strict_toml import TableReader
 
 
 class Channel(Protocol):

@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Literal, TextIO
 
 from notifier.channels.base import ChannelType
+from notifier.core.models import MessageGroup, Notification, Payload
 from notifier.errors import ChannelError
-from notifier.models import MessageGroup, Notification, Payload
 from notifier.render import Renderer, message_context, plain_text
-from notifier.tables import TableReader
+from notifier.strict_toml import TableReader
 
 log = logging.getLogger(__name__)
 

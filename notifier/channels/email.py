@@ -32,8 +32,8 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any, Literal
 
 from notifier.channels.base import ChannelType
+from notifier.core.models import MessageGroup, Notification, Payload
 from notifier.errors import ChannelError, ConfigError
-from notifier.models import MessageGroup, Notification, Payload
 from notifier.render import (
     SEVERITY_COLOR,
     Renderer,
@@ -44,7 +44,7 @@ from notifier.render import (
     worst_severity,
 )
 from notifier.secrets import Secret, read_secret
-from notifier.tables import TableReader
+from notifier.strict_toml import TableReader
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
 from notifier.channels.base import ChannelType
+from notifier.core.models import Alert, MessageGroup, Notification, Payload
 from notifier.errors import ChannelError, ConfigError, TemplateError
-from notifier.models import Alert, MessageGroup, Notification, Payload
 from notifier.render import (
     SEVERITY_COLOR,
     SEVERITY_EMOJI,
@@ -61,7 +61,7 @@ from notifier.render import (
     worst_severity,
 )
 from notifier.secrets import Secret, read_secret
-from notifier.tables import TableReader
+from notifier.strict_toml import TableReader
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,13 @@ import httpx
 
 from notifier import __version__
 from notifier.channels.base import ChannelType
-from notifier.channels.http import check_response, redact_url, transport_error
+from notifier.clock import utcnow
+from notifier.core.models import Alert, Clock, MessageGroup, Notification, Payload
 from notifier.errors import ConfigError, TemplateError
-from notifier.models import Alert, Clock, MessageGroup, Notification, Payload, utcnow
+from notifier.httputil import check_response, redact_url, transport_error
 from notifier.render import Renderer, isoformat, message_context
 from notifier.secrets import Secret, read_secret
-from notifier.tables import TableReader
+from notifier.strict_toml import TableReader
 
 log = logging.getLogger(__name__)
 

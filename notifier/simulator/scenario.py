@@ -56,9 +56,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from notifier.core.models import COUNTER_NAMES
 from notifier.errors import ConfigError
-from notifier.models import COUNTER_NAMES
-from notifier.tables import TableReader, load_toml
+from notifier.strict_toml import TableReader, load_toml
 
 DEFAULT_PROJECT_ID = "b384b9e9ab9b4ee8994c8633aabc9505"
 """The project ID of the API document's example; the bundled scenarios use it."""

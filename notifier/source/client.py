@@ -28,9 +28,10 @@ from urllib.parse import quote
 import httpx
 
 from notifier import __version__
+from notifier.clock import utcnow
 from notifier.config import JobsConfig, SourceConfig
+from notifier.core.models import FetchError, FetchErrorKind, FetchResult, JobSnapshot
 from notifier.errors import ConfigError, SourceError
-from notifier.models import FetchError, FetchErrorKind, FetchResult, JobSnapshot, utcnow
 from notifier.secrets import Secret, read_secret
 from notifier.source import parse, signer
 

@@ -18,8 +18,8 @@ from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any
 
+from notifier.core.models import Counters, JobSnapshot, NodeStatus, normalize_status
 from notifier.errors import SourceError
-from notifier.models import Counters, JobSnapshot, NodeStatus, normalize_status
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from notifier.clock import utcnow
+from notifier.core.models import Clock
 from notifier.errors import ChannelError
-from notifier.models import Clock, utcnow
 
 log = logging.getLogger(__name__)
 

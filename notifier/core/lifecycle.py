@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypedDict
 
-from notifier import summary
-from notifier.models import (
+from notifier.core import summary
+from notifier.core.models import (
     Alert,
     AlertState,
     Condition,

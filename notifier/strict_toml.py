@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from notifier.durations import parse_duration
+from notifier.core.durations import parse_duration
 from notifier.errors import ConfigError
 
 T = TypeVar("T")

@@ -12,16 +12,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware UTC datetime; injected everywhere time matters."""
-
-
-def utcnow() -> datetime:
-    """The production clock."""
-    return datetime.now(timezone.utc)
 
 
 # --- statuses -------------------------------------------------------------------------
@@ -383,7 +378,7 @@ class Rule:
     resolved: bool = True
     stalled: str | None = None  # a counter name from COUNTER_NAMES
     inhibits: tuple[str, ...] = ()
-    summary: str | None = None  # optional one-line str.format summary; placeholders: notifier.summary.SUMMARY_FIELDS
+    summary: str | None = None  # optional one-line str.format; placeholders: core.summary.SUMMARY_FIELDS
     file: str = ""  # where it was defined, for error messages
 
     @property

@@ -1,43 +1,29 @@
-"""Rule files (``rules/*.toml``): strict loading, and evaluation against entity states.
+"""Rule files (``rules/*.toml``) -> validated ``Rule`` objects.
 
 Loading is strict because a typo must never silently disable an alert: unknown keys are
 errors with a close-match suggestion, a status that looks like a misspelt known status
 is an error, and every error names the file, the rule and the key.
-
-Evaluation is a pure function over the remembered entities and this poll's
-transitions. It has to stay cheap at 10,000 jobs x 10 nodes: globs are compiled once
-per rule (cached), entities are bucketed by status so a rule only visits entities in
-the statuses it cares about, and glob results are memoised per job name and node type.
 """
 
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from notifier import summary
-from notifier.errors import ConfigError
-from notifier.models import (
+from notifier.core import summary
+from notifier.core.models import (
     COUNTER_NAMES,
     KNOWN_STATUSES,
     SEVERITIES,
-    Condition,
-    EntityKey,
-    EntityState,
-    Event,
     Rule,
-    Transition,
     TransitionMatch,
     normalize_status,
 )
-from notifier.tables import TableReader, load_toml
+from notifier.errors import ConfigError
+from notifier.strict_toml import TableReader, load_toml
 
 RULE_KEYS = (
     "name", "scope", "status", "transition", "for", "jobs", "nodes", "node_types", "severity",
@@ -50,8 +36,6 @@ _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _SPELLCHECK_STATUSES = (*KNOWN_STATUSES, "PAUSE", "ABNORMAL", "DISABLE", "OVERLOAD", "INIT")
 """Statuses the API or SDK are known to send; a near miss of one of these is taken for a typo."""
 
-
-# --- loading --------------------------------------------------------------------------
 
 def load_rules(rules_dir: Path, channels: Collection[str]) -> tuple[Rule, ...]:
     """Load every ``*.toml`` of ``rules_dir`` (sorted by name) and check the rules against each other.
@@ -230,127 +214,3 @@ def _channels(r: TableReader, known: Collection[str]) -> tuple[str, ...]:
 
 def _dedupe(values: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
-
-
-# --- evaluation -----------------------------------------------------------------------
-
-Matcher = Callable[[str], bool]
-
-
-def _match_all(_value: str) -> bool:
-    return True
-
-
-@lru_cache(maxsize=1024)
-def _glob_matcher(patterns: tuple[str, ...]) -> Matcher:
-    """One regex for a list of globs (``fnmatch.fnmatchcase`` semantics); "*" short-circuits."""
-    if not patterns or "*" in patterns:
-        return _match_all
-    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match  # type: ignore[return-value]
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A rule with its globs compiled; cached per (hashable, frozen) rule."""
-
-    rule: Rule
-    statuses: tuple[str, ...]
-    jobs: Matcher
-    nodes: Matcher
-    node_types: Matcher
-    from_status: frozenset[str]
-    to_status: frozenset[str]
-
-
-@lru_cache(maxsize=4096)
-def _compile(rule: Rule) -> _Compiled:
-    t = rule.transition or TransitionMatch()
-    return _Compiled(
-        rule=rule,
-        statuses=rule.status,
-        jobs=_glob_matcher(rule.jobs),
-        nodes=_glob_matcher(rule.nodes) if rule.scope == "node" else _match_all,
-        node_types=_glob_matcher(rule.node_types) if rule.scope == "node" else _match_all,
-        from_status=frozenset(t.from_status),
-        to_status=frozenset(t.to_status),
-    )
-
-
-class _Memo:
-    """Memoises a matcher for one evaluation: 10,000 jobs meet the same globs once per rule, not once per node."""
-
-    __slots__ = ("_fn", "_seen")
-
-    def __init__(self, fn: Matcher) -> None:
-        self._fn = fn
-        self._seen: dict[str, bool] = {}
-
-    def __call__(self, value: str) -> bool:
-        hit = self._seen.get(value)
-        if hit is None:
-            hit = self._seen[value] = bool(self._fn(value))
-        return hit
-
-
-def evaluate(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState], transitions: Sequence[Transition],
-             now: datetime) -> tuple[tuple[Condition, ...], tuple[Event, ...]]:
-    """Which status rules hold for which entities, and which transitions make events.
-
-    ``entities`` is everything the lifecycle should judge (typically the remembered
-    states, updated with this poll's diffs). Conditions come out in rule order, then
-    status order, then entity order; events in rule order, then transition order.
-    """
-    jobs_by_status: dict[str, list[EntityState]] = {}
-    nodes_by_status: dict[str, list[EntityState]] = {}
-    for entity in entities.values():
-        bucket = jobs_by_status if entity.node == "" else nodes_by_status
-        bucket.setdefault(entity.status, []).append(entity)
-
-    conditions: list[Condition] = []
-    events: list[Event] = []
-    for rule in rules:
-        c = _compile(rule)
-        if rule.is_event:
-            events.extend(Event(rule.name, t) for t in _matching_transitions(c, transitions))
-        elif rule.scope == "job":
-            conditions.extend(_job_conditions(c, jobs_by_status))
-        else:
-            conditions.extend(_node_conditions(c, nodes_by_status, now))
-    return tuple(conditions), tuple(events)
-
-
-def _job_conditions(c: _Compiled, by_status: Mapping[str, list[EntityState]]) -> list[Condition]:
-    name = c.rule.name
-    jobs = c.jobs
-    return [Condition(name, e.job, "", e.since)
-            for status in c.statuses for e in by_status.get(status, ()) if jobs(e.job)]
-
-
-def _node_conditions(c: _Compiled, by_status: Mapping[str, list[EntityState]], now: datetime) -> list[Condition]:
-    name, counter = c.rule.name, c.rule.stalled
-    jobs, nodes, types = _Memo(c.jobs), c.nodes, _Memo(c.node_types)
-    out: list[Condition] = []
-    for status in c.statuses:
-        for e in by_status.get(status, ()):
-            if not (types(e.node_type) and jobs(e.job) and nodes(e.node)):
-                continue
-            if counter is None:
-                out.append(Condition(name, e.job, e.node, e.since))
-                continue
-            moved = e.counters_since.get(counter)
-            if moved is None or counter not in e.counters or moved >= now:
-                continue  # unknown counter, or it moved at this very poll: not stalled
-            out.append(Condition(name, e.job, e.node, max(e.since, moved)))
-    return out
-
-
-def _matching_transitions(c: _Compiled, transitions: Sequence[Transition]) -> list[Transition]:
-    want_job = c.rule.scope == "job"
-    return [
-        t for t in transitions
-        if (t.node == "") == want_job
-        and (not c.from_status or t.from_status in c.from_status)
-        and (not c.to_status or t.to_status in c.to_status)
-        and c.jobs(t.job)
-        and (want_job or (c.nodes(t.node) and c.node_types(t.node_type)))
-    ]

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from notifier.lifecycle import NotifyFilter
-from notifier.models import Alert, AlertState, Rule
+from notifier.core.lifecycle import NotifyFilter
+from notifier.core.models import Alert, AlertState, Rule
 
 
 def inhibition_filter(rules: Sequence[Rule]) -> NotifyFilter:

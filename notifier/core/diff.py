@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from notifier.models import (
+from notifier.core.models import (
     NO_COUNTERS,
     Counters,
     EntityKey,

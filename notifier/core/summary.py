@@ -14,8 +14,8 @@ import string
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from notifier.durations import format_duration
-from notifier.models import EntityState, Rule, Transition
+from notifier.core.durations import format_duration
+from notifier.core.models import EntityState, Rule, Transition
 
 SUMMARY_FIELDS = ("job", "node", "node_type", "state", "previous_state", "rule", "severity", "duration", "counter")
 """Placeholders a rule's ``summary`` may use, e.g. ``"{job}/{node} is {state} since {duration}"``."""

@@ -1,0 +1,193 @@
+"""The durable outbox: every notification is a row before it is a message.
+
+A cycle renders its notifications and ``enqueue``s them inside the same transaction as
+the state changes that caused them (``StateStore.commit_cycle``), so a crash keeps both
+or neither. ``delivery.Deliverer`` then drains the rows per channel, in id order, and
+marks each one at once: delivered (the dedup point), retry later, failed or expired.
+Payloads are stored as compact JSON text, exactly as they will be sent, and never
+logged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, cast
+
+from notifier.core.models import Notification, Payload
+from notifier.statefile import StateFile, from_ms, opt_dt, to_ms
+
+OutboxStatus = Literal["pending", "delivered", "failed", "expired"]
+OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "delivered", "failed", "expired")
+
+MAX_ERROR_CHARS = 2000
+"""Channel errors are kept for ``notifier alerts``; a runaway message must not bloat the file."""
+
+_FAR_FUTURE_MS = 2**62
+_NOTIFICATION_COLUMNS = "id, channel, grp, payload, created_at, attempts, next_attempt_at, last_error"
+_OUTBOX_ROW_COLUMNS = ("id, channel, grp, status, created_at, attempts, next_attempt_at, last_error, "
+                       "delivered_at")
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """A rendered message to queue for one channel in the same transaction as its cause."""
+
+    channel: str
+    group: str
+    payload: Payload
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row without its payload, for ``notifier alerts`` and tests."""
+
+    id: int
+    channel: str
+    group: str
+    status: OutboxStatus
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+
+def enqueue(conn: sqlite3.Connection, notifications: Iterable[NewNotification], at: datetime) -> tuple[int, ...]:
+    """Insert rows inside the caller's transaction, one by one to learn their ids (a cycle queues a handful)."""
+    at_ms = to_ms(at)
+    ids: list[int] = []
+    for n in notifications:
+        cur = conn.execute(
+            "INSERT INTO outbox (channel, grp, payload, created_at, attempts, next_attempt_at, status) "
+            "VALUES (?, ?, ?, ?, 0, ?, 'pending')",
+            (n.channel, n.group, _payload_json(n.payload), at_ms, at_ms))
+        ids.append(cast(int, cur.lastrowid))
+    return tuple(ids)
+
+
+class Outbox:
+    """Queries and marks over the outbox table of one state file (the store's own connection)."""
+
+    def __init__(self, file: StateFile) -> None:
+        self._file = file
+
+    def pending(self, channel: str, now: datetime, limit: int = 100) -> tuple[Notification, ...]:
+        """The channel's pending notifications in id order, up to the first one not yet due.
+
+        A row waiting for its retry time holds back every later row of its channel:
+        that is what keeps a channel's messages in order.
+        """
+        return self._pending(channel, to_ms(now), limit)
+
+    def pending_all(self, channel: str, limit: int = 100) -> tuple[Notification, ...]:
+        """The channel's pending notifications in id order, due or not (e.g. to fail a removed channel)."""
+        return self._pending(channel, _FAR_FUTURE_MS, limit)
+
+    def _pending(self, channel: str, now_ms: int, limit: int) -> tuple[Notification, ...]:
+        def read(conn: sqlite3.Connection) -> tuple[Notification, ...]:
+            rows = conn.execute(
+                f"SELECT {_NOTIFICATION_COLUMNS} FROM outbox WHERE status = 'pending' AND channel = ? "
+                "ORDER BY id LIMIT ?", (channel, limit))
+            out: list[Notification] = []
+            for id_, chan, grp, payload, created, attempts, next_at, last_error in rows:
+                if next_at is not None and next_at > now_ms:
+                    break
+                out.append(Notification(id=id_, channel=chan, group=grp, payload=json.loads(payload),
+                                        created_at=from_ms(created), attempts=attempts,
+                                        next_attempt_at=opt_dt(next_at), last_error=last_error))
+            return tuple(out)
+        return self._file.read("read the outbox", read)
+
+    def pending_channels(self) -> tuple[str, ...]:
+        """Channels with at least one pending notification, due or not, sorted by name."""
+        def read(conn: sqlite3.Connection) -> tuple[str, ...]:
+            rows = conn.execute("SELECT DISTINCT channel FROM outbox WHERE status = 'pending' ORDER BY channel")
+            return tuple(row[0] for row in rows)
+        return self._file.read("read the outbox", read)
+
+    def next_attempt_at(self) -> datetime | None:
+        """The earliest time some channel's next pending row becomes due (None: the outbox is drained).
+
+        Only each channel's first pending row counts: the rows behind it wait for it.
+        """
+        def read(conn: sqlite3.Connection) -> datetime | None:
+            row = conn.execute(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE id IN "
+                "(SELECT MIN(id) FROM outbox WHERE status = 'pending' GROUP BY channel)").fetchone()
+            return opt_dt(row[0])
+        return self._file.read("read the outbox", read)
+
+    def mark_delivered(self, id: int, at: datetime) -> None:
+        """Record a successful send, committed at once: the dedup point of at-least-once delivery."""
+        at_ms = to_ms(at)
+        self._file.write("mark delivered", lambda conn: conn.execute(
+            "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, "
+            "finished_at = ?, next_attempt_at = NULL, last_error = NULL WHERE id = ? AND status = 'pending'",
+            (at_ms, at_ms, id)))
+
+    def mark_retry(self, id: int, error: str, next_attempt_at: datetime) -> None:
+        """Count a failed attempt and hold the row (and its channel's later rows) until ``next_attempt_at``."""
+        next_ms = to_ms(next_attempt_at)
+        self._file.write("mark retry", lambda conn: conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+            "WHERE id = ? AND status = 'pending'", (_clip(error), next_ms, id)))
+
+    def mark_failed(self, id: int, error: str, at: datetime, status: str = "failed", *,
+                    attempted: bool = False) -> None:
+        """Give up on a row for good: ``failed`` (permanent error) or ``expired`` (too old to send).
+
+        ``attempted`` counts the send that failed permanently; an expired or orphaned
+        row was not sent, so its attempt count stays as it was.
+        """
+        if status not in ("failed", "expired"):
+            raise ValueError(f"mark_failed status must be 'failed' or 'expired', got {status!r}")
+        at_ms = to_ms(at)
+        self._file.write("mark failed", lambda conn: conn.execute(
+            "UPDATE outbox SET status = ?, attempts = attempts + ?, last_error = ?, finished_at = ?, "
+            "next_attempt_at = NULL WHERE id = ? AND status = 'pending'",
+            (status, 1 if attempted else 0, _clip(error), at_ms, id)))
+
+    def rows(self, statuses: Collection[str] = ("pending", "failed"), limit: int = 1000) -> tuple[OutboxRow, ...]:
+        """The most recent ``limit`` rows with these statuses, in id order (payloads left out)."""
+        wanted = tuple(statuses)
+        unknown = set(wanted) - set(OUTBOX_STATUSES)
+        if unknown:
+            raise ValueError(f"unknown outbox status {sorted(unknown)}; known: {', '.join(OUTBOX_STATUSES)}")
+        if not wanted:
+            return ()
+        marks = ", ".join("?" * len(wanted))
+
+        def read(conn: sqlite3.Connection) -> tuple[OutboxRow, ...]:
+            rows = conn.execute(
+                f"SELECT {_OUTBOX_ROW_COLUMNS} FROM outbox WHERE status IN ({marks}) ORDER BY id DESC LIMIT ?",
+                (*wanted, limit)).fetchall()
+            return tuple(
+                OutboxRow(id=id_, channel=chan, group=grp, status=status, created_at=from_ms(created),
+                          attempts=attempts, next_attempt_at=opt_dt(next_at), last_error=last_error,
+                          delivered_at=opt_dt(delivered))
+                for id_, chan, grp, status, created, attempts, next_at, last_error, delivered in reversed(rows))
+        return self._file.read("read the outbox", read)
+
+    def purge_delivered(self, older_than: datetime) -> int:
+        """Delete rows that left 'pending' (delivered, failed, expired) before ``older_than``; return how many.
+
+        Housekeeping so the file does not grow forever; pending rows are never purged.
+        """
+        cutoff = to_ms(older_than)
+        return self._file.write("purge the outbox", lambda conn: conn.execute(
+            "DELETE FROM outbox WHERE status != 'pending' AND finished_at < ?", (cutoff,)).rowcount)
+
+
+def _payload_json(payload: Payload) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _clip(error: str) -> str:
+    return error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 1] + "…"
