@@ -4,9 +4,9 @@ For each size it starts the simulator in its own process, then, in a fresh worke
 process (so peak RSS is the cycle's own):
   1. times the bare HTTP fetches (httpx, same concurrency, bodies read, nothing parsed);
   2. times a first cycle (empty state: every row is inserted) and a steady cycle
-     (counters move, statuses do not), each through the real Service;
+     (counters move, statuses do not), each through the real App;
   3. reports rows written per cycle and the worker's peak RSS.
-The quality bars of DESIGN.md section 8 are printed next to the figures.
+The quality bars (ARCHITECTURE.md, "Quality bars") are printed next to the figures.
 
     python bench/cycle.py                # 1,000 and 10,000 jobs
     python bench/cycle.py --jobs 2000    # one size

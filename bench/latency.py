@@ -3,7 +3,7 @@
 Runs the real service (`notifier run`, interval 1 s) against the in-process simulator and
 a webhook receiver on loopback, flips a node into EXCEPTION and back several times, and
 measures, per flip, the time between the first status request after the flip (the poll
-that saw it) and the webhook request arriving. DESIGN.md section 8: under 1 s.
+that saw it) and the webhook request arriving. The bar (ARCHITECTURE.md, "Quality bars"): under 1 s.
 """
 
 from __future__ import annotations

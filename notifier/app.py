@@ -29,13 +29,9 @@ from notifier.lock import ProcessLock
 from notifier.outbox import NewNotification
 from notifier.render import Renderer
 from notifier.runtime import Runtime, Wiring, load_runtime
-from notifier.state import CycleWrite, StateStore
+from notifier.state import SOURCE_FAILURES_KEY, CycleWrite, StateStore
 
 log = logging.getLogger(__name__)
-
-SOURCE_FAILURES_KEY = "source_consecutive_failures"
-"""Meta key: how many cycles in a row the source failed (0 when the last one worked)."""
-
 
 def compose(runtime: Runtime, groups: Sequence[MessageGroup], now: datetime) -> tuple[NewNotification, ...]:
     """Render every group for its channel; a broken user template falls back, never drops the alert."""

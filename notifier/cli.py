@@ -1,4 +1,4 @@
-"""The ``notifier`` command line (DESIGN.md section 6 is the contract).
+"""The ``notifier`` command line (its names and exit codes are a contract: ARCHITECTURE.md, "Contracts").
 
 Exit codes: 0 success; 1 the source failed this cycle or a test-channel send failed;
 2 bad config, rules or templates.
@@ -149,6 +149,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_test_channel(args: argparse.Namespace) -> int:
     from notifier.channels import CHANNEL_TYPES
+    from notifier.channels.base import Identifies
     from notifier.clock import utcnow
     from notifier.core.models import Notification
     from notifier.render import sample_groups
@@ -166,9 +167,12 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
     since = now - timedelta(minutes=4)
     group = replace(group, alerts=tuple(replace(a, summary=f"TEST from notifier: {a.summary}", since=since,
                                                 starts_at=since) for a in group.alerts))
+    channel = channels[args.name]
     try:
+        if isinstance(channel, Identifies):  # say whose token it is first: the likeliest mistake
+            print(f"credentials: {channel.check()}")
         for i, payload in enumerate(kind.compose(runtime.renderer, group, now), start=1):
-            channels[args.name].send(Notification(id=-i, channel=args.name, group=group.group,
+            channel.send(Notification(id=-i, channel=args.name, group=group.group,
                                                   payload=payload, created_at=now))
     except ChannelError as exc:
         kind_word = "transient" if exc.retryable else "permanent"
@@ -184,7 +188,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from notifier.clock import utcnow
     from notifier.config import load_config
     from notifier.render import ago, timestamp
-    from notifier.state import StateStore
+    from notifier.state import SOURCE_FAILURES_KEY, StateStore
 
     config = load_config(_config_path(args))
     if not config.state_path.exists():
@@ -195,8 +199,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     try:
         alerts = sorted(store.load_alerts().values(), key=lambda a: (a.job, a.node, a.rule))
         rows = store.outbox.rows()
+        source_failures = int(store.get_meta(SOURCE_FAILURES_KEY) or 0)
     finally:
         store.close()
+    if source_failures:
+        print(f"SOURCE FAILING: the last {source_failures} cycle(s) could not read the API; "
+              "alerts below are as of the last good poll")
     firing = sum(1 for a in alerts if a.phase == "firing")
     print(f"ALERTS ({firing} firing, {len(alerts) - firing} pending)")
     for a in alerts:

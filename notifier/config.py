@@ -7,12 +7,11 @@ read here: only the *names* of the environment variables or files that hold them
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, TypeVar
 
-from notifier.errors import ConfigError
 from notifier.strict_toml import TableReader, load_toml
 
 DEFAULT_CONFIG_PATH = "/etc/notifier/notifier.toml"
@@ -90,15 +89,39 @@ def default_config_path() -> Path:
 def load_config(path: Path) -> Config:
     """Load and validate ``notifier.toml``; raise ConfigError naming file, table and key."""
     path = Path(path)
-    file = str(path)
-    root = TableReader(load_toml(path), file=file, where="")
+    root = TableReader(load_toml(path), file=str(path), where="")
     base = path.resolve().parent
+    config = Config(
+        path=path,
+        source=_source(root.table("source")),
+        jobs=_jobs(root.optional_table("jobs")),
+        interval=_read(root.optional_table("schedule"), lambda t: t.seconds("interval", 60.0, positive=True)),
+        state_path=_read(root.optional_table("state"), lambda t: _resolve(base, t.str("path", DEFAULT_STATE_PATH))),
+        **_paths(root.optional_table("paths"), base),
+        delivery=_delivery(root.optional_table("delivery")),
+        channels=_channels(root.table("channels", None)),
+    )
+    root.finish()
+    return config
 
-    def resolve(p: str) -> Path:
-        expanded = Path(os.path.expanduser(p))
-        return expanded if expanded.is_absolute() else base / expanded
 
-    src = root.table("source")
+T = TypeVar("T")
+
+
+def _read(table: TableReader, read: Callable[[TableReader], T]) -> T:
+    """Read a table's values with ``read``, then reject any key it did not read."""
+    value = read(table)
+    table.finish()
+    return value
+
+
+def _resolve(base: Path, value: str) -> Path:
+    """``~`` expanded; a relative path is relative to the config file's directory."""
+    expanded = Path(os.path.expanduser(value))
+    return expanded if expanded.is_absolute() else base / expanded
+
+
+def _source(src: TableReader) -> SourceConfig:
     ak_env, ak_file = src.env_or_file("ak", _SRC.ak_env)
     sk_env, sk_file = src.env_or_file("sk", _SRC.sk_env)
     token_env, token_file = src.env_or_file("token", _SRC.token_env)
@@ -121,44 +144,40 @@ def load_config(path: Path) -> Config:
         backoff_max=src.seconds("backoff_max", _SRC.backoff_max),
     )
     src.finish()
+    return source
 
-    jobs_t = root.table("jobs", None) or TableReader({}, file=file, where="jobs")
-    jobs = JobsConfig(
-        names=jobs_t.str_list("names", ()),
-        discover=jobs_t.bool("discover", False),
-        include=jobs_t.str_list("include", ("*",)),
-        exclude=jobs_t.str_list("exclude", ()),
-    )
-    jobs_t.finish()
+
+def _jobs(table: TableReader) -> JobsConfig:
+    jobs = _read(table, lambda t: JobsConfig(
+        names=t.str_list("names", ()),
+        discover=t.bool("discover", False),
+        include=t.str_list("include", ("*",)),
+        exclude=t.str_list("exclude", ()),
+    ))
     if not jobs.names and not jobs.discover:
-        raise jobs_t.error("names", "no jobs to watch: list job names or set discover = true")
+        raise table.error("names", "no jobs to watch: list job names or set discover = true")
+    return jobs
 
-    sched = root.table("schedule", None) or TableReader({}, file=file, where="schedule")
-    interval = sched.seconds("interval", 60.0, positive=True)
-    sched.finish()
 
-    state_t = root.table("state", None) or TableReader({}, file=file, where="state")
-    state_path = resolve(state_t.str("path", DEFAULT_STATE_PATH))
-    state_t.finish()
+class _Paths(TypedDict):
+    rules_dir: Path
+    templates_dir: Path | None
 
-    paths_t = root.table("paths", None) or TableReader({}, file=file, where="paths")
-    rules_dir = resolve(paths_t.str("rules", "rules"))
-    templates = paths_t.str("templates", None)
-    templates_dir = resolve(templates) if templates else None
-    paths_t.finish()
 
-    deliv = root.table("delivery", None) or TableReader({}, file=file, where="delivery")
-    delivery = DeliveryConfig(
-        expire=deliv.seconds("expire", _DELIVERY.expire, positive=True),
-        backoff=deliv.seconds("backoff", _DELIVERY.backoff, positive=True),
-        backoff_max=deliv.seconds("backoff_max", _DELIVERY.backoff_max, positive=True),
-    )
-    deliv.finish()
+def _paths(table: TableReader, base: Path) -> _Paths:
+    def read(t: TableReader) -> _Paths:
+        templates = t.str("templates", None)
+        return {"rules_dir": _resolve(base, t.str("rules", "rules")),
+                "templates_dir": _resolve(base, templates) if templates else None}
+    return _read(table, read)
 
-    channels = _channels(root.table("channels", None), file)
-    root.finish()
-    return Config(path=path, source=source, jobs=jobs, interval=interval, state_path=state_path,
-                  rules_dir=rules_dir, templates_dir=templates_dir, delivery=delivery, channels=channels)
+
+def _delivery(table: TableReader) -> DeliveryConfig:
+    return _read(table, lambda t: DeliveryConfig(
+        expire=t.seconds("expire", _DELIVERY.expire, positive=True),
+        backoff=t.seconds("backoff", _DELIVERY.backoff, positive=True),
+        backoff_max=t.seconds("backoff_max", _DELIVERY.backoff_max, positive=True),
+    ))
 
 
 def _endpoint(src: TableReader) -> str:
@@ -168,7 +187,7 @@ def _endpoint(src: TableReader) -> str:
     return endpoint
 
 
-def _channels(table: TableReader | None, file: str) -> dict[str, ChannelConfig]:
+def _channels(table: TableReader | None) -> dict[str, ChannelConfig]:
     from notifier.channels import (
         CHANNEL_TYPES,  # channels import config helpers; avoid a cycle
     )
@@ -183,11 +202,3 @@ def _channels(table: TableReader | None, file: str) -> dict[str, ChannelConfig]:
         reader.finish()
         out[name] = ChannelConfig(name=name, type=kind, settings=settings)
     return out
-
-
-def check_channel_names(config: Config, names: tuple[str, ...], *, file: str, where: str) -> None:
-    """Raise ConfigError when a rule names a channel the config does not define."""
-    for name in names:
-        if name not in config.channels:
-            known = ", ".join(sorted(config.channels)) or "none defined"
-            raise ConfigError(f"unknown channel {name!r} (channels: {known})", file=file, where=where, key="channels")

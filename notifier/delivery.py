@@ -92,11 +92,6 @@ class Deliverer:
     def channels(self) -> Mapping[str, Channel]:
         return self._channels
 
-    @channels.setter
-    def channels(self, channels: Mapping[str, Channel]) -> None:
-        """Swap channels (SIGHUP reload); a round already running finishes with the ones it started with."""
-        self._channels = dict(channels)
-
     def swap_channels(self, channels: Mapping[str, Channel]) -> dict[str, Channel]:
         """Swap channels once a running round is done; return the old ones so the caller can close them."""
         with self._running:

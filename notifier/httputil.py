@@ -1,9 +1,23 @@
-"""One verdict for every HTTP-based channel: retry, give up, and what to say about it.
+"""The HTTP helpers shared by the webhook and Slack channels and the DGC source.
 
-Like Alertmanager's ``Retrier.Check``, the channel does not guess per integration:
-network errors, timeouts, 408, 429 and 5xx are worth retrying (429/503 with the
-server's ``Retry-After``); every other non-2xx answer is permanent, because sending
-the same request again gets the same answer.
+The one place for what every HTTP client here reads off an answer:
+
+- ``parse_retry_after``: the ``Retry-After`` header as seconds (delta-seconds or an
+  HTTP-date relative to an injected ``now``), with one rule for odd values;
+- ``get_header``: a header in any case of its name, from ``httpx.Headers``, a plain
+  mapping or slack_sdk's ``{"Retry-After": ["30"]}`` form;
+- ``excerpt``: the start of a response body on one printable line, for messages
+  (``source_excerpt`` is the DGC source's shorter, ``...``-cut variant of it).
+
+The webhook channel also takes its verdict here (``check_response``/``transport_error``).
+Like Alertmanager's ``Retrier.Check``, it does not guess per integration: network
+errors, timeouts, 408, 429 and 5xx are worth retrying (429/503 with the server's
+``Retry-After``); every other non-2xx answer is permanent, because sending the same
+request again gets the same answer. Slack and the DGC source classify their own
+answers (Slack's error codes, the API's error codes) but read headers, ``Retry-After``
+and body excerpts through this module.
+
+This module imports neither ``notifier.channels`` nor ``notifier.source``: they import it.
 
 Webhook URLs often carry their secret in the path or query (Slack's
 ``/services/T/B/XXX``, ``?token=``), so every URL is redacted before it reaches an error
@@ -16,8 +30,8 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import re
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
@@ -31,9 +45,14 @@ log = logging.getLogger(__name__)
 
 REDACTED = "***"
 EXCERPT_CHARS = 200
+SOURCE_EXCERPT_CHARS = 120
+"""Length of the body excerpts the DGC source quotes in its SourceError messages."""
 MIN_SECRET_CHARS = 4
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 """4xx answers that mean "not now" rather than "never"; every 5xx is retryable too."""
+
+HeaderMapping = Mapping[str, str] | Mapping[str, Sequence[str]]
+"""Response headers as httpx (``httpx.Headers``), a plain dict or slack_sdk (``{"Retry-After": ["30"]}``) give them."""
 
 
 def redact_url(url: str | httpx.URL) -> str:
@@ -83,11 +102,24 @@ def _secret_parts(secrets: Iterable[str]) -> set[str]:
     return parts
 
 
-def excerpt(body: bytes | str, limit: int = EXCERPT_CHARS) -> str:
-    """The start of a response body on one line: enough to see an error code."""
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def excerpt(body: bytes | str, limit: int = EXCERPT_CHARS, *, ellipsis: str = "…") -> str:
+    """The start of a body on one printable line of at most ``limit`` characters: enough to see an error code.
+
+    Only the first ``4 * limit`` bytes (or characters) are read: a 5 MB error page costs nothing.
+    They are decoded as UTF-8 with bad bytes replaced; control characters become spaces and every
+    run of whitespace one space. A text that had to be cut ends with ``ellipsis``.
+    """
+    head = body[: limit * 4]
+    text = head.decode("utf-8", errors="replace") if isinstance(head, bytes) else head
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if len(text) <= limit and len(head) == len(body):
+        return text
+    return text[: max(0, limit - len(ellipsis))] + ellipsis
+
+
+def source_excerpt(body: bytes | str, limit: int = SOURCE_EXCERPT_CHARS) -> str:
+    """``excerpt`` as the DGC source quotes bodies: 120 characters, cut with ASCII ``...``."""
+    return excerpt(body, limit, ellipsis="...")
 
 
 def is_retryable_status(status: int) -> bool:
@@ -96,29 +128,56 @@ def is_retryable_status(status: int) -> bool:
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP-date; None if absent or garbled."""
-    if value is None:
+    """``Retry-After`` as seconds to wait (never negative), or None when it says nothing usable.
+
+    - delta-seconds (``"120"``, ``" 1.5 "``: a number as ``float()`` reads it): that many
+      seconds; a negative number is clamped to 0 (retry now);
+    - an HTTP-date (``"Fri, 01 Mar 2019 03:09:25 GMT"``): seconds from the injected ``now``
+      to it, 0 if it is already past (a date without a zone counts as UTC); without ``now``
+      the date is ignored (None) rather than measured against a hidden clock;
+    - absent, empty, garbled, NaN or infinite (either sign): None, so the caller's own
+      backoff applies.
+    """
+    if value is None or not value.strip():
         return None
     value = value.strip()
-    if not value:
-        return None
     try:
         seconds = float(value)
     except ValueError:
         pass
     else:
-        return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    if now is None:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    now = now if now is not None else utcnow()
-    return max(0.0, (when - now).total_seconds())
+    return max((when - now).total_seconds(), 0.0)
 
 
-def status_error(status: int, body: bytes | str, headers: Mapping[str, str], *, url: str | httpx.URL,
+def get_header(headers: HeaderMapping | None, name: str) -> str | None:
+    """The value of header ``name`` whatever the case of its key; None if absent.
+
+    ``httpx.Headers`` is asked directly (repeated headers come joined by ", "); a plain
+    mapping gives the value of its first key equal to ``name`` ignoring case, and a list
+    value (slack_sdk's form) its first item. A value that is not text counts as absent.
+    """
+    if headers is None:
+        return None
+    if isinstance(headers, httpx.Headers):
+        return headers.get(name)
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            item = (value[0] if value else None) if isinstance(value, list | tuple) else value
+            return item if isinstance(item, str) else None
+    return None
+
+
+def status_error(status: int, body: bytes | str, headers: HeaderMapping, *, url: str | httpx.URL,
                  what: str, now: datetime | None = None, secrets: Iterable[str] = ()) -> ChannelError | None:
     """None for a 2xx answer, else the ChannelError that says whether to retry.
 
@@ -128,7 +187,7 @@ def status_error(status: int, body: bytes | str, headers: Mapping[str, str], *, 
     if 200 <= status <= 299:
         return None
     retryable = is_retryable_status(status)
-    retry_after = parse_retry_after(_header(headers, "retry-after"), now) if retryable else None
+    retry_after = parse_retry_after(get_header(headers, "retry-after"), now) if retryable else None
     detail = excerpt(body)
     message = f"{what} answered HTTP {status} url={redact_url(url)}"
     if detail:
@@ -161,15 +220,6 @@ def transport_error(exc: httpx.HTTPError, *, url: str | httpx.URL, what: str,
     reason = scrub(str(exc) or type(exc).__name__, [str(url), *secrets])
     return ChannelError(f"{what} request {kind} url={redact_url(url)}: {type(exc).__name__}: {reason}",
                         retryable=retryable)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    if isinstance(headers, httpx.Headers):
-        return headers.get(name)
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
 
 
 class RedactHttpxUrls(logging.Filter):

@@ -12,7 +12,6 @@ service the channel catches it, logs it and sends ``plain_text()`` instead.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -22,6 +21,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from notifier.core import summary
 from notifier.core.durations import format_duration
 from notifier.core.models import SEVERITIES, Alert, MessageGroup
 from notifier.errors import TemplateError
@@ -162,9 +162,6 @@ def message_context(group: MessageGroup, now: datetime) -> dict[str, Any]:
 
 # --- what every message says ------------------------------------------------------------
 
-_WAS = re.compile(r"\s*\(was [^)]*\)")
-
-
 def worst_severity(group: MessageGroup) -> str | None:
     """The most severe firing alert's severity; None when every alert is resolved."""
     firing = [a.severity for a in group.alerts if a.status == "firing"]
@@ -190,7 +187,7 @@ def headline(group: MessageGroup) -> str:
 
 def _what(alerts: Sequence[Alert]) -> str:
     if len(alerts) == 1:
-        return _alert_headline(alerts[0])
+        return summary.headline(alerts[0])
     firing = [a for a in alerts if a.status == "firing"]
     n_resolved = len(alerts) - len(firing)
     if firing and n_resolved:
@@ -201,16 +198,6 @@ def _what(alerts: Sequence[Alert]) -> str:
     if len(states) == 1 and all(a.node for a in firing):
         return f"{len(firing)} nodes in {states.pop()}"
     return f"{len(alerts)} alerts firing"
-
-
-def _alert_headline(alert: Alert) -> str:
-    """The alert's summary without "(was NORMAL)" (the body says where it came from), except for events."""
-    who = alert.node or alert.job
-    if alert.status == "resolved":
-        return alert.summary or f"{who} back to {alert.state}"
-    if alert.summary:
-        return alert.summary if alert.event else (_WAS.sub("", alert.summary) or alert.summary)
-    return f"{who} entered {alert.state}"
 
 
 def mrkdwn_escape(value: object) -> str:

@@ -14,14 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from notifier.core import summary
-from notifier.core.models import (
-    COUNTER_NAMES,
-    KNOWN_STATUSES,
-    SEVERITIES,
-    Rule,
-    TransitionMatch,
-    normalize_status,
-)
+from notifier.core.counters import COUNTER_NAMES
+from notifier.core.models import KNOWN_STATUSES, SEVERITIES, Rule, TransitionMatch, normalize_status
 from notifier.errors import ConfigError
 from notifier.strict_toml import TableReader, load_toml
 

@@ -17,18 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from notifier.core.models import (
-    COUNTER_NAMES,
-    NO_COUNTERS,
-    AlertState,
-    Counters,
-    EntityKey,
-    EntityState,
-    compact_counters,
-)
+from notifier.core.counters import COUNTER_NAMES, NO_COUNTERS, Counters, compact_counters
+from notifier.core.models import AlertState, EntityKey, EntityState
 from notifier.outbox import NewNotification, Outbox, enqueue
 from notifier.statefile import StateFile, from_ms, opt_dt, opt_ms, to_ms
 
+SOURCE_FAILURES_KEY = "source_consecutive_failures"
+"""Meta key: how many cycles in a row the source failed (0 when the last one worked)."""
 
 @dataclass(frozen=True, slots=True)
 class CycleWrite:

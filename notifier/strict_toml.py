@@ -134,6 +134,12 @@ class TableReader:
             return value
         return TableReader(value, file=self.file, where=f"{self.where}.{key}" if self.where else key)
 
+    def optional_table(self, key: builtins.str) -> TableReader:
+        """The sub-table ``key``, or an empty one when absent: every key then takes its default."""
+        reader = self.table(key, None)
+        return reader if reader is not None else TableReader({}, file=self.file,
+                                                             where=f"{self.where}.{key}" if self.where else key)
+
     def finish(self, known: Iterable[builtins.str] = ()) -> None:
         """Reject every key that was not read; suggest the closest known one."""
         allowed = self._used | set(known)

@@ -1,35 +1,24 @@
-"""Shared fixtures: a manual clock and a writer for config + rule files in tmp_path."""
+"""Shared fixtures: the fake clock, a state store, and a writer for config + rule files in tmp_path."""
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-# real loopback servers used as fixtures across test files
-pytest_plugins = ("tests.support.webhook_receiver", "tests.support.slack_server", "tests.support.smtp_server")
+from tests.support.fakes import FakeClock
 
-
-class Clock:
-    """An injectable clock that only moves when a test says so."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
+# real loopback servers used as fixtures across test files, and the state store
+pytest_plugins = ("tests.support.webhook_receiver", "tests.support.slack_server", "tests.support.smtp_server",
+                  "tests.support.stores")
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    """The fake clock at its default start; a test file needing another start overrides this fixture."""
+    return FakeClock()
 
 
 WriteConfig = Callable[..., Path]

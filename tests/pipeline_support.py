@@ -7,38 +7,41 @@ The simulator's scenario clock and notifier's clock move together, so a test say
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 from notifier.app import App, CycleReport
 from notifier.delivery import DeliveryReport
 from notifier.runtime import Runtime
 from notifier.simulator import ManualClock, Simulator
 from notifier.state import StateStore
+from tests.support.fakes import FakeClock
+
+T = TypeVar("T")
 
 
-class LinkedClock:
-    """notifier's clock, pinned to the simulator's epoch and moved together with it."""
+class LinkedClock(FakeClock):
+    """The one fake clock as notifier's clock, pinned to the simulator's epoch and moved together with it.
+
+    Only a constructor: it starts at the epoch plus ``sim_clock``'s scenario time, and every
+    advance moves ``sim_clock`` (the simulator's ManualClock) by the same seconds.
+    """
 
     def __init__(self, sim: Simulator, sim_clock: ManualClock) -> None:
-        self.sim_clock = sim_clock
-        self.epoch = datetime.fromtimestamp(sim.epoch_start_ms / 1000, timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.epoch + timedelta(seconds=self.sim_clock())
-
-    def advance(self, seconds: float) -> datetime:
-        self.sim_clock.advance(seconds)
-        return self()
+        epoch = datetime.fromtimestamp(sim.epoch_start_ms / 1000, timezone.utc)
+        super().__init__(epoch + timedelta(seconds=sim_clock()), on_advance=sim_clock.advance)
 
 
 class Pipeline:
     """The ``App`` that ``notifier run`` assembles, on one event loop; ``restart()`` is a process restart."""
 
-    def __init__(self, config_path: Path, clock: LinkedClock) -> None:
+    def __init__(self, config_path: Path, clock: FakeClock) -> None:
         self.config_path = config_path
         self.clock = clock
         self._loop = asyncio.Runner()
+        self._closed = False
         self.app = App(config_path, clock=clock)
 
     @property
@@ -59,13 +62,23 @@ class Pipeline:
     def deliver(self) -> DeliveryReport:
         return self.app.deliver()
 
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the pipeline's loop (the one its client's connections belong to)."""
+        return self._loop.run(coro)
+
     def restart(self) -> None:
         self._loop.run(self.app.aclose())
         self.app = App(self.config_path, clock=self.clock)
 
     def close(self) -> None:
-        self._loop.run(self.app.aclose())
-        self._loop.close()
+        """Close the app and the event loop; idempotent, so a fixture may close what a test already closed."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.run(self.app.aclose())
+        finally:
+            self._loop.close()
 
 
 NODE_EXCEPTION = """

@@ -6,6 +6,7 @@ import io
 import logging
 import os
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,10 @@ from notifier.channels.console import (
     create,
     parse,
 )
-from notifier.core.models import Notification
 from notifier.errors import ChannelError, ConfigError
 from notifier.render import Renderer, plain_text, sample_groups
 from notifier.strict_toml import TableReader
+from tests.support import fakes
 
 GOLDEN = Path(__file__).parent / "golden"
 T0 = datetime(2019, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
@@ -34,8 +35,8 @@ def reader(**table: object) -> TableReader:
     return TableReader({"type": "console", **table}, file="notifier.toml", where="channels.stdout")
 
 
-def notification(text: str) -> Notification:
-    return Notification(id=7, channel="stdout", group="job_sms", payload={"text": text}, created_at=NOW)
+# the console channel's outbox rows: a str is the payload's text
+notification = partial(fakes.notification, id=7, channel="stdout", created_at=NOW)
 
 
 def check_golden(name: str, actual: str) -> None:
@@ -161,7 +162,7 @@ def test_closed_stream_is_retryable() -> None:
 
 def test_payload_without_text_is_permanent() -> None:
     """A payload with no text will never print: a permanent ChannelError, not an endless retry."""
-    bad = Notification(id=1, channel="stdout", group="job_sms", payload={"blocks": []}, created_at=NOW)
+    bad = notification({"blocks": []}, id=1)
     with pytest.raises(ChannelError, match="no text") as info:
         ConsoleChannel("stdout", ConsoleSettings(), stream=io.StringIO()).send(bad)
     assert info.value.retryable is False

@@ -8,16 +8,18 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from notifier.channels import email as mail
-from notifier.core.models import Alert, MessageGroup, Notification
+from notifier.core.models import Alert, MessageGroup
 from notifier.errors import ChannelError, ConfigError, TemplateError
 from notifier.render import Renderer, sample_groups
 from notifier.strict_toml import TableReader
+from tests.support import fakes
 from tests.support.smtp_server import Certs, SmtpServer
 
 T0 = datetime(2019, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
@@ -48,8 +50,7 @@ def payload(g: MessageGroup | None = None) -> dict[str, Any]:
     return dict(p)
 
 
-def notification(p: Mapping[str, Any], id: int = 1) -> Notification:
-    return Notification(id=id, channel="oncall-mail", group="job_sms", payload=p, created_at=NOW)
+notification = partial(fakes.notification, channel="oncall-mail", created_at=NOW)
 
 
 def parts(message: EmailMessage) -> list[tuple[str, str]]:

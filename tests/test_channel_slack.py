@@ -10,16 +10,19 @@ import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from notifier.channels import slack
-from notifier.core.models import Alert, MessageGroup, Notification
+from notifier.channels import slack, slack_blocks
+from notifier.core.models import Alert, MessageGroup
 from notifier.errors import ChannelError, ConfigError, TemplateError
 from notifier.render import Renderer
 from notifier.strict_toml import TableReader
+from tests.support import fakes
+from tests.support.fakes import FakeClock
 from tests.support.slack_server import WEBHOOK_PATH, SlackServer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -39,21 +42,6 @@ RESOLVED = replace(NODE, status="resolved", state="NORMAL", previous_state="EXCE
                    summary="DLI_SMS_GES back to NORMAL after 14m")
 
 
-class FakeClock:
-    """monotonic() and sleep() for the channel: sleeping only moves the clock and is recorded."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def group(*alerts: Alert, template: str = "default") -> MessageGroup:
     return MessageGroup("team-slack", "job_sms", alerts, template)
 
@@ -66,13 +54,7 @@ def compose(g: MessageGroup, renderer: Renderer | None = None, now: datetime = N
     return tuple(dict(p) for p in slack.TYPE.compose(renderer or Renderer(), g, now))
 
 
-def notification(payload: Mapping[str, Any], id: int = 1) -> Notification:
-    return Notification(id=id, channel="team-slack", group="job_sms", payload=payload, created_at=NOW)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+notification = partial(fakes.notification, channel="team-slack", created_at=NOW)
 
 
 @pytest.fixture
@@ -82,7 +64,7 @@ def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def channel(slack_server: SlackServer, clock: FakeClock, token_env: None) -> Iterator[slack.SlackChannel]:
-    """A token-mode channel posting to #data-alerts on the loopback server."""
+    """A token-mode channel posting to #data-alerts on the loopback server; it sleeps on the fake clock."""
     settings = parse({"channel": "#data-alerts", "base_url": slack_server.base_url, "timeout": "5s"})
     ch = slack.TYPE.create("team-slack", settings, sleep=clock.sleep, monotonic=clock.monotonic)
     yield ch
@@ -251,7 +233,7 @@ def test_a_group_too_big_for_ten_messages_is_split_numbered_and_counted(tmp_path
 
     messages = compose(group(*alerts, template="verbose"), Renderer(tmp_path, strict=True))
 
-    assert len(messages) == slack.MAX_MESSAGES
+    assert len(messages) == slack_blocks.MAX_MESSAGES
     assert [m["blocks"][0]["text"]["text"][-7:] for m in messages[:2]] == [" (1/10)", " (2/10)"]
     for message in messages:
         assert_within_limits(message)
@@ -267,7 +249,7 @@ def test_oversized_texts_are_truncated_not_rejected(channel: slack.SlackChannel,
     (payload,) = compose(MessageGroup("team-slack", "J" * 300, (long,)))
 
     assert_within_limits(payload)
-    assert payload["blocks"][0]["text"]["text"].endswith(slack.TRUNCATED)
+    assert payload["blocks"][0]["text"]["text"].endswith(slack_blocks.TRUNCATED)
     channel.send(notification(payload))
     assert len(slack_server.wait_for(1)) == 1
 
@@ -384,7 +366,7 @@ def test_posts_to_one_slack_channel_are_paced_one_per_second(
     channel.send(notification(payload, 2))
     assert clock.sleeps == [pytest.approx(1.0)]
 
-    clock.now += 5
+    clock.advance(5)
     channel.send(notification(payload, 3))
     assert clock.sleeps == [pytest.approx(1.0)]
     assert len(slack_server.wait_for(3)) == 3

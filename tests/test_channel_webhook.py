@@ -1,4 +1,4 @@
-"""The webhook channel over a real loopback socket, and the shared HTTP verdicts of channels/http.py."""
+"""The webhook channel over a real loopback socket, and the shared HTTP verdicts of notifier/httputil.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from notifier.channels.webhook import (
     sign,
     webhook_payload,
 )
-from notifier.core.models import MessageGroup, Notification
+from notifier.core.models import MessageGroup
 from notifier.errors import ChannelError, ConfigError, TemplateError
 from notifier.httputil import (
     excerpt,
@@ -39,6 +40,7 @@ from notifier.httputil import (
 )
 from notifier.render import Renderer, message_context, sample_groups
 from notifier.strict_toml import TableReader
+from tests.support import fakes
 from tests.support.webhook_receiver import WebhookReceiver
 
 T0 = datetime(2019, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
@@ -55,9 +57,8 @@ def reader(**table: Any) -> TableReader:
     return TableReader({"type": "webhook", **table}, file="notifier.toml", where="channels.hook")
 
 
-def notification(payload: dict[str, Any], id: int = 42) -> Notification:  # noqa: A002
-    return Notification(id=id, channel="hook", group=str(payload.get("group", "job_sms")), payload=payload,
-                        created_at=NOW)
+# the webhook channel's outbox rows; the group is the payload's own
+notification = partial(fakes.notification, id=42, channel="hook", created_at=NOW)
 
 
 @pytest.fixture
@@ -161,7 +162,7 @@ def test_create_reads_url_from_env(make_channel: Any) -> None:
 # --- the payload contract -------------------------------------------------------------
 
 def test_payload_contract_for_the_seed_alert() -> None:
-    """webhook_payload() is exactly the DESIGN.md section 5 shape, times in UTC with Z, nulls where absent."""
+    """webhook_payload() is exactly the payload in ARCHITECTURE.md "Contracts": UTC times with Z, nulls where absent."""
     assert webhook_payload(sample_groups()[0]) == {
         "version": "1", "status": "firing", "group": "job_sms",
         "alerts": [{
@@ -384,7 +385,7 @@ def test_no_secret_in_logs_or_errors(webhook_receiver: WebhookReceiver, make_cha
             assert secret not in text
 
 
-# --- channels/http.py: the shared verdicts --------------------------------------------
+# --- httputil: the shared verdicts ---------------------------------------------------
 
 @pytest.mark.parametrize(("url", "expected"), [
     ("https://hooks.slack.com/services/T0/B0/XXXX", "https://hooks.slack.com/***"),

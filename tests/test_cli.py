@@ -249,6 +249,7 @@ to = ["oncall@example.com"]
     config = config_for(write_config, sim.url, channels)
     slack = notifier("test-channel", "team-slack", "-c", str(config), env={"SLACK_BOT_TOKEN": "xoxb-test"})
     assert slack.returncode == 0, slack.stderr
+    assert "credentials: bot " in slack.stdout  # auth.test answered before the post
     (message,) = slack_server.messages
     assert message["channel"] == "#data-alerts" and "job_sms" in message["text"]
 

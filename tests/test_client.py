@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import re
 import socket
 import threading
@@ -24,6 +23,7 @@ from notifier.core.models import FetchError, FetchResult, JobSnapshot
 from notifier.errors import ConfigError, SourceError
 from notifier.source.client import DgcClient, RateLimiter, retry_delay, select_jobs
 from notifier.source.signer import sign
+from tests.support.fakes import FakeClock, MaxRng
 
 T = TypeVar("T")
 PROJECT = "proj"
@@ -151,30 +151,7 @@ def api() -> Iterator[FakeApi]:
         thread.join(timeout=5)
 
 
-# --- injected time ---------------------------------------------------------------------
-
-class FakeTime:
-    """A monotonic clock that only moves when the client sleeps; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
-class MaxRng(random.Random):
-    """A jitter source that always picks the top of the range, so delays are predictable."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
-
+# --- injected time and jitter ----------------------------------------------------------
 
 def _config(api: FakeApi, **overrides: Any) -> SourceConfig:
     base = SourceConfig(endpoint=api.url, project_id=PROJECT, auth="none", timeout=2.0, concurrency=4,
@@ -182,13 +159,14 @@ def _config(api: FakeApi, **overrides: Any) -> SourceConfig:
     return replace(base, **overrides)
 
 
-def run(config: SourceConfig, call: Callable[[DgcClient], Awaitable[T]], *, time: FakeTime | None = None,
+def run(config: SourceConfig, call: Callable[[DgcClient], Awaitable[T]], *, time: FakeClock | None = None,
         **kwargs: Any) -> tuple[T, DgcClient]:
     """Build a client with fake time and jitter, run one call, close the client."""
-    time = time or FakeTime()
+    time = time or FakeClock()
 
     async def main() -> tuple[T, DgcClient]:
-        async with DgcClient(config, sleep=time.sleep, monotonic=time.monotonic, rng=MaxRng(), **kwargs) as client:
+        async with DgcClient(config, sleep=time.async_sleep, monotonic=time.monotonic, rng=MaxRng(),
+                             **kwargs) as client:
             return await call(client), client
 
     return asyncio.run(main())
@@ -209,7 +187,7 @@ def test_fetch_status_success(api: FakeApi) -> None:
 
 def test_not_found_is_not_retried(api: FakeApi) -> None:
     """400 DLF.0100 becomes a not_found FetchError after exactly one request."""
-    time = FakeTime()
+    time = FakeClock()
     result, client = run(_config(api), lambda c: c.fetch_all(["job_sms"]), time=time)
     assert result == FetchResult(snapshots=(), errors=(FetchError(
         job="job_sms", kind="not_found", message="job_sms: DLF.0100 The job does not exists. (HTTP 400)",
@@ -235,7 +213,7 @@ def test_client_errors_are_not_retried(api: FakeApi, status: int, body: Any) -> 
 
 def test_server_error_then_success_is_retried(api: FakeApi) -> None:
     """A 500 is retried after a jittered backoff and the second answer wins."""
-    time = FakeTime()
+    time = FakeClock()
     api.on(STATUS_PATH.format("j"), Reply(500, {"error_code": "DLF.0001", "error_msg": "busy"}),
            Reply(200, status_body("j")))
     snap, client = run(_config(api), lambda c: c.fetch_status("j"), time=time)
@@ -247,7 +225,7 @@ def test_server_error_then_success_is_retried(api: FakeApi) -> None:
 
 def test_backoff_doubles_and_is_capped(api: FakeApi) -> None:
     """Persistent 503s back off 0.1, 0.2, 0.4 ... capped at backoff_max, then fail as server errors."""
-    time = FakeTime()
+    time = FakeClock()
     api.on(STATUS_PATH.format("j"), Reply(503, b"<html>down</html>"))
     result, _ = run(_config(api, retries=5, backoff_max=0.5), lambda c: c.fetch_all(["j"]), time=time)
     assert time.sleeps == [0.1, 0.2, 0.4, 0.5, 0.5]
@@ -261,7 +239,7 @@ def test_backoff_doubles_and_is_capped(api: FakeApi) -> None:
 ])
 def test_throttled_honours_retry_after(api: FakeApi, headers: dict[str, str], expected_sleep: float) -> None:
     """429 waits as long as Retry-After says (at most 60 s), or 2-5 s without it, then succeeds."""
-    time = FakeTime()
+    time = FakeClock()
     api.on(STATUS_PATH.format("j"),
            Reply(429, {"error_code": "APIG.0308", "error_msg": "The request is throttled."}, headers),
            Reply(200, status_body("j")))
@@ -272,7 +250,7 @@ def test_throttled_honours_retry_after(api: FakeApi, headers: dict[str, str], ex
 
 def test_timeouts_are_retried_then_reported(api: FakeApi) -> None:
     """An API slower than the timeout is retried, then reported as a timeout FetchError."""
-    time = FakeTime()
+    time = FakeClock()
     api.on(STATUS_PATH.format("slow"), Reply(200, status_body("slow"), delay=3.0))
     result, client = run(_config(api, timeout=0.2, retries=1), lambda c: c.fetch_all(["slow"]), time=time)
     (error,) = result.errors
@@ -288,7 +266,7 @@ def test_connection_refused_is_a_network_error(api: FakeApi) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    time = FakeTime()
+    time = FakeClock()
     result, _ = run(_config(api, endpoint=f"http://127.0.0.1:{port}", retries=1), lambda c: c.fetch_all(["j"]),
                     time=time)
     assert result.errors[0].kind == "network"
@@ -342,7 +320,8 @@ def test_fetch_all_keeps_job_order_with_a_bounded_pool() -> None:
         in_progress += 1
         peak = max(peak, in_progress)
         job = request.url.path.split("/")[4]
-        await asyncio.sleep(0.001 * (int(job[1:]) % 3))  # later jobs often answer first
+        for _ in range(1 + 5 * (int(job[1:]) % 3)):  # yield 1, 6 or 11 times, no wall clock: later jobs often
+            await asyncio.sleep(0)                  # answer first (j3 before j2, j7 before j5, ...)
         in_progress -= 1
         if int(job[1:]) % 4 == 0:
             return httpx.Response(404, json={"error_code": "DLF.0100", "error_msg": "gone"})
@@ -460,7 +439,7 @@ def test_queued_requests_do_not_spend_their_timeout_waiting(api: FakeApi) -> Non
 
 def test_rate_limit_spaces_requests(api: FakeApi) -> None:
     """At 10 requests/s, request starts are spaced 0.1 s apart through the injected sleep."""
-    time = FakeTime()
+    time = FakeClock()
     api.handler = lambda seen: Reply(200, status_body(seen.path.split("/")[4]))
     result, client = run(_config(api, max_requests_per_second=10, concurrency=5),
                          lambda c: c.fetch_all([f"j{i}" for i in range(5)]), time=time)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,29 +22,10 @@ from notifier.delivery import Deliverer, DeliveryReport, backoff_delay
 from notifier.errors import ChannelError, StateError
 from notifier.outbox import NewNotification
 from notifier.state import CycleWrite, StateStore
+from tests.support.fakes import FakeClock, MaxRng
 
 T0 = datetime(2024, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
 POLICY = DeliveryConfig(expire=3600.0, backoff=1.0, backoff_max=300.0)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class MaxJitter(random.Random):
-    """Always draws the top of the jitter range, so delays are exact."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
 
 
 Outcome = BaseException | Callable[[Notification], None] | None
@@ -77,15 +58,9 @@ def transient(message: str = "503 Service Unavailable", retry_after: float | Non
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    s = StateStore.open(tmp_path / "state.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """The fake clock, started at T0 (``store`` is the shared fixture of tests/support/stores.py)."""
+    return FakeClock(T0)
 
 
 def queue(store: StateStore, *channels: str, at: datetime = T0) -> tuple[int, ...]:
@@ -99,7 +74,7 @@ def statuses(store: StateStore) -> dict[int, str]:
 
 def deliverer(store: StateStore, clock: FakeClock, *channels: FakeChannel,
               policy: DeliveryConfig = POLICY) -> Deliverer:
-    return Deliverer(store.outbox, {c.name: c for c in channels}, policy, clock=clock, rng=MaxJitter())
+    return Deliverer(store.outbox, {c.name: c for c in channels}, policy, clock=clock, rng=MaxRng())
 
 
 # --- order and isolation -------------------------------------------------------------------
@@ -203,12 +178,12 @@ def test_delivered_rows_are_never_sent_again(store: StateStore, clock: FakeClock
 
 
 def test_swapped_channels_are_used_from_the_next_round(store: StateStore, clock: FakeClock) -> None:
-    """After a reload assigns ``channels``, queued rows go to the new channel objects."""
+    """After a reload swaps ``channels``, queued rows go to the new channel objects."""
     queue(store, "slack")
     old, new = FakeChannel("slack", [transient()]), FakeChannel("slack")
     d = deliverer(store, clock, old)
     d.deliver_due()
-    d.channels = {"slack": new}
+    d.swap_channels({"slack": new})
     clock.advance(1)
     assert d.deliver_due() == DeliveryReport(delivered=1)
     assert (old.sent, new.sent, dict(d.channels)) == ([], [1], {"slack": new})

@@ -1,4 +1,4 @@
-"""The alert lifecycle, driven through diff -> evaluate -> advance with an injected clock."""
+"""The alert lifecycle, driven through the production cycle (``plan_cycle``) with an injected clock."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from notifier.core.cycle import CyclePlan, plan_cycle
 from notifier.core.diff import diff_job
-from notifier.core.lifecycle import LifecycleResult, advance
+from notifier.core.lifecycle import advance
 from notifier.core.models import (
     Alert,
     AlertState,
     EntityKey,
     EntityState,
+    FetchError,
+    FetchResult,
     JobSnapshot,
     NodeStatus,
     Rule,
@@ -33,32 +36,43 @@ HOUR = timedelta(hours=1)
 
 
 class World:
-    """The service's cycle in miniature: remembered entities and alert states, advanced one poll at a time."""
+    """The service's remembered entities and alert states, advanced one poll at a time by ``plan_cycle``.
+
+    ``plan_cycle`` is the cycle ``notifier run`` makes (diff, evaluate, inhibition, advance),
+    minus the I/O: World stands in for the state store, keeping what the plan says to keep.
+    """
 
     def __init__(self, rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState] | None = None,
                  alerts: Mapping[str, AlertState] | None = None) -> None:
         self.rules = tuple(rules)
         self.entities: dict[EntityKey, EntityState] = dict(entities or {})
         self.alerts: dict[str, AlertState] = dict(alerts or {})
-        self.last: LifecycleResult | None = None
+        self.last: CyclePlan | None = None
 
     def cycle(self, now: datetime, *snapshots: JobSnapshot, failed: Iterable[str] = ()) -> tuple[Alert, ...]:
-        transitions = []
-        for snap in snapshots:
-            d = diff_job({k: v for k, v in self.entities.items() if k[0] == snap.name}, snap, now)
-            for key in d.removed:
-                del self.entities[key]
-            self.entities.update(d.entities)
-            transitions.extend(d.transitions)
-        conditions, events = evaluate(self.rules, self.entities, transitions, now)
-        evaluated = {s.name for s in snapshots} - set(failed)
-        self.last = advance(self.rules, conditions, events, self.alerts, self.entities, evaluated, now)
-        self.alerts = dict(self.last.states)
-        return self.last.notify
+        """One cycle in which the source answered ``snapshots``, except for the ``failed`` jobs' fetches."""
+        plan = self.last = plan_cycle(self.rules, self.entities, self.alerts, fetched(snapshots, failed), None, now)
+        # keep what the store would: the old rows with the plan's deletes and upserts applied
+        gone, dropped = set(plan.deletes), set(plan.alert_deletes)
+        self.entities = {k: e for k, e in self.entities.items() if k not in gone} | {e.key: e for e in plan.upserts}
+        self.alerts = {fp: a for fp, a in self.alerts.items() if fp not in dropped} | {
+            a.fingerprint: a for a in plan.alert_upserts}
+        assert self.entities == dict(plan.entities) and self.alerts == dict(plan.alerts), "writes disagree with plan"
+        return plan.notify
 
     def restarted(self, *, keep_alerts: bool = True) -> World:
         """A new process reading the persisted state back (deep copies: no shared objects survive)."""
         return World(self.rules, copy.deepcopy(self.entities), copy.deepcopy(self.alerts) if keep_alerts else {})
+
+
+def fetched(snapshots: Iterable[JobSnapshot], failed: Iterable[str] = ()) -> FetchResult:
+    """What the source returns: a snapshot per job that answered, a server error for each ``failed`` one."""
+    down = set(failed)
+    return FetchResult(
+        snapshots=tuple(s for s in snapshots if s.name not in down),
+        errors=tuple(FetchError(job=job, kind="server", message=f"{job}: 503 Service Unavailable", status_code=503)
+                     for job in sorted(down)),
+    )
 
 
 def sms(step: int = 0, ges: str = "EXCEPTION", status: str = "NORMAL", streams_move: bool = True,
@@ -280,6 +294,23 @@ def test_unchanged_states_are_returned_equal() -> None:
     before = copy.deepcopy(world.alerts)
     world.cycle(T0 + MIN, sms(1), orders("STARTTING"))
     assert world.alerts == before
+    assert world.last is not None and (world.last.alert_upserts, world.last.alert_deletes) == ((), ())
+
+
+# --- inhibition ----------------------------------------------------------------------
+
+def test_job_exception_mutes_its_node_alerts() -> None:
+    """With the shipped rules a job in EXCEPTION sends one job message, not one per failing node.
+
+    The muted node alert keeps firing silently and goes out once the job alert resolves.
+    """
+    world = World(DEFAULT_RULES)
+    assert [(a.rule, a.node) for a in world.cycle(T0, sms(0, status="EXCEPTION"))] == [("job-exception", None)]
+    assert world.alerts[fingerprint("node-exception", "job_sms", "DLI_SMS_GES")].phase == "firing"
+    assert world.cycle(T0 + MIN, sms(1, status="EXCEPTION")) == ()
+    assert [(a.status, a.rule, a.node) for a in world.cycle(T0 + 2 * MIN, sms(2))] == [
+        ("resolved", "job-exception", None), ("firing", "node-exception", "DLI_SMS_GES")]
+    assert world.cycle(T0 + 3 * MIN, sms(3)) == ()
 
 
 # --- events --------------------------------------------------------------------------

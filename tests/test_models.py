@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 import jinja2
 import pytest
 
-from notifier.core.models import NO_COUNTERS, Counters, EntitiesByJob, EntityState, compact_counters
+from notifier.core.counters import NO_COUNTERS, Counters, compact_counters
+from notifier.core.models import EntitiesByJob, EntityState
 
 T0 = datetime(2019, 3, 1, 3, 0, tzinfo=timezone.utc)
 VALUES = {"totalGetBytes": 10, "totalGetRecords": 2, "totalPutBytes": 30, "totalPutRecords": 4}

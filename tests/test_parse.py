@@ -12,12 +12,11 @@ import httpx
 import pytest
 
 from notifier.errors import SourceError
+from notifier.httputil import parse_retry_after, source_excerpt
 from notifier.source.parse import (
     MISSING_NODE_STATUS,
-    excerpt_of,
     parse_error,
     parse_job_list,
-    parse_retry_after,
     parse_status,
 )
 
@@ -266,4 +265,4 @@ def test_bad_job_list(body: bytes) -> None:
 
 def test_excerpt_truncates() -> None:
     """Excerpts end with an ellipsis when cut."""
-    assert excerpt_of(b"a" * 500, limit=10) == "aaaaaaa..."
+    assert source_excerpt(b"a" * 500, limit=10) == "aaaaaaa..."

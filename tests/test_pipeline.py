@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from notifier.simulator import ManualClock, Simulator, load_scenario
+from tests.conftest import WriteConfig
 from tests.pipeline_support import (
     NODE_EXCEPTION,
     LinkedClock,
@@ -17,6 +17,8 @@ from tests.pipeline_support import (
 )
 from tests.support.webhook_receiver import WebhookReceiver
 
+MakePipeline = Callable[..., Pipeline]
+
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
@@ -25,23 +27,33 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture
-def clock(sim: Simulator) -> LinkedClock:  # type: ignore[override]
+def clock(sim: Simulator) -> LinkedClock:
+    """notifier's clock, linked to the simulator's scenario clock (overrides the plain one of conftest)."""
     return LinkedClock(sim, sim.clock)  # type: ignore[arg-type]
 
 
-def make(write_config, sim: Simulator, clock: LinkedClock, hook: WebhookReceiver, rules: str,  # type: ignore[no-untyped-def]
-         jobs: str = 'names = ["job_sms"]') -> Pipeline:
-    path = write_config(source=source_toml(sim.url), rules=rules, channels=webhook_toml(hook.url), jobs=jobs)
-    return Pipeline(path, clock)
+@pytest.fixture
+def make_pipeline(write_config: WriteConfig, sim: Simulator, clock: LinkedClock) -> Iterator[MakePipeline]:
+    """Build pipelines polling the simulator and posting to a webhook; every one is closed after the test."""
+    made: list[Pipeline] = []
 
+    def make(rules: str, hook: WebhookReceiver | str, jobs: str = 'names = ["job_sms"]') -> Pipeline:
+        url = hook if isinstance(hook, str) else hook.url
+        path = write_config(source=source_toml(sim.url), rules=rules, channels=webhook_toml(url), jobs=jobs)
+        made.append(Pipeline(path, clock))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
 
 def alerts_of(hook: WebhookReceiver) -> list[dict]:
     return [a for r in hook.requests for a in r.json["alerts"]]
 
 
-def test_seed_example_fires_once_then_resolves_once(write_config, sim, clock, webhook_receiver) -> None:
+def test_seed_example_fires_once_then_resolves_once(make_pipeline, sim, clock, webhook_receiver) -> None:
     """The API document's example fires one node alert, stays quiet, and sends one resolved message on recovery."""
-    p = make(write_config, sim, clock, webhook_receiver, NODE_EXCEPTION)
+    p = make_pipeline(NODE_EXCEPTION, webhook_receiver)
     p.cycle()
     assert len(webhook_receiver.requests) == 1
     body = webhook_receiver.requests[0].json
@@ -66,18 +78,16 @@ def test_seed_example_fires_once_then_resolves_once(write_config, sim, clock, we
     assert resolved["status"] == "resolved"
     assert resolved["alerts"][0]["fingerprint"] == alert["fingerprint"]
     assert resolved["alerts"][0]["ends_at"] is not None
-    p.close()
 
 
-def test_restart_does_not_resend_a_firing_alert(write_config, sim, clock, webhook_receiver) -> None:
+def test_restart_does_not_resend_a_firing_alert(make_pipeline, sim, clock, webhook_receiver) -> None:
     """A process restart between cycles sends nothing new for an alert that already fired."""
-    p = make(write_config, sim, clock, webhook_receiver, NODE_EXCEPTION)
+    p = make_pipeline(NODE_EXCEPTION, webhook_receiver)
     p.cycle()
     p.restart()
     clock.advance(60)
     p.cycle()
     assert len(webhook_receiver.requests) == 1
-    p.close()
 
 
 STUCK = """
@@ -96,11 +106,11 @@ for = "10m"
 """
 
 
-def test_starting_fires_after_for_and_restart_keeps_the_clock(write_config, sim, clock, webhook_receiver) -> None:
+def test_starting_fires_after_for_and_restart_keeps_the_clock(make_pipeline, sim, clock, webhook_receiver) -> None:
     """STARTTING fires only once `for` has elapsed, and a restart in between does not reset the clock."""
     sim.set_job_status("job_sms", "STARTTING")
     sim.set_node_status("job_sms", "DIS_INPUT", "STARTTING")
-    p = make(write_config, sim, clock, webhook_receiver, STUCK)
+    p = make_pipeline(STUCK, webhook_receiver)
     p.cycle()
     clock.advance(6 * 60)
     p.cycle()
@@ -114,7 +124,6 @@ def test_starting_fires_after_for_and_restart_keeps_the_clock(write_config, sim,
     p.cycle()
     fired = sorted((a["rule"], a["node"]) for a in alerts_of(webhook_receiver))
     assert fired == [("job-stuck-starting", None), ("node-stuck-starting", "DIS_INPUT")]
-    p.close()
 
 
 TRANSITION = """
@@ -125,9 +134,9 @@ transition = { from = ["NORMAL"], to = ["STOPPED", "STOPPING"] }
 """
 
 
-def test_transition_rule_fires_once_per_transition(write_config, sim, clock, webhook_receiver) -> None:
+def test_transition_rule_fires_once_per_transition(make_pipeline, sim, clock, webhook_receiver) -> None:
     """Each NORMAL -> STOPPED transition sends exactly one event; staying stopped sends nothing."""
-    p = make(write_config, sim, clock, webhook_receiver, TRANSITION)
+    p = make_pipeline(TRANSITION, webhook_receiver)
     p.cycle()
     for status, expected in [("STOPPED", 1), ("STOPPED", 1), ("NORMAL", 1), ("STOPPED", 2), ("STOPPED", 2)]:
         sim.set_job_status("job_sms", status)
@@ -136,7 +145,6 @@ def test_transition_rule_fires_once_per_transition(write_config, sim, clock, web
         assert len(webhook_receiver.requests) == expected, status
     event = alerts_of(webhook_receiver)[0]
     assert (event["rule"], event["state"], event["previous_state"]) == ("job-stopped", "STOPPED", "NORMAL")
-    p.close()
 
 
 STALLED = """
@@ -150,9 +158,9 @@ for = "15m"
 """
 
 
-def test_stalled_rule_fires_when_counter_stops_for_the_duration(write_config, sim, clock, webhook_receiver) -> None:
+def test_stalled_rule_fires_when_counter_stops_for_the_duration(make_pipeline, sim, clock, webhook_receiver) -> None:
     """stream-stalled fires once totalPutRecords has not moved for 15 minutes, not before."""
-    p = make(write_config, sim, clock, webhook_receiver, STALLED)
+    p = make_pipeline(STALLED, webhook_receiver)
     p.cycle()  # first sight of the counter
     clock.advance(10 * 60)
     sim.set_counters("job_sms", "DIS_INPUT", totalPutRecords=70342)
@@ -164,7 +172,6 @@ def test_stalled_rule_fires_when_counter_stops_for_the_duration(write_config, si
     p.cycle()
     (alert,) = alerts_of(webhook_receiver)
     assert (alert["rule"], alert["node"], alert["state"]) == ("stream-stalled", "DIS_INPUT", "NORMAL")
-    p.close()
 
 
 @pytest.mark.parametrize("fault, kind", [
@@ -173,10 +180,10 @@ def test_stalled_rule_fires_when_counter_stops_for_the_duration(write_config, si
     ({"kind": "html", "status": 200}, "bad_response"),
     ({"kind": "missing_status"}, "bad_response"),
 ], ids=["5xx", "429", "not-json", "no-status"])
-def test_source_failure_keeps_alerts_and_sends_nothing(write_config, sim, clock, webhook_receiver,
+def test_source_failure_keeps_alerts_and_sends_nothing(make_pipeline, sim, clock, webhook_receiver,
                                                        fault, kind) -> None:
     """A failed poll is an error for that job only: its firing alert is neither resolved nor re-sent."""
-    p = make(write_config, sim, clock, webhook_receiver, NODE_EXCEPTION)
+    p = make_pipeline(NODE_EXCEPTION, webhook_receiver)
     p.cycle()
     sim.set_fault("job_sms", **fault)
     clock.advance(60)
@@ -189,28 +196,24 @@ def test_source_failure_keeps_alerts_and_sends_nothing(write_config, sim, clock,
     clock.advance(60)
     report = p.cycle()
     assert report.errors == () and len(webhook_receiver.requests) == 1
-    p.close()
 
 
-def test_unknown_job_is_an_error_for_that_job_only(write_config, sim, clock, webhook_receiver) -> None:
+def test_unknown_job_is_an_error_for_that_job_only(make_pipeline, sim, clock, webhook_receiver) -> None:
     """400 DLF.0100 for one watched job does not stop the others from alerting."""
-    p = make(write_config, sim, clock, webhook_receiver, NODE_EXCEPTION, jobs='names = ["job_sms", "job_gone"]')
+    p = make_pipeline(NODE_EXCEPTION, webhook_receiver, jobs='names = ["job_sms", "job_gone"]')
     report = p.cycle()
     assert [(e.job, e.kind, e.error_code) for e in report.errors] == [("job_gone", "not_found", "DLF.0100")]
     assert not report.source_failed
     assert len(webhook_receiver.requests) == 1
-    p.close()
 
 
-def test_channel_down_queues_then_delivers_each_once_in_order(write_config, sim, clock, tmp_path: Path) -> None:
+def test_channel_down_queues_then_delivers_each_once_in_order(make_pipeline, sim, clock) -> None:
     """While the webhook is down notifications queue; when it is back each is delivered once, in order."""
     hook = WebhookReceiver().start()
     port = hook.port
     url = hook.url
     hook.stop()
-    rules = NODE_EXCEPTION + TRANSITION
-    path = write_config(source=source_toml(sim.url), rules=rules, channels=webhook_toml(url))
-    p = Pipeline(path, clock)
+    p = make_pipeline(NODE_EXCEPTION + TRANSITION, url)
     p.cycle()  # node alert fires: queued, delivery fails
     for status in ("STOPPED", "NORMAL", "STOPPED"):
         sim.set_job_status("job_sms", status)
@@ -232,4 +235,3 @@ def test_channel_down_queues_then_delivers_each_once_in_order(write_config, sim,
     ids = [int(i) for _, i in kinds]
     assert ids == sorted(ids) and len(set(ids)) == 3
     assert p.store.outbox.rows(("pending",)) == ()
-    p.close()

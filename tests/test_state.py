@@ -7,7 +7,6 @@ import math
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -57,15 +56,9 @@ def snapshot(store: StateStore) -> tuple[object, ...]:
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "state.db"
-
-
-@pytest.fixture
-def store(path: Path) -> Iterator[StateStore]:
-    s = StateStore.open(path)
-    yield s
-    s.close()
+def path(state_path: Path) -> Path:
+    """The state file, in a directory opening creates; the ``store`` fixture (tests/support/stores.py) uses it."""
+    return state_path
 
 
 # --- opening ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from notifier.core.models import MessageGroup, Notification, Payload
 
@@ -37,6 +37,14 @@ class Channel(Protocol):
 
     def close(self) -> None:
         """Release clients and sockets."""
+
+
+@runtime_checkable
+class Identifies(Protocol):
+    """A channel that can say, without sending anything, whose credentials it uses (Slack's ``auth.test``)."""
+
+    def check(self) -> str:
+        """Describe the identity the credentials belong to, or raise ChannelError(retryable=...)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The webhook channel: the JSON payload of DESIGN.md section 5, POSTed to a URL.
+"""The webhook channel: the JSON payload (a contract: ARCHITECTURE.md, "Contracts"), POSTed to a URL.
 
 The payload is a contract, so it has two sources that must agree: the default template
 ``default.webhook.j2`` (which a user may override to suit another receiver) and
@@ -8,8 +8,8 @@ fallback when a template fails or does not produce a JSON object.
 Delivery: one POST of ``json.dumps(payload)`` in compact form, optionally signed with
 HMAC-SHA256 over exactly those bytes (``X-Notifier-Signature: sha256=<hex>``), with the
 notification id in ``Idempotency-Key``/``X-Notifier-Id`` so a receiver can drop the
-duplicates that at-least-once delivery produces. ``http.py`` decides what is retryable;
-the URL (which may hold a secret) only ever appears redacted.
+duplicates that at-least-once delivery produces. ``notifier.httputil`` decides what is
+retryable (and reads ``Retry-After``); the URL (which may hold a secret) only ever appears redacted.
 """
 
 from __future__ import annotations

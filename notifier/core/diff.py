@@ -11,18 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from notifier.core.models import (
-    NO_COUNTERS,
-    Counters,
-    EntityKey,
-    EntityState,
-    JobDiff,
-    JobSnapshot,
-    NodeStatus,
-    Transition,
-    compact_counters,
-    normalize_status,
-)
+from notifier.core.counters import NO_COUNTERS, Counters, compact_counters
+from notifier.core.models import EntityKey, EntityState, JobDiff, JobSnapshot, NodeStatus, Transition, normalize_status
 
 
 def diff_job(previous: Mapping[EntityKey, EntityState], snapshot: JobSnapshot, now: datetime) -> JobDiff:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from notifier.core.durations import format_duration
-from notifier.core.models import EntityState, Rule, Transition
+from notifier.core.models import Alert, EntityState, Rule, Transition
 
 SUMMARY_FIELDS = ("job", "node", "node_type", "state", "previous_state", "rule", "severity", "duration", "counter")
 """Placeholders a rule's ``summary`` may use, e.g. ``"{job}/{node} is {state} since {duration}"``."""
@@ -74,7 +74,7 @@ def firing(rule: Rule, *, subject: str, entity: EntityState, active_since: datet
         return f"{subject} still in {entity.status} after {_fmt(held)}"
     if rule.for_ == 0 and entity.previous_status:
         ago = f" {_fmt(held)} ago" if held >= _FRESH_SECONDS else ""
-        return f"{subject} entered {entity.status} (was {entity.previous_status}){ago}"
+        return f"{subject} entered {entity.status}{_was(entity.previous_status)}{ago}"
     if held >= _FRESH_SECONDS or rule.for_ > 0:  # with `for`, how long it held is the point
         return f"{subject} in {entity.status} for {_fmt(held)}"
     return f"{subject} in {entity.status}"
@@ -98,7 +98,28 @@ def resolved(rule: Rule, *, subject: str, entity: EntityState | None, last_state
 def event(transition: Transition) -> str:
     """"job_sms: STOPPED (was NORMAL)"."""
     subject = transition.node or transition.job
-    return f"{subject}: {transition.to_status} (was {transition.from_status})"
+    return f"{subject}: {transition.to_status}{_was(transition.from_status)}"
+
+
+def headline(alert: Alert) -> str:
+    """The alert's line for a Slack header or a mail subject, where the body already says where it came from.
+
+    A firing condition drops its "(was NORMAL)"; an event keeps it (the transition is
+    the news); a resolved alert keeps its whole summary.
+    """
+    who = alert.node or alert.job
+    if alert.status == "resolved":
+        return alert.summary or f"{who} back to {alert.state}"
+    if not alert.summary:
+        return f"{who} entered {alert.state}"
+    if alert.event or not alert.previous_state:
+        return alert.summary
+    return alert.summary.replace(_was(alert.previous_state), "", 1) or alert.summary
+
+
+def _was(previous: str | None) -> str:
+    """Where a state came from, as every summary writes it."""
+    return f" (was {previous})" if previous else ""
 
 
 def _fmt(seconds: float) -> str:

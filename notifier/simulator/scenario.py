@@ -56,7 +56,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from notifier.core.models import COUNTER_NAMES
+from notifier.core.counters import COUNTER_NAMES
 from notifier.errors import ConfigError
 from notifier.strict_toml import TableReader, load_toml
 

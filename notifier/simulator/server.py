@@ -39,7 +39,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TextIO, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from notifier.core.models import COUNTER_NAMES
+from notifier.core.counters import COUNTER_NAMES
 from notifier.simulator.scenario import (
     EMPTY,
     Fault,

@@ -15,7 +15,6 @@ from notifier.source.client import (
 from notifier.source.parse import (
     parse_error,
     parse_job_list,
-    parse_retry_after,
     parse_status,
 )
 from notifier.source.signer import sign
@@ -26,7 +25,6 @@ __all__ = [
     "RateLimiter",
     "parse_error",
     "parse_job_list",
-    "parse_retry_after",
     "parse_status",
     "retry_delay",
     "select_jobs",

@@ -14,25 +14,22 @@ import math
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any
 
-from notifier.core.models import Counters, JobSnapshot, NodeStatus, normalize_status
+from notifier.core.counters import Counters
+from notifier.core.models import JobSnapshot, NodeStatus, normalize_status
 from notifier.errors import SourceError
+from notifier.httputil import HeaderMapping, get_header, parse_retry_after, source_excerpt
 
 log = logging.getLogger(__name__)
 
 MISSING_NODE_STATUS = "UNKNOWN"
 """Status given to a node entry that has a name but no status (the field is optional in the API)."""
 
-EXCERPT_LENGTH = 120
-
 NOT_FOUND_CODES = frozenset({"DLF.0100"})
 AUTH_CODES = frozenset({"APIG.0301", "APIGW.0301", "DLF.6888"})
 THROTTLED_CODES = frozenset({"APIG.0308", "APIGW.0308"})
-
-Headers = Mapping[str, str]
 
 
 # --- job status -----------------------------------------------------------------------
@@ -165,7 +162,7 @@ def parse_job_list(body: bytes) -> tuple[int, tuple[str, ...]]:
 
 # --- errors ---------------------------------------------------------------------------
 
-def parse_error(status_code: int, body: bytes, headers: Headers, *, job: str | None = None,
+def parse_error(status_code: int, body: bytes, headers: HeaderMapping, *, job: str | None = None,
                 now: datetime | None = None) -> SourceError:
     """Classify a non-2xx answer into a SourceError whose message names the error code.
 
@@ -174,7 +171,7 @@ def parse_error(status_code: int, body: bytes, headers: Headers, *, job: str | N
     """
     code, text, request_id = _error_fields(body)
     kind = classify(status_code, code)
-    retry_after = parse_retry_after(_get_ignore_case(headers, "Retry-After"), now)
+    retry_after = parse_retry_after(get_header(headers, "Retry-After"), now)
     detail = " ".join(p for p in (code, text) if p) or _reason(status_code, body)
     suffix = f"HTTP {status_code}" + (f", request_id={request_id}" if request_id else "")
     message = f"{job + ': ' if job else ''}{detail} ({suffix})"
@@ -198,28 +195,6 @@ def classify(status_code: int, error_code: str | None) -> str:
     if 500 <= status_code <= 599:
         return "server"
     return "error"
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds (>= 0): delta-seconds, or an HTTP-date relative to ``now``."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    if now is None:
-        return None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max((when - now).total_seconds(), 0.0)
 
 
 def _error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
@@ -252,19 +227,11 @@ def _reason(status_code: int, body: bytes) -> str:
         phrase = HTTPStatus(status_code).phrase
     except ValueError:
         phrase = "unexpected status"
-    excerpt = excerpt_of(body)
+    excerpt = source_excerpt(body)
     return f"{phrase}: {excerpt}" if excerpt else phrase
 
 
 # --- shared helpers -------------------------------------------------------------------
-
-def excerpt_of(body: bytes, limit: int = EXCERPT_LENGTH) -> str:
-    """A short, single-line, printable excerpt of a body, safe to put in a log line."""
-    text = body[: limit * 4].decode("utf-8", errors="replace")
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
 
 def _json_object(job: str | None, body: bytes, *, what: str) -> dict[str, Any]:
     try:
@@ -280,15 +247,7 @@ _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", boo
 
 
 def _bad(job: str | None, problem: str, body: bytes) -> SourceError:
-    excerpt = excerpt_of(body)
+    excerpt = source_excerpt(body)
     prefix = f"{job}: " if job else ""
     shown = f": {excerpt!r}" if excerpt else " (empty body)"
     return SourceError(f"{prefix}{problem}{shown}", kind="bad_response")
-
-
-def _get_ignore_case(headers: Headers, name: str) -> str | None:
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value
-    return None

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from notifier.httputil import get_header
+
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 HEADER_DATE = "X-Sdk-Date"
@@ -44,14 +46,14 @@ def sign(method: str, url: str, headers: Mapping[str, str], body: bytes, ak: str
         raise ValueError("ak and sk are required to sign a request")
     parts = urlsplit(url)
     added: dict[str, str] = {}
-    content_type = _get_ignore_case(headers, "Content-Type")
+    content_type = get_header(headers, "Content-Type")
     if content_type and not content_type.startswith(("application/json", "application/bson")):
         added[HEADER_CONTENT_SHA256] = UNSIGNED_PAYLOAD
-    date = _get_ignore_case(headers, HEADER_DATE)
+    date = get_header(headers, HEADER_DATE)
     if date is None:
         date = format_date(now)
         added[HEADER_DATE] = date
-    if _get_ignore_case(headers, HEADER_HOST) is None:
+    if get_header(headers, HEADER_HOST) is None:
         added[HEADER_HOST] = parts.netloc
     all_headers = {**headers, **added}
     signed = signed_header_names(all_headers)
@@ -114,7 +116,7 @@ def signed_header_names(headers: Mapping[str, str]) -> tuple[str, ...]:
 def _payload_hash(headers: Mapping[str, str], body: bytes) -> str:
     if not body:
         return EMPTY_SHA256
-    declared = _get_ignore_case(headers, HEADER_CONTENT_SHA256)
+    declared = get_header(headers, HEADER_CONTENT_SHA256)
     return declared or hashlib.sha256(body).hexdigest()
 
 
@@ -129,11 +131,3 @@ def _sorted_pairs(params: QueryParams) -> list[tuple[str, object]]:
         return sorted(pairs)
     except TypeError:
         return sorted(pairs, key=lambda pair: (pair[0], str(pair[1])))
-
-
-def _get_ignore_case(headers: Mapping[str, str], name: str) -> str | None:
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value
-    return None
