@@ -86,7 +86,7 @@ def worker(jobs: int, url: str) -> dict[str, float]:
 
         async def run() -> dict[str, float]:
             bare = await bare_fetch(url, project, names)
-            app = App(config)
+            app = await App.open(config)
             try:
                 store = app.store
                 figures: dict[str, float] = {"bare_fetch_s": bare}

@@ -13,23 +13,27 @@ The daemon runs ``apply`` in a worker thread so delivery never waits for it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from notifier.channels import CHANNEL_TYPES
 from notifier.clock import utcnow
+from notifier.config import SourceConfig
 from notifier.core.cycle import group_alerts, plan_cycle
-from notifier.core.models import AlertState, Clock, EntitiesByJob, FetchError, FetchResult, MessageGroup
+from notifier.core.meta import STATE_UNWRITABLE, Health, missing_counts, state_alert
+from notifier.core.models import AlertState, Clock, EntitiesByJob, FetchError, FetchResult, MessageGroup, Notification
 from notifier.delivery import Deliverer, DeliveryReport
-from notifier.errors import SourceError
+from notifier.errors import SourceError, StateError
 from notifier.lock import ProcessLock
 from notifier.outbox import NewNotification
 from notifier.render import Renderer
 from notifier.runtime import Runtime, Wiring, load_runtime
-from notifier.state import SOURCE_FAILURES_KEY, CycleWrite, StateStore
+from notifier.state import JOBS_MISSING_KEY, SOURCE_FAILURES_KEY, CycleWrite, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class Fetched:
     watched: tuple[str, ...] | None  # None when discovery failed: forget no job
     at: datetime
     discovery_error: str | None = None
+    discovery_auth: bool = False  # discovery failed because the credentials were refused
     requests: int = 0  # HTTP requests this cycle sent, retries included
     retries: int = 0
 
@@ -96,15 +101,14 @@ class Poller:
     entities: EntitiesByJob = field(default_factory=EntitiesByJob)
     alerts: dict[str, AlertState] = field(default_factory=dict)
     source_failures: int = 0
+    missing: dict[str, int] = field(default_factory=dict)  # job -> cycles in a row it was not found
+    unwritable_since: datetime | None = None  # the state file refused a commit (in memory: it cannot be stored)
 
     def __post_init__(self) -> None:
         self.entities = EntitiesByJob.group(self.store.load_entities())
         self.alerts = self.store.load_alerts()
         self.source_failures = int(self.store.get_meta(SOURCE_FAILURES_KEY) or 0)
-
-    async def cycle(self, wiring: Wiring) -> CycleReport:
-        """Fetch every watched job, then plan, render and commit in one transaction."""
-        return self.apply(wiring, await self.fetch(wiring))
+        self.missing = json.loads(self.store.get_meta(JOBS_MISSING_KEY) or "{}")
 
     async def fetch(self, wiring: Wiring) -> Fetched:
         """The I/O half of a cycle: resolve the watched jobs and fetch them all."""
@@ -112,40 +116,58 @@ class Poller:
         client, jobs = wiring.client, wiring.config.jobs
         before = (client.stats.requests, client.stats.retries)
         discovery_error: str | None = None
+        discovery_auth = False
         try:
             names = await client.resolve_jobs(jobs)
             watched: tuple[str, ...] | None = names
         except SourceError as exc:
             # discovery failed: poll the jobs we already know, and forget none of them
             log.error("job discovery failed, polling known jobs: %s", exc)
-            discovery_error = str(exc)
+            discovery_error, discovery_auth = str(exc), exc.kind == "auth"
             names = tuple(sorted(set(self.entities.groups) | set(jobs.names)))
             watched = None
         result = await client.fetch_all(names)
         return Fetched(result=result, names=names, watched=watched, at=now, discovery_error=discovery_error,
-                       requests=client.stats.requests - before[0], retries=client.stats.retries - before[1])
+                       discovery_auth=discovery_auth, requests=client.stats.requests - before[0],
+                       retries=client.stats.retries - before[1])
 
     def apply(self, wiring: Wiring, fetched: Fetched) -> CycleReport:
         """The synchronous half of a cycle: plan, compose, commit, then adopt the new view."""
         runtime, result, now = wiring.runtime, fetched.result, fetched.at
-        plan = plan_cycle(runtime.rules, self.entities, self.alerts, result, fetched.watched, now)
+        config = runtime.config
+        source_failed = _source_failed(result, fetched.discovery_error)
+        failures = self.source_failures + 1 if source_failed else 0
+        missing = missing_counts(self.missing, result)
+        health = Health(
+            source_failures=failures, source_error=_first_error(fetched) if source_failed else None,
+            auth_error=_auth_error(fetched, config.source), missing=missing,
+            failing_channels=self.store.outbox.failing_channels(now, config.meta.channel_stuck),
+        )
+        mutes = (*self.store.silences.current(now), *config.maintenance)
+        plan = plan_cycle(runtime.all_rules, self.entities, self.alerts, result, fetched.watched, now,
+                          mutes=mutes, acked=self.store.silences.acks().keys(), health=health,
+                          meta_policy=config.meta)
         for job in plan.forgotten:
             log.info("job no longer watched, forgetting its state job=%s", job)
-        grouping = group_alerts(plan.notify, runtime.config.channels)
+        grouping = group_alerts(plan.notify, config.channels)
         for channel, rule in grouping.unknown:
             log.warning("alert names an unknown channel, skipped channel=%s rule=%s", channel, rule)
         notifications = compose(runtime, grouping.groups, now)
-        source_failed = _source_failed(result, fetched.discovery_error)
-        failures = self.source_failures + 1 if source_failed else 0
-        self.store.commit_cycle(CycleWrite(
-            at=now, upsert_entities=plan.upserts, delete_entities=plan.deletes,
-            upsert_alerts=plan.alert_upserts, delete_alerts=plan.alert_deletes,
-            notifications=notifications, meta={SOURCE_FAILURES_KEY: str(failures)},
-        ))
+        if self.unwritable_since is not None:  # this commit is the first that can say it works again
+            notifications += compose(runtime, self._state_groups(runtime, "", now, resolved=True), now)
+        try:
+            self.store.commit_cycle(CycleWrite(
+                at=now, upsert_entities=plan.upserts, delete_entities=plan.deletes,
+                upsert_alerts=plan.alert_upserts, delete_alerts=plan.alert_deletes, notifications=notifications,
+                meta={SOURCE_FAILURES_KEY: str(failures), JOBS_MISSING_KEY: json.dumps(missing, sort_keys=True)},
+            ))
+        except StateError as exc:
+            self._announce_unwritable(wiring, str(exc), now)
+            raise
         # adopt only after the commit succeeded: a failed commit leaves memory == disk
         self.entities = plan.entities  # immutable: adopted as is, no copy
         self.alerts = dict(plan.alerts)
-        self.source_failures = failures
+        self.source_failures, self.missing, self.unwritable_since = failures, missing, None
         report = CycleReport(
             at=now, jobs=len(fetched.names), fetched=len(result.snapshots), errors=result.errors,
             transitions=len(plan.transitions), notifications=len(notifications),
@@ -155,6 +177,54 @@ class Poller:
         )
         log.info(report.summary())
         return report
+
+    def _state_groups(self, runtime: Runtime, detail: str, now: datetime, *, resolved: bool
+                      ) -> tuple[MessageGroup, ...]:
+        rule = next(r for r in runtime.meta_rules if r.name == STATE_UNWRITABLE)
+        alert = state_alert(rule, detail, self.unwritable_since or now, now, resolved=resolved)
+        return group_alerts((alert,), runtime.config.channels).groups
+
+    def _announce_unwritable(self, wiring: Wiring, error: str, now: datetime) -> None:
+        """The state file refused the commit: tell every channel directly (the outbox is in that file), once."""
+        if self.unwritable_since is not None:
+            return
+        self.unwritable_since = now
+        log.error("state file not writable; alerting the channels directly: %s", error)
+        for n in compose(wiring.runtime, self._state_groups(wiring.runtime, error, now, resolved=False), now):
+            try:
+                wiring.channels[n.channel].send(Notification(id=0, channel=n.channel, group=n.group,
+                                                             payload=n.payload, created_at=now))
+            except Exception as exc:  # noqa: BLE001 (one broken channel must not stop the others)
+                log.error("could not tell channel %s that the state file is not writable: %s", n.channel, exc)
+
+
+def _first_error(fetched: Fetched) -> str:
+    if fetched.discovery_error is not None:
+        return f"job discovery failed: {fetched.discovery_error}"
+    errors = fetched.result.errors
+    return f"{errors[0].message}" + (f" (and {len(errors) - 1} more jobs)" if len(errors) > 1 else "")
+
+
+def _auth_error(fetched: Fetched, source: SourceConfig) -> str | None:
+    """This cycle's auth refusal and where the credentials came from (names only, never values)."""
+    refused = next((e.message for e in fetched.result.errors if e.kind == "auth"), None)
+    if refused is None and fetched.discovery_auth:
+        refused = fetched.discovery_error
+    if refused is None:
+        return None
+    return f"{refused}; {describe_auth(source)}"
+
+
+def describe_auth(source: SourceConfig) -> str:
+    """``auth = aksk: AK from environment variable HUAWEICLOUD_SDK_AK, SK from file /run/...``."""
+    def where(env: str, file: str | None) -> str:
+        return f"file {file}" if file else f"environment variable {env}"
+    if source.auth == "aksk":
+        return (f"auth = aksk: AK from {where(source.ak_env, source.ak_file)}, "
+                f"SK from {where(source.sk_env, source.sk_file)}")
+    if source.auth == "token":
+        return f"auth = token: token from {where(source.token_env, source.token_file)}"
+    return "auth = none: the endpoint wants credentials (set [source] auth)"
 
 
 def _source_failed(result: FetchResult, discovery_error: str | None) -> bool:
@@ -169,27 +239,41 @@ def _source_failed(result: FetchResult, discovery_error: str | None) -> bool:
 class App:
     """One process's notifier: lock, state store, wiring, poller and deliverer, built from a config path.
 
-    Use it inside one event loop (the DGC client's connections belong to it) and close
-    it with ``aclose``. ``reload`` builds a new ``Wiring`` and swaps it in whole.
+    Open it with ``App.open`` inside the event loop it will run on (the DGC client's
+    connections belong to it) and close it with ``aclose``. A reload is ``load`` (build a
+    new ``Wiring``), ``adopt`` (swap it in whole) and ``retire`` (close the old one).
     """
 
-    def __init__(self, config_path: Path, *, runtime: Runtime | None = None, clock: Clock = utcnow) -> None:
-        self.config_path = Path(config_path)
+    def __init__(self, config_path: Path, wiring: Wiring, lock: ProcessLock, store: StateStore,
+                 clock: Clock) -> None:
+        """Use ``App.open``; this only holds parts that are already open."""
+        self.config_path = config_path
         self.clock = clock
-        runtime = runtime if runtime is not None else load_runtime(self.config_path)
-        self.lock = ProcessLock(runtime.config.state_path).acquire()
-        try:
-            self.store = StateStore.open(runtime.config.state_path)
-            try:
-                self.wiring = Wiring.build(runtime, clock=clock)
-                self.poller = Poller(self.store, clock)
-            except BaseException:
-                self.store.close()
-                raise
-        except BaseException:
-            self.lock.release()
-            raise
-        self.deliverer = Deliverer(self.store.outbox, self.wiring.channels, runtime.config.delivery, clock=clock)
+        self.wiring = wiring
+        self.lock = lock
+        self.store = store
+        self.poller = Poller(store, clock)
+        self.deliverer = Deliverer(store.outbox, wiring.channels, wiring.config.delivery, clock=clock)
+
+    @classmethod
+    async def open(cls, config_path: Path, *, runtime: Runtime | None = None, clock: Clock = utcnow) -> App:
+        """Load, build and open everything; on any failure nothing stays open or locked.
+
+        Channels come first: a missing secret is a config error (exit 2) before the state
+        file or its lock is touched.
+        """
+        config_path = Path(config_path)
+        runtime = runtime if runtime is not None else load_runtime(config_path)
+        async with AsyncExitStack() as undo:
+            wiring = Wiring.build(runtime, clock=clock)
+            undo.push_async_callback(wiring.aclose)
+            lock = ProcessLock(runtime.config.state_path).acquire()
+            undo.callback(lock.release)
+            store = StateStore.open(runtime.config.state_path)
+            undo.callback(store.close)
+            app = cls(config_path, wiring, lock, store, clock)
+            undo.pop_all()
+        return app
 
     @property
     def runtime(self) -> Runtime:
@@ -211,12 +295,17 @@ class App:
         """Load and build a new wiring from the config path (blocking); NotifierError if anything is invalid."""
         return Wiring.build(load_runtime(self.config_path), clock=self.clock)
 
-    async def adopt(self, wiring: Wiring) -> None:
-        """Swap in a wiring from ``load``; the deliverer switches once a running round ends; the old one closes."""
+    def adopt(self, wiring: Wiring) -> Wiring:
+        """Use ``wiring`` from the next cycle and delivery round on; return the old one for ``retire``."""
         if wiring.config.state_path != self.runtime.config.state_path:
             log.warning("state path changed; it takes effect after a restart")
         old, self.wiring = self.wiring, wiring
-        await asyncio.to_thread(self.deliverer.swap_channels, wiring.channels)
+        self.deliverer.use_channels(wiring.channels)
+        return old
+
+    async def retire(self, old: Wiring) -> None:
+        """Close a replaced wiring once no delivery round uses its channels any more."""
+        await asyncio.to_thread(self.deliverer.wait_idle)
         await old.aclose()
 
     async def aclose(self) -> None:

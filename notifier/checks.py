@@ -2,31 +2,83 @@
 
 An undefined variable or a syntax error in a template is caught here, before
 production, by rendering each channel's templates against sample alerts in strict mode.
+Rules that name a template no file provides, and ``jobs`` globs that match none of the
+configured job names, are caught here too. With ``--online`` the list API is asked once
+whether every configured job exists.
+
+Exit codes follow the CLI's contract (ARCHITECTURE.md, "Contracts"): 2 for bad config,
+rules or templates (a configured job that does not exist is bad config); 1 when the API
+could not be asked; warnings alone never fail the check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import jinja2
 
 from notifier.channels import CHANNEL_TYPES
 from notifier.clock import utcnow
-from notifier.errors import ConfigError, NotifierError, TemplateError
-from notifier.render import sample_groups
+from notifier.config import Config
+from notifier.core.models import Rule
+from notifier.errors import ConfigError, NotifierError, SourceError, TemplateError
+from notifier.httputil import redact_url
+from notifier.render import Renderer, sample_groups
 from notifier.runtime import close_channels, create_channels, load_runtime
-from notifier.source.client import DgcClient
+from notifier.source.client import DgcClient, select_jobs
+
+EXIT_OK, EXIT_SOURCE, EXIT_CONFIG = 0, 1, 2  # the CLI's exit code contract (ARCHITECTURE.md, "Contracts")
+
+_NAMES_SHOWN = 5  # configured job names quoted in a warning before "... (N in all)"
 
 
-def check_all(config_path: Path) -> tuple[list[str], str]:
-    """Return (problems, summary); problems name the file and the table/rule/template and key."""
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What ``notifier check`` found; every problem and warning names the file, table/rule and key."""
+
+    problems: tuple[str, ...] = ()  # bad config, rules or templates: exit 2
+    source_errors: tuple[str, ...] = ()  # --online: the list API could not be asked: exit 1
+    warnings: tuple[str, ...] = ()  # worth a look, never a failure
+    summary: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        if self.problems:
+            return EXIT_CONFIG
+        return EXIT_SOURCE if self.source_errors else EXIT_OK
+
+
+def run(config_path: Path, *, online: bool = False) -> int:
+    """``notifier check`` as the command line runs it: print the report, return the exit code.
+
+    Warnings and errors go to stderr (``warning: ...``, ``error: ...``); the ``ok:``
+    summary goes to stdout, only when nothing is wrong.
+    """
+    report = check(config_path, online=online)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for error in (*report.problems, *report.source_errors):
+        print(f"error: {error}", file=sys.stderr)
+    if report.exit_code == EXIT_OK:
+        print(report.summary)
+    return report.exit_code
+
+
+def check(config_path: Path, *, online: bool = False) -> CheckReport:
+    """Load and validate everything; with ``online``, also ask the list API which configured jobs exist."""
     try:
         runtime = load_runtime(config_path, strict_templates=True)
     except ConfigError as exc:
-        return [str(exc)], ""
+        return CheckReport(problems=(str(exc),))
     config = runtime.config
     problems: list[str] = []
+    source_errors: list[str] = []
     if not config.channels:
         problems.append(f"{config.path}: no [channels.NAME] tables: alerts would go nowhere")
     if not runtime.rules:
@@ -36,8 +88,14 @@ def check_all(config_path: Path) -> tuple[list[str], str]:
         close_channels(create_channels(config))
     except NotifierError as exc:
         problems.append(str(exc))
+
+    listed: tuple[str, ...] | None = None
     try:
-        asyncio.run(DgcClient(config.source).aclose())
+        listed = asyncio.run(_ask_source(config, online=online))
+    except SourceError as exc:
+        hint = " (the API refused the credentials: check [source] auth and its secrets)" if exc.kind == "auth" else ""
+        source_errors.append(_at(str(config.path), "source", None, f"--online: could not ask the list API at "
+                                 f"{redact_url(config.source.endpoint)}: {exc}{hint}"))
     except NotifierError as exc:
         problems.append(f"{config.path}: source: {exc}")
 
@@ -47,6 +105,7 @@ def check_all(config_path: Path) -> tuple[list[str], str]:
                 runtime.renderer.env.get_template(path.name)
             except jinja2.TemplateSyntaxError as exc:
                 problems.append(f"{path}:{exc.lineno}: template syntax error: {exc.message}")
+    problems.extend(_missing_templates(runtime.rules, runtime.renderer))
 
     rendered = 0
     now = utcnow()
@@ -61,6 +120,80 @@ def check_all(config_path: Path) -> tuple[list[str], str]:
                 except TemplateError as exc:
                     problems.append(f"template {template!r} for channel {name!r} ({channel.type}): {exc}")
                     break
+
+    warnings = _unmatched_job_globs(runtime.rules, config)
     summary = (f"ok: {config.path}: {len(runtime.rules)} rules, {len(config.channels)} channels, "
                f"{rendered} sample messages rendered")
-    return problems, summary
+    if listed is not None:
+        problems.extend(_unknown_jobs(config, listed))
+        watched = select_jobs(config.jobs.names, listed, config.jobs.include, config.jobs.exclude) \
+            if config.jobs.discover else config.jobs.names
+        summary += f"; online: {len(listed)} REAL_TIME jobs listed, {len(watched)} would be watched"
+    return CheckReport(problems=tuple(problems), source_errors=tuple(source_errors), warnings=tuple(warnings),
+                       summary=summary)
+
+
+async def _ask_source(config: Config, *, online: bool) -> tuple[str, ...] | None:
+    """Build the client (reads the source's secrets); with ``online``, list the jobs once (every page)."""
+    async with DgcClient(config.source) as client:
+        return await client.list_jobs() if online else None
+
+
+def _missing_templates(rules: Sequence[Rule], renderer: Renderer) -> list[str]:
+    """Rules whose ``template`` no file provides for any channel type: they would silently get the default."""
+    loader = renderer.env.loader
+    assert loader is not None  # Renderer always installs one
+    places = f"{renderer.user_dir} or the package's templates" if renderer.user_dir else "the package's templates"
+    problems: list[str] = []
+    for rule in rules:
+        if rule.template == "default":
+            continue
+        files = [f"{rule.template}.{kind}.j2" for kind in sorted(CHANNEL_TYPES)]
+        if not any(_template_exists(renderer.env, loader, name) for name in files):
+            problems.append(_at(rule.file, f"rule {rule.name!r}", "template",
+                                f"no template {rule.template!r}: none of {', '.join(files)} in {places}"))
+    return problems
+
+
+def _template_exists(env: jinja2.Environment, loader: jinja2.BaseLoader, name: str) -> bool:
+    try:
+        loader.get_source(env, name)  # finds the file without compiling it (syntax is checked above)
+    except jinja2.TemplateNotFound:
+        return False
+    return True
+
+
+def _unmatched_job_globs(rules: Sequence[Rule], config: Config) -> list[str]:
+    """``jobs`` globs matching none of ``[jobs] names`` (only when names are configured): likely a typo."""
+    names = config.jobs.names
+    if not names:
+        return []
+    shown = ", ".join(names[:_NAMES_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > _NAMES_SHOWN else "")
+    why = ("discovery may still match it" if config.jobs.discover
+           else "and [jobs] discover is off, so nothing else can match it")
+    return [_at(rule.file, f"rule {rule.name!r}", "jobs",
+                f"{glob!r} matches none of the configured [jobs] names ({shown}); {why}")
+            for rule in rules for glob in rule.jobs
+            if not any(fnmatchcase(name, glob) for name in names)]
+
+
+def _unknown_jobs(config: Config, listed: Sequence[str]) -> list[str]:
+    """Configured job names the list API does not know, each with the closest listed name."""
+    known = set(listed)
+    scope = f"project {config.source.project_id}" + (f", workspace {config.source.workspace}"
+                                                     if config.source.workspace else "")
+    problems: list[str] = []
+    for name in config.jobs.names:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, listed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(_at(str(config.path), "jobs", "names",
+                            f"job {name!r} does not exist: the list API has no REAL_TIME job of that name "
+                            f"in {scope}{hint}"))
+    return problems
+
+
+def _at(file: str | None, where: str | None, key: str | None, message: str) -> str:
+    """"file: where: key: message", as ConfigError words it."""
+    return ": ".join([*(p for p in (file, where, key) if p), message])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -51,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="run the service (scheduler, outbox delivery)")
     sub.add_parser("once", parents=[common], help="run one cycle, deliver the outbox, exit")
-    sub.add_parser("check", parents=[common], help="validate config, rules and templates; exit 2 on errors")
+    check = sub.add_parser("check", parents=[common], help="validate config, rules and templates; exit 2 on errors")
+    check.add_argument("--online", action="store_true",
+                       help="also ask the list API once whether every configured job exists")
     tc = sub.add_parser("test-channel", parents=[common], help="send a test message through one channel")
     tc.add_argument("name")
     sub.add_parser("alerts", parents=[common], help="show firing alerts and undelivered notifications")
@@ -59,9 +62,52 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scenario", default="demo", help="bundled scenario name (seed, demo) or a TOML file")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8080)
+    _silence_parsers(sub, common)
+    ack = sub.add_parser(
+        "ack", parents=[common], help="acknowledge a firing alert: no more repeats, resolve still sent",
+        description="Acknowledge firing alerts by fingerprint (see `notifier alerts`) or by matchers. "
+                    "An acknowledged alert sends no more repeats; its resolve is still sent.")
+    ack.add_argument("fingerprint", nargs="?", help="the alert's fingerprint, as `notifier alerts` shows it")
+    _matcher_options(ack)
+    ack.add_argument("--comment", default="", help="why (shown in `notifier alerts`)")
+    ack.add_argument("--author", default=_default_author(), help="who (default: $USER)")
+    tr = sub.add_parser("test-rules", parents=[common], help="run rule unit-test files (tests/rules/*.toml)",
+                        description="Run rule unit tests: timelines of API answers and the notifications they must "
+                                    "cause. Exit 0 all passed, 1 an expectation failed, 2 a bad test file.")
+    tr.add_argument("files", nargs="+", type=Path, metavar="FILE")
     demo = sub.add_parser("demo", parents=[common], help="simulator + service + console: real alerts in seconds")
     demo.add_argument("--duration", type=float, default=22.0, help="seconds to run (default 22)")
     return parser
+
+
+def _default_author() -> str:
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or ""
+
+
+def _matcher_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rule", metavar="GLOB", help="rule name glob, e.g. 'node-exception' or '*'")
+    parser.add_argument("--job", metavar="GLOB", help="job name glob, e.g. 'job_sms' or 'job_*'")
+    parser.add_argument("--node", metavar="GLOB", help="node name glob (node alerts only)")
+
+
+def _silence_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                     common: argparse.ArgumentParser) -> None:
+    silence = sub.add_parser("silence", help="mute matching alerts for a while (works while the service runs)",
+                             description="Silences mute matching alerts: they are still tracked but not sent. "
+                                         "When a silence ends and the alert still fires, it is sent once.")
+    ssub = silence.add_subparsers(dest="silence_command", required=True, metavar="ACTION")
+    add = ssub.add_parser("add", parents=[common], help="add a silence; prints its ID",
+                          description="Add a silence. At least one matcher is required; to silence everything "
+                                      "say --rule '*'. Exit 2 on bad arguments.")
+    _matcher_options(add)
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument("--for", dest="duration", metavar="DURATION", help="how long, e.g. 2h, 30m, 1h30m")
+    when.add_argument("--until", metavar="TIME", help="until when, e.g. 2026-12-02T06:00Z (ISO 8601)")
+    add.add_argument("--comment", required=True, help="why (shown in `silence list` and `alerts`)")
+    add.add_argument("--author", default=_default_author(), help="who (default: $USER)")
+    ssub.add_parser("list", parents=[common], help="show silences that are active or yet to start")
+    expire = ssub.add_parser("expire", parents=[common], help="end a silence now")
+    expire.add_argument("id", help="the silence's ID (or a unique prefix of it)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "run": cmd_run, "once": cmd_once, "check": cmd_check, "test-channel": cmd_test_channel,
         "alerts": cmd_alerts, "simulate": cmd_simulate, "demo": cmd_demo,
+        "silence": cmd_silence, "ack": cmd_ack, "test-rules": cmd_test_rules,
     }[args.command]
     try:
         return handler(args)
@@ -97,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime = load_runtime(path)  # a bad config exits 2 before the state file is touched
 
     async def go() -> None:
-        app = App(path, runtime=runtime)
+        app = await App.open(path, runtime=runtime)
         try:
             await Daemon(app).serve()
         finally:
@@ -115,7 +162,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     runtime = load_runtime(path)
 
     async def go() -> CycleReport:
-        app = App(path, runtime=runtime)
+        app = await App.open(path, runtime=runtime)
         try:
             report = await app.cycle()
             delivered = app.deliver()
@@ -136,15 +183,9 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from notifier.checks import check_all
+    from notifier.checks import run
 
-    problems, summary = check_all(_config_path(args))
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if problems:
-        return EXIT_CONFIG
-    print(summary)
-    return EXIT_OK
+    return run(_config_path(args), online=args.online)
 
 
 def cmd_test_channel(args: argparse.Namespace) -> int:
@@ -187,21 +228,28 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from notifier.clock import utcnow
     from notifier.config import load_config
+    from notifier.core.inhibit import inhibited_by
+    from notifier.core.mutes import muted_by
     from notifier.render import ago, timestamp
+    from notifier.rulefile import load_rules
     from notifier.state import SOURCE_FAILURES_KEY, StateStore
 
     config = load_config(_config_path(args))
     if not config.state_path.exists():
         print(f"no state file yet at {config.state_path}: nothing has run")
         return EXIT_OK
-    store = StateStore.open(config.state_path)
-    now = utcnow()
     try:
+        rules = load_rules(config.rules_dir, tuple(config.channels))
+    except ConfigError as exc:  # still show what fires; only the inhibition column is lost
+        print(f"warning: rules not loaded, inhibition not shown: {exc}", file=sys.stderr)
+        rules = ()
+    now = utcnow()
+    with StateStore.open(config.state_path) as store:
         alerts = sorted(store.load_alerts().values(), key=lambda a: (a.job, a.node, a.rule))
         rows = store.outbox.rows()
         source_failures = int(store.get_meta(SOURCE_FAILURES_KEY) or 0)
-    finally:
-        store.close()
+        mutes = (*store.silences.current(now), *config.maintenance)
+        acks = store.silences.acks()
     if source_failures:
         print(f"SOURCE FAILING: the last {source_failures} cycle(s) could not read the API; "
               "alerts below are as of the last good poll")
@@ -209,8 +257,14 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     print(f"ALERTS ({firing} firing, {len(alerts) - firing} pending)")
     for a in alerts:
         where = f"{a.job}/{a.node}" if a.node else a.job
+        inhibitor = inhibited_by(a.rule, a.job, alerts, rules)
+        reasons = [r for r in (muted_by(a.rule, a.job, a.node, mutes, now),
+                               f"inhibited by {inhibitor}" if inhibitor else None) if r]
+        muted = f"  [muted: {'; '.join(reasons)}]" if reasons else ""
+        if a.fingerprint in acks:
+            muted += f"  [acknowledged by {acks[a.fingerprint].author or 'someone'}: no repeats]"
         print(f"  {a.phase:<8} {a.rule:<24} {where:<40} {a.state or '':<10} active since "
-              f"{timestamp(a.active_since)} ({ago(a.active_since, now)})")
+              f"{timestamp(a.active_since)} ({ago(a.active_since, now)})  {a.fingerprint}{muted}")
     print(f"UNDELIVERED NOTIFICATIONS ({len(rows)})")
     for r in rows:
         nxt = (f" next try {timestamp(r.next_attempt_at, '%H:%M:%S UTC')}"
@@ -219,6 +273,24 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         print(f"  #{r.id:<6} {r.status:<8} {r.channel:<16} {r.group:<24} attempts={r.attempts} "
               f"created {ago(r.created_at, now)}{nxt}{err}")
     return EXIT_OK
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from notifier import silencecli
+
+    return silencecli.run(args, _config_path(args))
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    from notifier import silencecli
+
+    return silencecli.ack(args, _config_path(args))
+
+
+def cmd_test_rules(args: argparse.Namespace) -> int:
+    from notifier.ruletest import run_files
+
+    return run_files(args.files)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -90,8 +90,9 @@ class Daemon:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return False
         async with self._cycle_lock:  # never swap under a running cycle
-            await self.app.adopt(wiring)
+            old = self.app.adopt(wiring)
         self._wake.set()
+        await self.app.retire(old)
         log.info("configuration reloaded rules=%d channels=%d", len(wiring.runtime.rules), len(wiring.channels))
         return True
 
@@ -121,7 +122,12 @@ class Daemon:
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.add(loop.create_task(self.reload())))
+        loop.add_signal_handler(signal.SIGHUP, self._start_reload)
+
+    def _start_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _start_scheduler(self, loop: asyncio.AbstractEventLoop, max_cycles: int | None) -> AsyncIOScheduler:
         async def tick() -> None:
@@ -156,11 +162,13 @@ class Daemon:
         scheduler.pause()  # no new cycles; a running one finishes (shutdown would cancel it)
         await self._idle.wait()
         scheduler.shutdown(wait=False)
-        delivery.cancel()
-        try:
-            await delivery
-        except asyncio.CancelledError:
-            pass
+        for task in (delivery, *self._tasks):  # a reload still running is dropped; the process is exiting
+            task.cancel()
+        for task in (delivery, *self._tasks):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         await self._drain(DRAIN_ON_EXIT_SECONDS)
 
     async def _drain(self, budget: float) -> None:

@@ -92,11 +92,14 @@ class Deliverer:
     def channels(self) -> Mapping[str, Channel]:
         return self._channels
 
-    def swap_channels(self, channels: Mapping[str, Channel]) -> dict[str, Channel]:
-        """Swap channels once a running round is done; return the old ones so the caller can close them."""
+    def use_channels(self, channels: Mapping[str, Channel]) -> None:
+        """Reload: the next round uses ``channels``; a running round finishes with the ones it started with."""
+        self._channels = dict(channels)
+
+    def wait_idle(self) -> None:
+        """Return once no round is running (then channels replaced by ``use_channels`` can be closed)."""
         with self._running:
-            old, self._channels = self._channels, dict(channels)
-        return old
+            pass
 
     def next_due(self) -> datetime | None:
         """When the next pending row becomes due (None: nothing pending); the service sleeps until then."""
@@ -114,7 +117,8 @@ class Deliverer:
             work: dict[str, tuple[Channel, tuple[Notification, ...]]] = {}
             for name in self._outbox.pending_channels():
                 if name not in channels:
-                    report += self._fail_unconfigured(name)
+                    if name not in self._channels:  # else a reload added it during this round: next round
+                        report += self._fail_unconfigured(name)
                     continue
                 batch = self._outbox.pending(name, now, BATCH)
                 if batch:

@@ -87,7 +87,7 @@ def run_demo(duration: float = 22.0) -> int:
               f"for {duration:.0f}s (Ctrl-C stops)\n", file=sys.stderr, flush=True)
 
         async def go() -> None:
-            app = App(config_path)
+            app = await App.open(config_path)
             try:
                 await Daemon(app).serve(duration=duration)
             finally:

@@ -107,12 +107,12 @@ def excerpt(body: bytes | str, limit: int = EXCERPT_CHARS, *, ellipsis: str = "â
 
     Only the first ``4 * limit`` bytes (or characters) are read: a 5 MB error page costs nothing.
     They are decoded as UTF-8 with bad bytes replaced; control characters become spaces and every
-    run of whitespace one space. A text that had to be cut ends with ``ellipsis``.
+    run of whitespace one space. A text longer than ``limit`` is cut and ends with ``ellipsis``.
     """
     head = body[: limit * 4]
     text = head.decode("utf-8", errors="replace") if isinstance(head, bytes) else head
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    if len(text) <= limit and len(head) == len(body):
+    if len(text) <= limit:
         return text
     return text[: max(0, limit - len(ellipsis))] + ellipsis
 

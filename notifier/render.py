@@ -12,6 +12,7 @@ service the channel catches it, logs it and sends ``plain_text()`` instead.
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -87,7 +88,7 @@ class Renderer:
             ago=ago, timestamp=timestamp, isoformat=isoformat, duration=duration,
             emoji=lambda sev: SEVERITY_EMOJI.get(sev, ":white_circle:"),
             color=lambda sev: SEVERITY_COLOR.get(sev, "#757575"),
-            mrkdwn=mrkdwn_escape,
+            mrkdwn=mrkdwn_escape, silence_command=silence_command, shell_quote=shlex.quote,
         )
 
     def template_for(self, template: str, kind: str) -> jinja2.Template:
@@ -198,6 +199,13 @@ def _what(alerts: Sequence[Alert]) -> str:
     if len(states) == 1 and all(a.node for a in firing):
         return f"{len(firing)} nodes in {states.pop()}"
     return f"{len(alerts)} alerts firing"
+
+
+def silence_command(alert: Alert, duration: str = "2h") -> str:
+    """The exact command that silences this alert (rule, job and node), to paste into a shell."""
+    node = f" --node {shlex.quote(alert.node)}" if alert.node else ""
+    return (f"notifier silence add --rule {shlex.quote(alert.rule)} --job {shlex.quote(alert.job)}{node} "
+            f'--for {duration} --comment "..."')
 
 
 def mrkdwn_escape(value: object) -> str:

@@ -65,7 +65,7 @@ def parse_rules(data: Mapping[str, Any], *, file: str, channels: Collection[str]
 
 
 def check_rules(rules: Sequence[Rule]) -> tuple[Rule, ...]:
-    """Cross-rule checks over all files: unique names, and ``inhibits`` naming existing rules."""
+    """Cross-rule checks over all files: unique names, ``inhibits`` naming existing rules, no inhibition cycle."""
     rules = tuple(rules)
     _check_unique(rules)
     by_name = {rule.name: rule for rule in rules}
@@ -79,7 +79,38 @@ def check_rules(rules: Sequence[Rule]) -> tuple[Rule, ...]:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(f"unknown rule {target!r}{hint}", file=rule.file, where=_where(rule.name),
                                   key="inhibits")
+    cycle = _inhibition_cycle(rules)
+    if cycle:
+        first = by_name[cycle[0]]
+        raise ConfigError(f"inhibition cycle {' -> '.join(cycle)}: while these alerts fire for a job, each mutes "
+                          "another and none of them is ever sent", file=first.file, where=_where(first.name),
+                          key="inhibits")
     return rules
+
+
+def _inhibition_cycle(rules: Sequence[Rule]) -> list[str]:
+    """The first cycle of ``inhibits`` in load order, as ``["a", "b", "a"]``; empty if there is none.
+
+    Possible because a job rule may inhibit another job rule; only node rules and events
+    can never inhibit. Iterative depth-first search: no recursion limit on long chains.
+    """
+    edges = {rule.name: rule.inhibits for rule in rules}
+    done: set[str] = set()
+    for start in edges:
+        if start in done:
+            continue
+        path, stack = [start], [iter(edges[start])]
+        while stack:
+            target = next(stack[-1], None)
+            if target is None:
+                done.add(path.pop())
+                stack.pop()
+            elif target in path:
+                return [*path[path.index(target):], target]
+            elif target not in done:
+                path.append(target)
+                stack.append(iter(edges.get(target, ())))
+    return []
 
 
 def _check_unique(rules: Sequence[Rule]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from notifier.channels import CHANNEL_TYPES, Channel
 from notifier.clock import utcnow
 from notifier.config import Config, load_config
+from notifier.core.meta import meta_rules
 from notifier.core.models import Clock, Rule
 from notifier.errors import ConfigError
 from notifier.render import Renderer
@@ -32,6 +33,11 @@ class Runtime:
     config: Config
     rules: tuple[Rule, ...]
     renderer: Renderer
+    meta_rules: tuple[Rule, ...] = ()  # the built-in notifier-* rules, routed by [meta]
+
+    @property
+    def all_rules(self) -> tuple[Rule, ...]:
+        return (*self.rules, *self.meta_rules)
 
 
 def load_runtime(config_path: Path, *, strict_templates: bool = False) -> Runtime:
@@ -40,7 +46,8 @@ def load_runtime(config_path: Path, *, strict_templates: bool = False) -> Runtim
     rules = load_rules(config.rules_dir, tuple(config.channels))
     if config.templates_dir is not None and not config.templates_dir.is_dir():
         raise ConfigError("templates directory does not exist", file=str(config.path), where="paths", key="templates")
-    return Runtime(config=config, rules=rules, renderer=Renderer(config.templates_dir, strict=strict_templates))
+    return Runtime(config=config, rules=rules, renderer=Renderer(config.templates_dir, strict=strict_templates),
+                   meta_rules=meta_rules(config.meta, tuple(config.channels)))
 
 
 def create_channels(config: Config) -> dict[str, Channel]:

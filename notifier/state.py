@@ -20,10 +20,13 @@ from typing import Any, cast
 from notifier.core.counters import COUNTER_NAMES, NO_COUNTERS, Counters, compact_counters
 from notifier.core.models import AlertState, EntityKey, EntityState
 from notifier.outbox import NewNotification, Outbox, enqueue
+from notifier.silences import Silences, forget_acks
 from notifier.statefile import StateFile, from_ms, opt_dt, opt_ms, to_ms
 
 SOURCE_FAILURES_KEY = "source_consecutive_failures"
 """Meta key: how many cycles in a row the source failed (0 when the last one worked)."""
+JOBS_MISSING_KEY = "jobs_missing"
+"""Meta key: JSON {job: cycles in a row the API said "no such job"}."""
 
 @dataclass(frozen=True, slots=True)
 class CycleWrite:
@@ -109,14 +112,15 @@ def _entity(row: tuple[Any, ...], dt: Callable[[int], datetime]) -> EntityState:
 
 def _alert_row(a: AlertState) -> tuple[Any, ...]:
     return (a.fingerprint, a.rule, a.job, a.node, a.phase, to_ms(a.active_since), opt_ms(a.fired_at),
-            opt_ms(a.last_notified_at), a.state, a.node_type, a.log_path)
+            opt_ms(a.last_notified_at), a.state, a.node_type, a.log_path, a.notified)
 
 
 def _alert(row: tuple[Any, ...]) -> AlertState:
-    fp, rule, job, node, phase, active_since, fired_at, notified, state, node_type, log_path = row
+    fp, rule, job, node, phase, active_since, fired_at, last_notified, state, node_type, log_path, notified = row
     return AlertState(fingerprint=fp, rule=rule, job=job, node=node, phase=phase,
                       active_since=from_ms(active_since), fired_at=opt_dt(fired_at),
-                      last_notified_at=opt_dt(notified), state=state, node_type=node_type, log_path=log_path)
+                      last_notified_at=opt_dt(last_notified), state=state, node_type=node_type, log_path=log_path,
+                      notified=notified)
 
 
 
@@ -126,7 +130,7 @@ _ENTITY_COLUMNS = ("job, node, status, since, previous_status, node_type, log_pa
 _KNOWN_COUNTERS = frozenset(COUNTER_NAMES)
 _NO_COUNTERS = (None,) * (2 * len(COUNTER_NAMES) + 1)
 _ALERT_COLUMNS = ("fingerprint, rule, job, node, phase, active_since, fired_at, last_notified_at, "
-                  "state, node_type, log_path")
+                  "state, node_type, log_path, notified")
 _UPSERT_ENTITY = (
     f"INSERT INTO entity ({_ENTITY_COLUMNS}) VALUES ({', '.join('?' * 17)}) "
     "ON CONFLICT (job, node) DO UPDATE SET status = excluded.status, since = excluded.since, "
@@ -139,11 +143,12 @@ _UPSERT_ENTITY = (
     "counters_extra = excluded.counters_extra"
 )
 _UPSERT_ALERT = (
-    f"INSERT INTO alert ({_ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO alert ({_ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (fingerprint) DO UPDATE SET rule = excluded.rule, job = excluded.job, "
     "node = excluded.node, phase = excluded.phase, active_since = excluded.active_since, "
     "fired_at = excluded.fired_at, last_notified_at = excluded.last_notified_at, "
-    "state = excluded.state, node_type = excluded.node_type, log_path = excluded.log_path"
+    "state = excluded.state, node_type = excluded.node_type, log_path = excluded.log_path, "
+    "notified = excluded.notified"
 )
 
 
@@ -156,6 +161,7 @@ class StateStore:
         """Use ``StateStore.open``; this wraps an already open state file."""
         self._file = file
         self.outbox = Outbox(file)
+        self.silences = Silences(file)
 
     @classmethod
     def open(cls, path: Path) -> StateStore:
@@ -220,6 +226,7 @@ def _apply(conn: sqlite3.Connection, write: CycleWrite) -> tuple[int, ...]:
         conn.executemany(_UPSERT_ENTITY, map(_entity_row, write.upsert_entities))
     if write.delete_alerts:
         conn.executemany("DELETE FROM alert WHERE fingerprint = ?", ((fp,) for fp in write.delete_alerts))
+        forget_acks(conn, write.delete_alerts)
     if write.upsert_alerts:
         conn.executemany(_UPSERT_ALERT, map(_alert_row, write.upsert_alerts))
     if write.meta:

@@ -99,7 +99,38 @@ _V1: tuple[str, ...] = (
     "CREATE INDEX outbox_status_channel_id ON outbox (status, channel, id)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+_V2: tuple[str, ...] = (
+    # silences and acknowledgements are written by CLI commands while the service runs
+    """CREATE TABLE silence (
+        id TEXT PRIMARY KEY,             -- random, unique across state files
+        rule TEXT NOT NULL,              -- globs; '*' matches everything
+        job TEXT NOT NULL,
+        node TEXT NOT NULL,
+        starts_at INTEGER NOT NULL,
+        ends_at INTEGER NOT NULL,        -- `silence expire` moves it to now
+        created_at INTEGER NOT NULL,
+        author TEXT NOT NULL DEFAULT '',
+        comment TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE ack (
+        fingerprint TEXT PRIMARY KEY,    -- deleted by the service when the alert resolves
+        at INTEGER NOT NULL,
+        author TEXT NOT NULL DEFAULT '',
+        comment TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID""",
+    "ALTER TABLE alert ADD COLUMN notified INTEGER NOT NULL DEFAULT 0",  # times sent while firing
+    """CREATE TABLE flap (
+        fingerprint TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        job TEXT NOT NULL,
+        node TEXT NOT NULL,
+        changes TEXT NOT NULL,           -- JSON list of epoch ms: firing <-> clear changes inside the window
+        flapping_since INTEGER,          -- NULL: not flapping
+        announced TEXT                   -- what the team last heard while flapping: 'firing' | 'resolved'
+    ) WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """Forward migrations: ``MIGRATIONS[i]`` takes ``user_version`` i to i + 1. Append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -294,6 +325,9 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         for target in range(version + 1, SCHEMA_VERSION + 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] >= target:  # another process was first
+                    conn.execute("COMMIT")
+                    continue
                 for statement in MIGRATIONS[target - 1]:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {target}")

@@ -42,7 +42,7 @@ class Pipeline:
         self.clock = clock
         self._loop = asyncio.Runner()
         self._closed = False
-        self.app = App(config_path, clock=clock)
+        self.app = self._loop.run(App.open(config_path, clock=clock))
 
     @property
     def store(self) -> StateStore:
@@ -68,7 +68,7 @@ class Pipeline:
 
     def restart(self) -> None:
         self._loop.run(self.app.aclose())
-        self.app = App(self.config_path, clock=self.clock)
+        self.app = self._loop.run(App.open(self.config_path, clock=self.clock))
 
     def close(self) -> None:
         """Close the app and the event loop; idempotent, so a fixture may close what a test already closed."""

@@ -49,7 +49,7 @@ def test_consecutive_source_failures_are_counted_persisted_and_reset(write_confi
                         channels='[channels.stdout]\ntype = "console"\n')
 
     async def cycles(n: int) -> list[int]:
-        app = App(path)
+        app = await App.open(path)
         try:
             return [(await app.cycle()).source_failures for _ in range(n)]
         finally:
@@ -79,8 +79,9 @@ def test_reload_swaps_the_whole_wiring_and_closes_the_old_one(pipeline: Pipeline
         write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION.replace('"critical"', '"warning"'),
                      channels=webhook_toml(other.url))
         new = app.load()
-        pipeline.run(app.adopt(new))
+        assert app.adopt(new) is old
         assert app.wiring is new and app.deliverer.channels == new.channels
+        pipeline.run(app.retire(old))
         assert old.client._http.is_closed  # the replaced client let go of its connections
         pipeline.cycle()
         (request,) = other.requests
@@ -104,5 +105,5 @@ def test_a_bad_reload_raises_and_leaves_the_running_wiring(pipeline: Pipeline, w
 def test_a_second_app_on_the_same_state_file_is_refused(pipeline: Pipeline) -> None:
     """Two processes on one outbox could double-send: the second App fails on the lock and leaves nothing open."""
     with pytest.raises(StateError, match="another notifier process"):
-        App(pipeline.config_path)
+        pipeline.run(App.open(pipeline.config_path))
     pipeline.cycle()  # the first one is unaffected

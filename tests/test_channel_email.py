@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import escape
 
 from notifier.channels import email as mail
 from notifier.core.models import Alert, MessageGroup
@@ -303,3 +304,22 @@ def test_a_payload_from_another_channel_type_is_permanent() -> None:
     with pytest.raises(ChannelError, match="is not an email") as info:
         channel({"security": "none", "port": 25}).send(notification({"text": "hi"}))
     assert info.value.retryable is False
+
+
+# --- silence hints and repeats -----------------------------------------------------------
+
+def test_a_firing_mail_carries_the_command_that_silences_it() -> None:
+    """Text and HTML name the exact `notifier silence add` for the alert; a resolved mail has none."""
+    firing = payload(group(NODE))
+    command = ('notifier silence add --rule node-exception --job job_sms --node DLI_SMS_GES --for 2h '
+               '--comment "..."')
+    assert f"  Silence:     {command}" in firing["text"]
+    assert str(escape(command)) in firing["html"]  # as Jinja escapes it
+    assert "Silence" not in payload(group(RESOLVED))["text"]
+
+
+def test_a_repeat_mail_says_how_long_it_fired_and_how_often_it_was_sent() -> None:
+    """sent_before > 0 adds a Reminder line with the firing time and the count."""
+    text = payload(group(replace(NODE, sent_before=2)))["text"]
+    assert "  Reminder:    firing for " in text and "sent 2 times before" in text
+    assert "Reminder" not in payload(group(NODE))["text"]

@@ -183,7 +183,7 @@ def test_swapped_channels_are_used_from_the_next_round(store: StateStore, clock:
     old, new = FakeChannel("slack", [transient()]), FakeChannel("slack")
     d = deliverer(store, clock, old)
     d.deliver_due()
-    d.swap_channels({"slack": new})
+    d.use_channels({"slack": new})
     clock.advance(1)
     assert d.deliver_due() == DeliveryReport(delivered=1)
     assert (old.sent, new.sent, dict(d.channels)) == ([], [1], {"slack": new})
@@ -390,3 +390,23 @@ def test_kill_between_send_and_mark_resends_only_that_row(tmp_path: Path, clock:
     with StateStore.open(path) as store:
         assert deliverer(store, clock, slack).deliver_due() == DeliveryReport(delivered=2)
     assert slack.sent == [2, 3]
+
+
+def test_rows_for_a_channel_added_by_a_reload_mid_round_are_not_failed(store: StateStore, clock: FakeClock) -> None:
+    """A round that started with the old channels leaves a newly added channel's rows for the next round."""
+    queue(store, "new")
+    d = deliverer(store, clock)  # the round's channels: none named "new"
+    d.use_channels({})  # the reload happened before the round looked
+    assert d.deliver_due() == DeliveryReport(failed=1)  # really unconfigured: failed, as before
+    queue(store, "new")
+    new = FakeChannel("new")
+    d._channels = {}  # the round below starts with the old set ...
+
+    class Reloading(dict[str, FakeChannel]):
+        def __contains__(self, name: object) -> bool:  # ... and a reload lands while it runs
+            d.use_channels({"new": new})
+            return super().__contains__(name)
+
+    d._channels = Reloading()
+    assert d.deliver_due() == DeliveryReport()
+    assert d.deliver_due() == DeliveryReport(delivered=1) and new.sent == [2]

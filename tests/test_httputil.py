@@ -75,7 +75,7 @@ def test_get_header(headers: Any, expected: str | None) -> None:
     ("x" * 500, 200, "x" * 199 + "…"),
     ("abcdefghij", 10, "abcdefghij"),
     ("abcdefghijk", 10, "abcdefghi…"),
-    (b" " * 5000 + b"late", 10, "…"),
+    (b" " * 5000 + b"late", 10, ""),  # only the first 40 bytes are read: blanks, nothing to cut
     (b"", 200, ""),
 ], ids=["whitespace-collapsed", "control-chars-blanked", "bad-utf8-replaced", "truncated", "exactly-limit",
         "one-over-limit", "only-head-is-read", "empty"])

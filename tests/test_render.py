@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from notifier.render import (
     message_context,
     plain_text,
     sample_groups,
+    silence_command,
     timestamp,
 )
 
@@ -229,3 +231,17 @@ def test_repo_example_template_renders_every_sample(index: int) -> None:
     group = sample_groups()[index]
     text = Renderer(REPO_TEMPLATES, strict=True).render("example", "console", message_context(group, T0))
     assert text.splitlines()[0].endswith(("firing", "recovered")) and group.group in text
+
+
+@pytest.mark.parametrize(("alert", "command"), [
+    (sample_groups()[0].alerts[0],
+     'notifier silence add --rule node-exception --job job_sms --node DLI_SMS_GES --for 2h --comment "..."'),
+    (sample_groups()[3].alerts[0], 'notifier silence add --rule job-stuck-starting --job job_orders --for 2h '
+                                   '--comment "..."'),
+    (replace(sample_groups()[0].alerts[0], job="job sms; rm -rf /", node="it's"),
+     "notifier silence add --rule node-exception --job 'job sms; rm -rf /' --node 'it'\"'\"'s' --for 2h "
+     '--comment "..."'),
+], ids=["node", "job", "shell-quoted"])
+def test_silence_command_is_exact_and_safe_to_paste(alert, command: str) -> None:  # type: ignore[no-untyped-def]
+    """The hint names rule, job (and node) and quotes anything a shell would misread."""
+    assert silence_command(alert) == command

@@ -9,13 +9,14 @@ around both: fetch, plan, render, commit.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from notifier.core.diff import diff_job
 from notifier.core.inhibit import inhibition_filter
 from notifier.core.lifecycle import advance
+from notifier.core.meta import CHANNEL_FAILING, DEFAULT_META, META_RULES, Health, MetaPolicy, meta_conditions
 from notifier.core.models import (
     Alert,
     AlertState,
@@ -27,6 +28,7 @@ from notifier.core.models import (
     Rule,
     Transition,
 )
+from notifier.core.mutes import Mute, chain, mute_filter
 from notifier.core.rules import evaluate
 
 
@@ -47,8 +49,14 @@ class CyclePlan:
 
 def plan_cycle(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState],
                alerts: Mapping[str, AlertState], result: FetchResult, watched: Collection[str] | None,
-               now: datetime) -> CyclePlan:
+               now: datetime, *, mutes: Sequence[Mute] = (), acked: Collection[str] = (),
+               health: Health | None = None, meta_policy: MetaPolicy = DEFAULT_META) -> CyclePlan:
     """Diff, evaluate and advance the lifecycle for one cycle.
+
+    ``mutes`` (silences, maintenance windows) and inhibition decide what is sent, never
+    what is tracked; ``acked`` fingerprints send no repeats. ``health`` (what the shell
+    measured about notifier itself) adds the meta-alerts; their rules must be in ``rules``
+    (``core.meta.meta_rules``) and are judged every cycle, whatever job they name.
 
     Jobs that failed to fetch keep their state and alerts untouched: a failure is never
     taken as "all nodes gone". Jobs no longer watched (``watched`` given and without
@@ -85,8 +93,14 @@ def plan_cycle(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState],
     unevaluated = groups.keys() - evaluated
     current = new_entities if not unevaluated else EntitiesByJob({j: g for j, g in groups.items() if j in evaluated})
     conditions, events = evaluate(rules, current, transitions, now)
-    outcome = advance(rules, conditions, events, alerts, current, evaluated, now,
-                      notify_filter=inhibition_filter(rules))
+    judged: Mapping[EntityKey, EntityState] = current
+    always: tuple[str, ...] = ()
+    if health is not None:
+        meta = meta_conditions(health, meta_policy, now)
+        conditions, judged, always = (*conditions, *meta.conditions), _Overlay(meta.entities, current), META_RULES
+    outcome = advance(rules, conditions, events, alerts, judged, evaluated, now,
+                      notify_filter=chain(inhibition_filter(rules), mute_filter(mutes)), acked=acked,
+                      always_judged=always)
     alert_upserts = tuple(s for fp, s in outcome.states.items() if alerts.get(fp) != s)
     alert_deletes = tuple(fp for fp in alerts if fp not in outcome.states)
     return CyclePlan(
@@ -94,6 +108,23 @@ def plan_cycle(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState],
         alerts=outcome.states, alert_upserts=alert_upserts, alert_deletes=alert_deletes, notify=outcome.notify,
         forgotten=tuple(forgotten),
     )
+
+
+class _Overlay(Mapping[EntityKey, EntityState]):
+    """The meta-alerts' entities over the real ones, without copying 110,000 of them."""
+
+    def __init__(self, top: Mapping[EntityKey, EntityState], base: Mapping[EntityKey, EntityState]) -> None:
+        self._top, self._base = top, base
+
+    def __getitem__(self, key: EntityKey) -> EntityState:
+        return self._top[key] if key in self._top else self._base[key]
+
+    def __iter__(self) -> Iterator[EntityKey]:
+        yield from self._top
+        yield from (k for k in self._base if k not in self._top)
+
+    def __len__(self) -> int:
+        return len(self._top) + sum(1 for k in self._base if k not in self._top)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +144,8 @@ def group_alerts(alerts: Sequence[Alert], channels: Collection[str]) -> Grouping
             if channel not in channels:
                 unknown[(channel, alert.rule)] = None
                 continue
+            if alert.rule == CHANNEL_FAILING and channel == alert.node:
+                continue  # a failing channel hears about itself from the others
             groups[(channel, alert.job, alert.template)].append(alert)
     return Grouping(
         groups=tuple(MessageGroup(channel=c, group=j, alerts=tuple(a), template=t) for (c, j, t), a in groups.items()),

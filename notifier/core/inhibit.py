@@ -9,11 +9,20 @@ recovers is reported then.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from notifier.core.lifecycle import NotifyFilter
 from notifier.core.models import Alert, AlertState, Rule
+
+
+def inhibited_by(rule: str, job: str, states: Iterable[AlertState], rules: Sequence[Rule]) -> str | None:
+    """The name of the firing rule that inhibits ``rule`` on ``job`` now, if any (for ``notifier alerts``)."""
+    inhibits = {r.name: r.inhibits for r in rules if r.inhibits}
+    for state in states:
+        if state.phase == "firing" and state.job == job and rule in inhibits.get(state.rule, ()):
+            return state.rule
+    return None
 
 
 def inhibition_filter(rules: Sequence[Rule]) -> NotifyFilter:

@@ -63,14 +63,16 @@ class LifecycleResult:
 def advance(rules: Sequence[Rule], conditions: Sequence[Condition], events: Sequence[Event],
             previous: Mapping[str, AlertState], entities: Mapping[EntityKey, EntityState],
             evaluated_jobs: Collection[str], now: datetime, *,
-            notify_filter: NotifyFilter = send_all) -> LifecycleResult:
+            notify_filter: NotifyFilter = send_all, acked: Collection[str] = (),
+            always_judged: Collection[str] = ()) -> LifecycleResult:
     """Advance every alert by one cycle.
 
     ``previous`` is the persisted alert states; ``entities`` the current entity states
     (used for the facts an alert shows); ``evaluated_jobs`` the jobs whose status was
     fetched this cycle: only their alerts may change. A state whose rule no longer
     exists is dropped silently. Unchanged states come back equal (==) to the previous
-    ones, so the store can write only what changed.
+    ones, so the store can write only what changed. ``acked`` fingerprints (acknowledged
+    by a person) send no more repeats; their resolve is still sent.
     """
     by_name = {rule.name: rule for rule in rules}
     evaluated = frozenset(evaluated_jobs)
@@ -81,13 +83,13 @@ def advance(rules: Sequence[Rule], conditions: Sequence[Condition], events: Sequ
     held: set[str] = set()
     for cond in conditions:
         rule = by_name.get(cond.rule)
-        if rule is None or rule.is_event or cond.job not in evaluated:
+        if rule is None or rule.is_event or (cond.job not in evaluated and rule.name not in always_judged):
             continue
         fp = fingerprint(cond.rule, cond.job, cond.node)
         if fp in held:
             continue  # the same condition reported twice: judge it once
         held.add(fp)
-        state, alert = _step_condition(rule, cond, fp, previous.get(fp), entities, now)
+        state, alert = _step_condition(rule, cond, fp, previous.get(fp), entities, now, acked=fp in acked)
         states[fp] = state
         if alert is not None:
             candidates.append(alert)
@@ -99,7 +101,7 @@ def advance(rules: Sequence[Rule], conditions: Sequence[Condition], events: Sequ
         rule = by_name.get(old.rule)
         if rule is None or rule.is_event:
             continue  # rule removed (or turned into an event rule) on reload: nothing left to resolve
-        if old.job not in evaluated:
+        if old.job not in evaluated and rule.name not in always_judged:
             states[fp] = old  # no fresh data for this job: keep the alert exactly as it was
             continue
         if old.phase == "firing" and rule.resolved and old.last_notified_at is not None:
@@ -115,7 +117,7 @@ def advance(rules: Sequence[Rule], conditions: Sequence[Condition], events: Sequ
     for alert in sent:
         due_fp = due.get(id(alert))
         if due_fp is not None:
-            states[due_fp] = replace(states[due_fp], last_notified_at=now)
+            states[due_fp] = replace(states[due_fp], last_notified_at=now, notified=states[due_fp].notified + 1)
     return LifecycleResult(states=states, notify=tuple(sent))
 
 
@@ -124,7 +126,8 @@ def _order(alert: Alert) -> tuple[str, str, str, bool, str]:
 
 
 def _step_condition(rule: Rule, cond: Condition, fp: str, old: AlertState | None,
-                    entities: Mapping[EntityKey, EntityState], now: datetime) -> tuple[AlertState, Alert | None]:
+                    entities: Mapping[EntityKey, EntityState], now: datetime, *,
+                    acked: bool = False) -> tuple[AlertState, Alert | None]:
     """One holding condition: stay pending, fire, remind, or stay quiet.
 
     The returned state carries the *previous* ``last_notified_at``; ``advance`` sets it
@@ -135,8 +138,9 @@ def _step_condition(rule: Rule, cond: Condition, fp: str, old: AlertState | None
     if old is not None and old.phase == "firing":
         state = replace(old, **facts)
         last = old.last_notified_at
-        if last is None or (rule.repeat > 0 and (now - last).total_seconds() >= rule.repeat):
-            return state, _firing_alert(rule, state, entity, entities, now, reminder=last is not None)
+        if last is None or (not acked and rule.repeat > 0 and (now - last).total_seconds() >= rule.repeat):
+            return state, _firing_alert(rule, state, entity, entities, now, reminder=last is not None,
+                                        detail=cond.detail)
         return state, None
 
     # a pending alert keeps the time it became active, like Prometheus' activeAt
@@ -144,7 +148,7 @@ def _step_condition(rule: Rule, cond: Condition, fp: str, old: AlertState | None
     if (now - active_since).total_seconds() >= rule.for_:
         state = AlertState(fingerprint=fp, rule=rule.name, job=cond.job, node=cond.node, phase="firing",
                            active_since=active_since, fired_at=now, last_notified_at=None, **facts)
-        return state, _firing_alert(rule, state, entity, entities, now, reminder=False)
+        return state, _firing_alert(rule, state, entity, entities, now, reminder=False, detail=cond.detail)
     state = AlertState(fingerprint=fp, rule=rule.name, job=cond.job, node=cond.node, phase="pending",
                        active_since=active_since, **facts)
     return state, None
@@ -173,7 +177,8 @@ def _job_status(entities: Mapping[EntityKey, EntityState], job: str) -> str | No
 
 
 def _firing_alert(rule: Rule, state: AlertState, entity: EntityState | None,
-                  entities: Mapping[EntityKey, EntityState], now: datetime, *, reminder: bool) -> Alert:
+                  entities: Mapping[EntityKey, EntityState], now: datetime, *, reminder: bool,
+                  detail: str = "") -> Alert:
     subject = state.node or state.job
     if entity is None:  # the caller passed a condition without its entity: say what the state knows
         entity = EntityState(job=state.job, node=state.node, status=state.state, since=state.active_since,
@@ -183,14 +188,15 @@ def _firing_alert(rule: Rule, state: AlertState, entity: EntityState | None,
     if rule.summary:
         text = summary.custom(rule.summary, summary.fields(
             rule, job=state.job, node=state.node, node_type=entity.node_type, state=entity.status,
-            previous_state=entity.previous_status, duration=(now - state.active_since).total_seconds())) or text
+            previous_state=entity.previous_status, duration=(now - state.active_since).total_seconds(),
+            detail=detail)) or text
     return Alert(
         status="firing", rule=rule.name, severity=rule.severity, fingerprint=state.fingerprint,
         job=state.job, node=state.node or None, node_type=entity.node_type if state.node else None,
         state=entity.status, previous_state=entity.previous_status, since=entity.since,
         starts_at=state.active_since, log_path=entity.log_path, summary=text,
         job_status=_job_status(entities, state.job), counters=dict(entity.counters),
-        template=rule.template, channels=rule.channels,
+        template=rule.template, channels=rule.channels, sent_before=state.notified,
     )
 
 
@@ -198,6 +204,10 @@ def _resolved_alert(rule: Rule, old: AlertState, entities: Mapping[EntityKey, En
     entity = entities.get((old.job, old.node))
     text = summary.resolved(rule, subject=old.node or old.job, entity=entity, last_state=old.state,
                             active_since=old.active_since, now=now)
+    if rule.resolved_summary:
+        text = summary.custom(rule.resolved_summary, summary.fields(
+            rule, job=old.job, node=old.node, node_type=old.node_type, state=old.state, previous_state=None,
+            duration=(now - old.active_since).total_seconds())) or text
     if entity is None:  # the node (or job) is gone: report the last facts we had
         state, previous_state, since, node_type, log_path, counters = (
             old.state, None, old.active_since, old.node_type, old.log_path, {})

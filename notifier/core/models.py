@@ -267,6 +267,7 @@ class Rule:
     stalled: str | None = None  # a counter name from COUNTER_NAMES
     inhibits: tuple[str, ...] = ()
     summary: str | None = None  # optional one-line str.format; placeholders: core.summary.SUMMARY_FIELDS
+    resolved_summary: str | None = None  # built-in rules only: the same for the resolved message
     file: str = ""  # where it was defined, for error messages
 
     @property
@@ -282,6 +283,7 @@ class Condition:
     job: str
     node: str
     active_since: datetime
+    detail: str = ""  # meta-alerts: what went wrong, quoted by the rule's summary as {detail}
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +326,7 @@ class AlertState:
     state: str = ""
     node_type: str = ""
     log_path: str | None = None
+    notified: int = 0  # messages sent while firing (the first one and each repeat)
 
 
 AlertStatus = Literal["firing", "resolved"]
@@ -350,6 +353,7 @@ class Alert:
     job_status: str | None = None
     counters: Mapping[str, int] = field(default_factory=dict)
     event: bool = False  # from a transition rule: never resolved
+    sent_before: int = 0  # firing messages already sent for this alert: > 0 makes this one a repeat
     template: str = "default"
     channels: tuple[str, ...] = ()
 

@@ -55,12 +55,12 @@ def custom(fmt: str, fields: Mapping[str, str]) -> str | None:
 
 
 def fields(rule: Rule, *, job: str, node: str, node_type: str, state: str, previous_state: str | None,
-           duration: float) -> dict[str, str]:
-    """The values a custom summary can use."""
+           duration: float, detail: str = "") -> dict[str, str]:
+    """The values a custom summary can use (``detail``: built-in meta rules only)."""
     return {
         "job": job, "node": node, "node_type": node_type, "state": state,
         "previous_state": previous_state or "", "rule": rule.name, "severity": rule.severity,
-        "duration": _fmt(duration), "counter": rule.stalled or "",
+        "duration": _fmt(duration), "counter": rule.stalled or "", "detail": detail,
     }
 
 

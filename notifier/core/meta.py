@@ -1,0 +1,137 @@
+"""Meta-alerts: the watcher watches itself.
+
+When notifier cannot see (the API is unreachable, refuses the credentials, a configured
+job does not exist) or cannot speak (a channel keeps failing, the state file cannot be
+written), that is an alert like any other: built-in rules with their own names, the same
+lifecycle (fire once, repeat, resolve once), routed to ``[meta] channels``.
+
+The shell measures a ``Health`` each cycle; ``meta_conditions`` turns it into
+conditions (and the facts their messages show) for ``lifecycle.advance``. The one
+exception is notifier-state-unwritable: while it holds nothing can be stored, so the
+shell sends it straight to the channels (``state_alert``) and queues its resolve with
+the first commit that works again. A source
+outage never resolves job alerts (failed jobs are not evaluated) and sends no storm
+when it ends: the job alerts it hid are still firing and were already announced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from notifier.core.durations import format_duration
+from notifier.core.models import Alert, Condition, EntityState, FetchResult, Rule, Severity, fingerprint
+
+SOURCE_DOWN = "notifier-source-down"
+AUTH_FAILED = "notifier-auth-failed"
+JOB_MISSING = "notifier-job-missing"
+STATE_UNWRITABLE = "notifier-state-unwritable"
+CHANNEL_FAILING = "notifier-channel-failing"
+META_RULES = (SOURCE_DOWN, AUTH_FAILED, JOB_MISSING, STATE_UNWRITABLE, CHANNEL_FAILING)
+
+META_JOB = "notifier"
+"""The ``job`` of meta-alerts that are not about one DataArts job (the webhook ``group``)."""
+
+_TEXT: Mapping[str, tuple[str, str, str]] = {
+    # rule: (state word, firing summary, resolved summary); fields as in core.summary plus {detail}
+    SOURCE_DOWN: ("DOWN", "DGC source failing for {duration}: {detail}", "DGC source is back after {duration}"),
+    AUTH_FAILED: ("AUTH_FAILED", "DGC API refused the credentials: {detail}",
+                  "DGC authentication works again after {duration}"),
+    JOB_MISSING: ("MISSING", "{job} does not exist in DataArts Studio: {detail}",
+                  "{job} found again after {duration}"),
+    STATE_UNWRITABLE: ("UNWRITABLE", "state file cannot be written: {detail}",
+                       "state file writable again after {duration}"),
+    CHANNEL_FAILING: ("FAILING", "channel {node} is failing: {detail}",
+                      "channel {node} delivers again after {duration}"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MetaPolicy:
+    """``[meta]``: where meta-alerts go and when they fire."""
+
+    channels: tuple[str, ...] = ()  # empty: every channel
+    source_failures: int = 3  # cycles in a row before notifier-source-down
+    job_missing: int = 3  # cycles in a row of DLF.0100 before notifier-job-missing
+    channel_stuck: float = 900.0  # seconds a notification may wait before notifier-channel-failing
+    repeat: float = 4 * 3600.0
+
+
+DEFAULT_META = MetaPolicy()
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What the shell measured about notifier itself this cycle."""
+
+    source_failures: int = 0  # cycles in a row the source failed for any reason, this one included
+    source_error: str | None = None  # the error of this cycle, when the source failed
+    auth_error: str | None = None  # this cycle's auth refusal, with where the secret came from
+    missing: Mapping[str, int] = field(default_factory=dict)  # job -> cycles in a row it was not found
+    failing_channels: Mapping[str, str] = field(default_factory=dict)  # channel -> why
+
+
+def meta_rules(policy: MetaPolicy, channels: tuple[str, ...]) -> tuple[Rule, ...]:
+    """The built-in rules, routed to ``policy.channels`` (every channel when empty)."""
+    routed = policy.channels or channels
+    severity: dict[str, Severity] = {SOURCE_DOWN: "critical", AUTH_FAILED: "critical", STATE_UNWRITABLE: "critical"}
+    return tuple(
+        Rule(name=name, scope="job", channels=routed, status=(state,), severity=severity.get(name, "warning"),
+             repeat=policy.repeat, summary=firing, resolved_summary=resolved, file="(built-in)")
+        for name, (state, firing, resolved) in _TEXT.items()
+    )
+
+
+def missing_counts(previous: Mapping[str, int], result: FetchResult) -> dict[str, int]:
+    """Cycles in a row each job answered "no such job"; a job fetched fine (or not asked) drops out.
+
+    A job whose fetch failed otherwise (timeout, 5xx) keeps its count: no news is not "found".
+    """
+    counts: dict[str, int] = {}
+    for error in result.errors:
+        if error.kind == "not_found":
+            counts[error.job] = previous.get(error.job, 0) + 1
+        elif error.job in previous:
+            counts[error.job] = previous[error.job]
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class MetaFacts:
+    """Conditions for ``advance`` (with the detail to quote) and the entities their messages describe."""
+
+    conditions: tuple[Condition, ...]
+    entities: Mapping[tuple[str, str], EntityState]
+
+
+def meta_conditions(health: Health, policy: MetaPolicy, now: datetime) -> MetaFacts:
+    """Which meta-alerts hold now. Their clocks start at ``now``: the lifecycle keeps the first one."""
+    held: dict[tuple[str, str, str], str] = {}  # (rule, job, node) -> detail
+    if health.auth_error is not None:
+        held[(AUTH_FAILED, META_JOB, "auth")] = health.auth_error
+    elif health.source_failures >= policy.source_failures and health.source_error is not None:
+        held[(SOURCE_DOWN, META_JOB, "source")] = f"{health.source_failures} cycles in a row; {health.source_error}"
+    for job, cycles in sorted(health.missing.items()):
+        if cycles >= policy.job_missing:
+            held[(JOB_MISSING, job, "")] = (f"DLF.0100 for {cycles} cycles in a row; check [jobs] names "
+                                            "(`notifier check --online` lists the jobs that exist)")
+    for channel, why in sorted(health.failing_channels.items()):
+        held[(CHANNEL_FAILING, META_JOB, channel)] = why
+    conditions = tuple(Condition(rule, job, node, now, detail=detail) for (rule, job, node), detail in held.items())
+    entities = {(job, node): EntityState(job=job, node=node, status=_TEXT[rule][0], since=now)
+                for rule, job, node in held}
+    return MetaFacts(conditions=conditions, entities=entities)
+
+
+def state_alert(rule: Rule, detail: str, since: datetime, now: datetime, *, resolved: bool) -> Alert:
+    """notifier-state-unwritable, built outside the lifecycle: its state cannot be stored while it holds."""
+    duration = format_duration(now - since)
+    text = (rule.resolved_summary or "").replace("{duration}", duration) if resolved else \
+        (rule.summary or "").replace("{detail}", detail)
+    return Alert(
+        status="resolved" if resolved else "firing", rule=rule.name, severity=rule.severity,
+        fingerprint=fingerprint(rule.name, META_JOB, "state"), job=META_JOB, node="state", node_type=None,
+        state="WRITABLE" if resolved else _TEXT[STATE_UNWRITABLE][0], previous_state=None, since=since,
+        starts_at=since, ends_at=now if resolved else None, summary=text, template=rule.template,
+        channels=rule.channels,
+    )
