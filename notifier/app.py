@@ -25,6 +25,7 @@ from notifier.channels import CHANNEL_TYPES
 from notifier.clock import utcnow
 from notifier.config import SourceConfig
 from notifier.core.cycle import group_alerts, plan_cycle
+from notifier.core.flap import FlapState
 from notifier.core.meta import STATE_UNWRITABLE, Health, missing_counts, state_alert
 from notifier.core.models import AlertState, Clock, EntitiesByJob, FetchError, FetchResult, MessageGroup, Notification
 from notifier.delivery import Deliverer, DeliveryReport
@@ -103,12 +104,14 @@ class Poller:
     source_failures: int = 0
     missing: dict[str, int] = field(default_factory=dict)  # job -> cycles in a row it was not found
     unwritable_since: datetime | None = None  # the state file refused a commit (in memory: it cannot be stored)
+    flaps: dict[str, FlapState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.entities = EntitiesByJob.group(self.store.load_entities())
         self.alerts = self.store.load_alerts()
         self.source_failures = int(self.store.get_meta(SOURCE_FAILURES_KEY) or 0)
         self.missing = json.loads(self.store.get_meta(JOBS_MISSING_KEY) or "{}")
+        self.flaps = self.store.load_flaps()
 
     async def fetch(self, wiring: Wiring) -> Fetched:
         """The I/O half of a cycle: resolve the watched jobs and fetch them all."""
@@ -146,7 +149,7 @@ class Poller:
         mutes = (*self.store.silences.current(now), *config.maintenance)
         plan = plan_cycle(runtime.all_rules, self.entities, self.alerts, result, fetched.watched, now,
                           mutes=mutes, acked=self.store.silences.acks().keys(), health=health,
-                          meta_policy=config.meta)
+                          meta_policy=config.meta, flaps=self.flaps, flap_policy=config.noise)
         for job in plan.forgotten:
             log.info("job no longer watched, forgetting its state job=%s", job)
         grouping = group_alerts(plan.notify, config.channels)
@@ -160,13 +163,14 @@ class Poller:
                 at=now, upsert_entities=plan.upserts, delete_entities=plan.deletes,
                 upsert_alerts=plan.alert_upserts, delete_alerts=plan.alert_deletes, notifications=notifications,
                 meta={SOURCE_FAILURES_KEY: str(failures), JOBS_MISSING_KEY: json.dumps(missing, sort_keys=True)},
+                upsert_flaps=plan.flap_upserts, delete_flaps=plan.flap_deletes,
             ))
         except StateError as exc:
             self._announce_unwritable(wiring, str(exc), now)
             raise
         # adopt only after the commit succeeded: a failed commit leaves memory == disk
         self.entities = plan.entities  # immutable: adopted as is, no copy
-        self.alerts = dict(plan.alerts)
+        self.alerts, self.flaps = dict(plan.alerts), dict(plan.flaps)
         self.source_failures, self.missing, self.unwritable_since = failures, missing, None
         report = CycleReport(
             at=now, jobs=len(fetched.names), fetched=len(result.snapshots), errors=result.errors,

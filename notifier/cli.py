@@ -250,6 +250,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         source_failures = int(store.get_meta(SOURCE_FAILURES_KEY) or 0)
         mutes = (*store.silences.current(now), *config.maintenance)
         acks = store.silences.acks()
+        flaps = store.load_flaps()
     if source_failures:
         print(f"SOURCE FAILING: the last {source_failures} cycle(s) could not read the API; "
               "alerts below are as of the last good poll")
@@ -263,6 +264,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         muted = f"  [muted: {'; '.join(reasons)}]" if reasons else ""
         if a.fingerprint in acks:
             muted += f"  [acknowledged by {acks[a.fingerprint].author or 'someone'}: no repeats]"
+        flap = flaps.get(a.fingerprint)
+        if flap is not None and flap.flapping_since is not None:
+            muted += f"  [flapping since {timestamp(flap.flapping_since, '%H:%M UTC')}: quiet until stable]"
         print(f"  {a.phase:<8} {a.rule:<24} {where:<40} {a.state or '':<10} active since "
               f"{timestamp(a.active_since)} ({ago(a.active_since, now)})  {a.fingerprint}{muted}")
     print(f"UNDELIVERED NOTIFICATIONS ({len(rows)})")

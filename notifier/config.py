@@ -16,6 +16,7 @@ from datetime import time, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar
 
+from notifier.core.flap import DEFAULT_FLAP, FlapPolicy
 from notifier.core.maintenance import DAY_NAMES, EVERY_DAY, MaintenanceWindow
 from notifier.core.meta import DEFAULT_META, MetaPolicy
 from notifier.core.mutes import Matchers
@@ -84,6 +85,7 @@ class Config:
     channels: Mapping[str, ChannelConfig] = field(default_factory=dict)
     maintenance: tuple[MaintenanceWindow, ...] = ()
     meta: MetaPolicy = DEFAULT_META
+    noise: FlapPolicy = DEFAULT_FLAP
 
 
 # defaults read from instances: with slots=True the class attributes are descriptors
@@ -111,9 +113,19 @@ def load_config(path: Path) -> Config:
         channels=_channels(root.table("channels", None)),
         maintenance=_maintenance(root),
     )
-    config = replace(config, meta=_meta(root.optional_table("meta"), tuple(config.channels)))
+    config = replace(config, meta=_meta(root.optional_table("meta"), tuple(config.channels)),
+                     noise=parse_noise(root.optional_table("noise")))
     root.finish()
     return config
+
+
+def parse_noise(table: TableReader) -> FlapPolicy:
+    """``[noise]``: flap damping (``flap_threshold = 0`` turns it off)."""
+    return _read(table, lambda t: FlapPolicy(
+        threshold=t.int("flap_threshold", DEFAULT_FLAP.threshold, minimum=0),
+        window=t.seconds("flap_window", DEFAULT_FLAP.window, positive=True),
+        quiet=t.seconds("flap_quiet", DEFAULT_FLAP.quiet, positive=True),
+    ))
 
 
 def _meta(table: TableReader, channels: tuple[str, ...]) -> MetaPolicy:

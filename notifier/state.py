@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from notifier.core.counters import COUNTER_NAMES, NO_COUNTERS, Counters, compact_counters
+from notifier.core.flap import FlapState
 from notifier.core.models import AlertState, EntityKey, EntityState
 from notifier.outbox import NewNotification, Outbox, enqueue
 from notifier.silences import Silences, forget_acks
@@ -42,12 +43,14 @@ class CycleWrite:
     delete_alerts: tuple[str, ...] = ()
     notifications: tuple[NewNotification, ...] = ()
     meta: Mapping[str, str | None] = field(default_factory=dict)
+    upsert_flaps: tuple[FlapState, ...] = ()
+    delete_flaps: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
         return not (self.upsert_entities or self.delete_entities or self.upsert_alerts
-                    or self.delete_alerts or self.notifications or self.meta)
-
+                    or self.delete_alerts or self.notifications or self.meta or self.upsert_flaps
+                    or self.delete_flaps)
 
 
 # --- rows ----------------------------------------------------------------------------
@@ -201,6 +204,15 @@ class StateStore:
             return {row[0]: _alert(row) for row in conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alert")}
         return self._file.read("load alerts", read)
 
+    def load_flaps(self) -> dict[str, FlapState]:
+        """Recent firing/clear changes per fingerprint (flap damping), keyed by fingerprint."""
+        def read(conn: sqlite3.Connection) -> dict[str, FlapState]:
+            rows = conn.execute("SELECT fingerprint, rule, job, node, changes, flapping_since, announced FROM flap")
+            return {fp: FlapState(fp, rule, job, node, tuple(from_ms(ms) for ms in json.loads(changes)),
+                                  opt_dt(since), announced)
+                    for fp, rule, job, node, changes, since, announced in rows}
+        return self._file.read("load flap states", read)
+
     def get_meta(self, key: str) -> str | None:
         def read(conn: sqlite3.Connection) -> str | None:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -231,6 +243,15 @@ def _apply(conn: sqlite3.Connection, write: CycleWrite) -> tuple[int, ...]:
         conn.executemany(_UPSERT_ALERT, map(_alert_row, write.upsert_alerts))
     if write.meta:
         _write_meta(conn, write.meta)
+    if write.delete_flaps:
+        conn.executemany("DELETE FROM flap WHERE fingerprint = ?", ((fp,) for fp in write.delete_flaps))
+    if write.upsert_flaps:
+        conn.executemany(
+            "INSERT INTO flap (fingerprint, rule, job, node, changes, flapping_since, announced) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET changes = excluded.changes, "
+            "flapping_since = excluded.flapping_since, announced = excluded.announced",
+            ((f.fingerprint, f.rule, f.job, f.node, json.dumps([to_ms(c) for c in f.changes]),
+              opt_ms(f.flapping_since), f.announced) for f in write.upsert_flaps))
     return enqueue(conn, write.notifications, write.at) if write.notifications else ()
 
 

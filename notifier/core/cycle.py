@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from notifier.core.diff import diff_job
+from notifier.core.flap import DEFAULT_FLAP, FlapPolicy, FlapState, damp
 from notifier.core.inhibit import inhibition_filter
-from notifier.core.lifecycle import advance
+from notifier.core.lifecycle import advance, firing_alert, resolved_alert
 from notifier.core.meta import CHANNEL_FAILING, DEFAULT_META, META_RULES, Health, MetaPolicy, meta_conditions
 from notifier.core.models import (
     Alert,
@@ -45,18 +46,24 @@ class CyclePlan:
     alert_deletes: tuple[str, ...]
     notify: tuple[Alert, ...]
     forgotten: tuple[str, ...] = ()  # jobs no longer watched, whose state was dropped
+    flaps: Mapping[str, FlapState] = field(default_factory=dict)  # the complete new set
+    flap_upserts: tuple[FlapState, ...] = ()
+    flap_deletes: tuple[str, ...] = ()
 
 
 def plan_cycle(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState],
                alerts: Mapping[str, AlertState], result: FetchResult, watched: Collection[str] | None,
                now: datetime, *, mutes: Sequence[Mute] = (), acked: Collection[str] = (),
-               health: Health | None = None, meta_policy: MetaPolicy = DEFAULT_META) -> CyclePlan:
+               health: Health | None = None, meta_policy: MetaPolicy = DEFAULT_META,
+               flaps: Mapping[str, FlapState] | None = None, flap_policy: FlapPolicy = DEFAULT_FLAP) -> CyclePlan:
     """Diff, evaluate and advance the lifecycle for one cycle.
 
     ``mutes`` (silences, maintenance windows) and inhibition decide what is sent, never
     what is tracked; ``acked`` fingerprints send no repeats. ``health`` (what the shell
     measured about notifier itself) adds the meta-alerts; their rules must be in ``rules``
     (``core.meta.meta_rules``) and are judged every cycle, whatever job they name.
+    ``flaps`` (the remembered flap states; None turns damping off) hold back the
+    messages of alerts that keep coming and going (``core.flap``).
 
     Jobs that failed to fetch keep their state and alerts untouched: a failure is never
     taken as "all nodes gone". Jobs no longer watched (``watched`` given and without
@@ -98,16 +105,41 @@ def plan_cycle(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState],
     if health is not None:
         meta = meta_conditions(health, meta_policy, now)
         conditions, judged, always = (*conditions, *meta.conditions), _Overlay(meta.entities, current), META_RULES
-    outcome = advance(rules, conditions, events, alerts, judged, evaluated, now,
-                      notify_filter=chain(inhibition_filter(rules), mute_filter(mutes)), acked=acked,
-                      always_judged=always)
+    notify_filter = chain(inhibition_filter(rules), mute_filter(mutes))
+    outcome = advance(rules, conditions, events, alerts, judged, evaluated, now, notify_filter=notify_filter,
+                      acked=acked, always_judged=always)
+    notify, new_flaps = outcome.notify, dict(flaps or {})
+    if flaps is not None:
+        by_name = {rule.name: rule for rule in rules}
+        damped = damp(outcome.notify, alerts, outcome.states, flaps,
+                      lambda a: a.job in evaluated or a.rule in always, flap_policy, now,
+                      lambda flap, state: _settle(by_name, flap, state, judged, now))
+        notify, new_flaps = notify_filter(damped.notify, outcome.states, now), dict(damped.flaps)
     alert_upserts = tuple(s for fp, s in outcome.states.items() if alerts.get(fp) != s)
     alert_deletes = tuple(fp for fp in alerts if fp not in outcome.states)
+    old_flaps = flaps or {}
     return CyclePlan(
         entities=new_entities, upserts=tuple(upserts), deletes=tuple(deletes), transitions=tuple(transitions),
-        alerts=outcome.states, alert_upserts=alert_upserts, alert_deletes=alert_deletes, notify=outcome.notify,
-        forgotten=tuple(forgotten),
+        alerts=outcome.states, alert_upserts=alert_upserts, alert_deletes=alert_deletes, notify=notify,
+        forgotten=tuple(forgotten), flaps=new_flaps,
+        flap_upserts=tuple(f for fp, f in new_flaps.items() if old_flaps.get(fp) != f),
+        flap_deletes=tuple(fp for fp in old_flaps if fp not in new_flaps),
     )
+
+
+def _settle(rules: Mapping[str, Rule], flap: FlapState, state: AlertState | None,
+            entities: Mapping[EntityKey, EntityState], now: datetime) -> Alert | None:
+    """The message for an alert that stopped flapping: firing as it is now, else resolved."""
+    rule = rules.get(flap.rule)
+    if rule is None:
+        return None
+    if state is not None and state.phase == "firing":
+        return firing_alert(rule, state, entities.get((state.job, state.node)), entities, now, reminder=False)
+    if not rule.resolved:
+        return None
+    gone = AlertState(fingerprint=flap.fingerprint, rule=flap.rule, job=flap.job, node=flap.node, phase="firing",
+                      active_since=flap.flapping_since or now)
+    return resolved_alert(rule, gone, entities, now)
 
 
 class _Overlay(Mapping[EntityKey, EntityState]):

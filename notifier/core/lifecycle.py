@@ -105,7 +105,7 @@ def advance(rules: Sequence[Rule], conditions: Sequence[Condition], events: Sequ
             states[fp] = old  # no fresh data for this job: keep the alert exactly as it was
             continue
         if old.phase == "firing" and rule.resolved and old.last_notified_at is not None:
-            candidates.append(_resolved_alert(rule, old, entities, now))
+            candidates.append(resolved_alert(rule, old, entities, now))
 
     for ev in events:
         rule = by_name.get(ev.rule)
@@ -139,7 +139,7 @@ def _step_condition(rule: Rule, cond: Condition, fp: str, old: AlertState | None
         state = replace(old, **facts)
         last = old.last_notified_at
         if last is None or (not acked and rule.repeat > 0 and (now - last).total_seconds() >= rule.repeat):
-            return state, _firing_alert(rule, state, entity, entities, now, reminder=last is not None,
+            return state, firing_alert(rule, state, entity, entities, now, reminder=last is not None,
                                         detail=cond.detail)
         return state, None
 
@@ -148,7 +148,7 @@ def _step_condition(rule: Rule, cond: Condition, fp: str, old: AlertState | None
     if (now - active_since).total_seconds() >= rule.for_:
         state = AlertState(fingerprint=fp, rule=rule.name, job=cond.job, node=cond.node, phase="firing",
                            active_since=active_since, fired_at=now, last_notified_at=None, **facts)
-        return state, _firing_alert(rule, state, entity, entities, now, reminder=False, detail=cond.detail)
+        return state, firing_alert(rule, state, entity, entities, now, reminder=False, detail=cond.detail)
     state = AlertState(fingerprint=fp, rule=rule.name, job=cond.job, node=cond.node, phase="pending",
                        active_since=active_since, **facts)
     return state, None
@@ -176,7 +176,7 @@ def _job_status(entities: Mapping[EntityKey, EntityState], job: str) -> str | No
     return entity.status if entity is not None else None
 
 
-def _firing_alert(rule: Rule, state: AlertState, entity: EntityState | None,
+def firing_alert(rule: Rule, state: AlertState, entity: EntityState | None,
                   entities: Mapping[EntityKey, EntityState], now: datetime, *, reminder: bool,
                   detail: str = "") -> Alert:
     subject = state.node or state.job
@@ -200,7 +200,7 @@ def _firing_alert(rule: Rule, state: AlertState, entity: EntityState | None,
     )
 
 
-def _resolved_alert(rule: Rule, old: AlertState, entities: Mapping[EntityKey, EntityState], now: datetime) -> Alert:
+def resolved_alert(rule: Rule, old: AlertState, entities: Mapping[EntityKey, EntityState], now: datetime) -> Alert:
     entity = entities.get((old.job, old.node))
     text = summary.resolved(rule, subject=old.node or old.job, entity=entity, last_state=old.state,
                             active_since=old.active_since, now=now)

@@ -1,0 +1,139 @@
+"""Flap damping: an alert that keeps coming and going says so once, then waits until it is stable.
+
+A *change* is an alert going from not firing to firing or back. When a fingerprint
+changes ``threshold`` times within ``window``, it is *flapping*: the message of the
+change that tipped it says so ("flapping: 3 changes in 30m"), then nothing more is
+sent for it until it has not changed for ``quiet``; then one message gives the state it
+settled in (firing or resolved). The lifecycle keeps tracking the alert all along.
+
+Why the default threshold is 3 and not 4: with 3, a node flipping every poll sends
+firing, resolved, then the flapping notice (3 messages) and then nothing until it has
+been stable for ``quiet``; with 4 it would send four before damping starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from notifier.core.durations import format_duration
+from notifier.core.models import Alert, AlertState
+
+
+@dataclass(frozen=True, slots=True)
+class FlapPolicy:
+    """``[noise]``: when an alert counts as flapping and how long it must be stable to stop."""
+
+    threshold: int = 3  # changes within the window that make it flapping; 0 turns damping off
+    window: float = 1800.0
+    quiet: float = 900.0
+
+
+DEFAULT_FLAP = FlapPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class FlapState:
+    """One fingerprint's recent changes; persisted so a restart does not forget it is flapping."""
+
+    fingerprint: str
+    rule: str
+    job: str
+    node: str
+    changes: tuple[datetime, ...] = ()
+    flapping_since: datetime | None = None
+    announced: str | None = None  # the status of the last message sent about it while flapping
+
+
+@dataclass(frozen=True, slots=True)
+class Damped:
+    """What to send after damping, and the flap states to keep (the complete new set)."""
+
+    notify: tuple[Alert, ...]
+    flaps: Mapping[str, FlapState]
+
+
+Settle = Callable[[FlapState, AlertState | None], Alert | None]
+"""Builds the "stable again" message for a fingerprint: firing from its state, else resolved."""
+
+
+def damp(notify: tuple[Alert, ...], previous: Mapping[str, AlertState], states: Mapping[str, AlertState],
+         flaps: Mapping[str, FlapState], judged: Callable[[AlertState], bool], policy: FlapPolicy,
+         now: datetime, settle: Settle) -> Damped:
+    """Record this cycle's changes, and hold back messages of flapping alerts.
+
+    ``previous``/``states`` are the alert states before and after the cycle; ``judged``
+    says whether an alert's job was judged this cycle (others cannot have changed).
+    """
+    if policy.threshold <= 0:
+        return Damped(notify, {})
+    window = timedelta(seconds=policy.window)
+    out: dict[str, FlapState] = {}
+    for fp in previous.keys() | states.keys():
+        old, new = previous.get(fp), states.get(fp)
+        ref = new or old
+        if ref is None or not judged(ref):
+            if fp in flaps:
+                out[fp] = flaps[fp]
+            continue
+        flap = flaps.get(fp) or FlapState(fp, ref.rule, ref.job, ref.node)
+        changed = _firing(old) != _firing(new)
+        changes = tuple(t for t in (*flap.changes, *((now,) if changed else ())) if now - t < window)
+        out[fp] = replace(flap, changes=changes)
+    for fp, flap in flaps.items():  # alerts gone without a state change this cycle (e.g. a pending one)
+        out.setdefault(fp, replace(flap, changes=tuple(t for t in flap.changes if now - t < window)))
+
+    sent: list[Alert] = []
+    by_fp = {a.fingerprint: a for a in notify}
+    for alert in notify:
+        current = out.get(alert.fingerprint)
+        if current is None or alert.event:
+            sent.append(alert)
+        elif current.flapping_since is not None:
+            continue  # flapping: quiet
+        elif len(current.changes) >= policy.threshold:
+            out[alert.fingerprint] = replace(current, flapping_since=now, announced=alert.status)
+            sent.append(_flapping_notice(alert, len(current.changes), policy))
+        else:
+            sent.append(alert)
+    for fp, flap in list(out.items()):
+        if flap.flapping_since is None:
+            if not flap.changes and fp not in states:
+                del out[fp]  # nothing recent, nothing tracked: forget it
+            continue
+        last_change = max(flap.changes, default=flap.flapping_since)
+        if (now - last_change).total_seconds() >= policy.quiet and fp not in by_fp:
+            final = settle(flap, states.get(fp))
+            if final is not None:
+                sent.append(_settled(final, now - last_change))
+            out[fp] = replace(flap, flapping_since=None, announced=None, changes=())
+            if fp not in states:
+                del out[fp]
+    return Damped(tuple(sent), out)
+
+
+def _firing(state: AlertState | None) -> bool:
+    return state is not None and state.phase == "firing"
+
+
+def _flapping_notice(alert: Alert, changes: int, policy: FlapPolicy) -> Alert:
+    who = alert.node or alert.job
+    now_is = "firing" if alert.status == "firing" else f"clear ({alert.state})"
+    return replace(alert, summary=(f"{who} is flapping: {changes} changes in {_fmt(policy.window)}, now {now_is}; "
+                                   f"quiet until it is stable for {_fmt(policy.quiet)}"))
+
+
+def _settled(alert: Alert, stable_for: timedelta) -> Alert:
+    who = alert.node or alert.job
+    what = f"still {alert.state}" if alert.status == "firing" else f"{alert.state or 'clear'}"
+    return replace(alert, summary=f"{who} stopped flapping, stable for {format_duration(stable_for)}: {what}")
+
+
+def _fmt(seconds: float) -> str:
+    return format_duration(timedelta(seconds=seconds))
+
+
+def flapping(flaps: Collection[FlapState]) -> tuple[FlapState, ...]:
+    """The flapping ones, for ``notifier alerts``."""
+    return tuple(f for f in flaps if f.flapping_since is not None)
