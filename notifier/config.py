@@ -161,7 +161,15 @@ def _resolve(base: Path, value: str) -> Path:
     return expanded if expanded.is_absolute() else base / expanded
 
 
+SOURCE_KEYS = (
+    "endpoint", "project_id", "workspace", "auth", "ak_env", "ak_file", "sk_env", "sk_file", "token_env",
+    "token_file", "timeout", "concurrency", "max_requests_per_second", "retries", "backoff", "backoff_max",
+)
+"""Every key of ``[source]``: checked first, so ``projct_id`` is reported as a typo, not as a missing key."""
+
+
 def _source(src: TableReader) -> SourceConfig:
+    src.finish(SOURCE_KEYS)  # unknown keys first: a typo explains a "missing" required key
     ak_env, ak_file = src.env_or_file("ak", _SRC.ak_env)
     sk_env, sk_file = src.env_or_file("sk", _SRC.sk_env)
     token_env, token_file = src.env_or_file("token", _SRC.token_env)

@@ -107,3 +107,17 @@ def test_a_second_app_on_the_same_state_file_is_refused(pipeline: Pipeline) -> N
     with pytest.raises(StateError, match="another notifier process"):
         pipeline.run(App.open(pipeline.config_path))
     pipeline.cycle()  # the first one is unaffected
+
+
+def test_five_nodes_failing_in_one_cycle_are_one_message(pipeline: Pipeline, sim: Simulator,
+                                                          webhook_receiver: WebhookReceiver) -> None:
+    """Alerts of one job that fire in the same cycle go out grouped: one webhook request with all five."""
+    pipeline.cycle()  # DLI_SMS_GES fires alone
+    nodes = ["CREATE_GES_DIR", "CS_SMS_PROCESS", "DIS_EVENT", "DIS_INPUT", "DLI_SMS_PROCESS"]  # the seed's others
+    for node in nodes:
+        sim.set_node_status("job_sms", node, "EXCEPTION")
+    pipeline.clock.advance(60)
+    pipeline.cycle()
+    assert len(webhook_receiver.requests) == 2
+    grouped = webhook_receiver.requests[1].json
+    assert grouped["group"] == "job_sms" and sorted(a["node"] for a in grouped["alerts"]) == nodes

@@ -238,3 +238,13 @@ def test_bad_config_outranks_a_source_failure(write_config) -> None:
     config = config_at(write_config, f"http://127.0.0.1:{free_port()}", rules=NODE_EXCEPTION + 'template = "x"\n')
     report = check(config, online=True)
     assert report.source_errors and report.problems and report.exit_code == EXIT_CONFIG
+
+
+def test_a_typo_in_source_is_named_before_the_key_it_hides(tmp_path: Path) -> None:
+    """`projct_id` is reported as an unknown key with a suggestion, not as "project_id is missing"."""
+    config = tmp_path / "notifier.toml"
+    config.write_text('[source]\nendpoint = "http://127.0.0.1:1"\nprojct_id = "x"\nauth = "none"\n'
+                      '[jobs]\nnames = ["a"]\n[channels.stdout]\ntype = "console"\n')
+    result = notifier("check", "-c", str(config))
+    assert result.returncode == 2
+    assert "source: projct_id: unknown key (did you mean 'project_id'?)" in result.stderr
