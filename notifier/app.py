@@ -26,7 +26,7 @@ from notifier.clock import utcnow
 from notifier.config import SourceConfig
 from notifier.core.cycle import group_alerts, plan_cycle
 from notifier.core.flap import FlapState
-from notifier.core.meta import STATE_UNWRITABLE, Health, missing_counts, state_alert
+from notifier.core.meta import STATE_UNWRITABLE, Health, Streak, missing_streaks, state_alert
 from notifier.core.models import AlertState, Clock, EntitiesByJob, FetchError, FetchResult, MessageGroup, Notification
 from notifier.delivery import Deliverer, DeliveryReport
 from notifier.errors import SourceError, StateError
@@ -34,7 +34,8 @@ from notifier.lock import ProcessLock
 from notifier.outbox import NewNotification
 from notifier.render import Renderer
 from notifier.runtime import Runtime, Wiring, load_runtime
-from notifier.state import JOBS_MISSING_KEY, SOURCE_FAILURES_KEY, CycleWrite, StateStore
+from notifier.state import JOBS_MISSING_KEY, SOURCE_FAILING_SINCE_KEY, SOURCE_FAILURES_KEY, CycleWrite, StateStore
+from notifier.statefile import from_ms, to_ms
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ class Poller:
     entities: EntitiesByJob = field(default_factory=EntitiesByJob)
     alerts: dict[str, AlertState] = field(default_factory=dict)
     source_failures: int = 0
-    missing: dict[str, int] = field(default_factory=dict)  # job -> cycles in a row it was not found
+    source_failing_since: datetime | None = None  # the first cycle of the current source failure
+    missing: dict[str, Streak] = field(default_factory=dict)  # job -> cycles in a row it was not found
     unwritable_since: datetime | None = None  # the state file refused a commit (in memory: it cannot be stored)
     flaps: dict[str, FlapState] = field(default_factory=dict)
 
@@ -110,7 +112,10 @@ class Poller:
         self.entities = EntitiesByJob.group(self.store.load_entities())
         self.alerts = self.store.load_alerts()
         self.source_failures = int(self.store.get_meta(SOURCE_FAILURES_KEY) or 0)
-        self.missing = json.loads(self.store.get_meta(JOBS_MISSING_KEY) or "{}")
+        since = self.store.get_meta(SOURCE_FAILING_SINCE_KEY)
+        self.source_failing_since = from_ms(int(since)) if since else None
+        self.missing = {job: Streak(cycles, from_ms(ms))
+                        for job, (cycles, ms) in json.loads(self.store.get_meta(JOBS_MISSING_KEY) or "{}").items()}
         self.flaps = self.store.load_flaps()
 
     async def fetch(self, wiring: Wiring) -> Fetched:
@@ -140,9 +145,11 @@ class Poller:
         config = runtime.config
         source_failed = _source_failed(result, fetched.discovery_error)
         failures = self.source_failures + 1 if source_failed else 0
-        missing = missing_counts(self.missing, result)
+        failing_since = (self.source_failing_since or now) if source_failed else None
+        missing = missing_streaks(self.missing, result, now)
         health = Health(
-            source_failures=failures, source_error=_first_error(fetched) if source_failed else None,
+            source_failures=Streak(failures, failing_since) if failing_since is not None else None,
+            source_error=_first_error(fetched) if source_failed else None,
             auth_error=_auth_error(fetched, config.source), missing=missing,
             failing_channels=self.store.outbox.failing_channels(now, config.meta.channel_stuck),
         )
@@ -162,7 +169,8 @@ class Poller:
             self.store.commit_cycle(CycleWrite(
                 at=now, upsert_entities=plan.upserts, delete_entities=plan.deletes,
                 upsert_alerts=plan.alert_upserts, delete_alerts=plan.alert_deletes, notifications=notifications,
-                meta={SOURCE_FAILURES_KEY: str(failures), JOBS_MISSING_KEY: json.dumps(missing, sort_keys=True)},
+                meta={SOURCE_FAILURES_KEY: str(failures), JOBS_MISSING_KEY: _streaks_json(missing),
+                      SOURCE_FAILING_SINCE_KEY: None if failing_since is None else str(to_ms(failing_since))},
                 upsert_flaps=plan.flap_upserts, delete_flaps=plan.flap_deletes,
             ))
         except StateError as exc:
@@ -171,7 +179,8 @@ class Poller:
         # adopt only after the commit succeeded: a failed commit leaves memory == disk
         self.entities = plan.entities  # immutable: adopted as is, no copy
         self.alerts, self.flaps = dict(plan.alerts), dict(plan.flaps)
-        self.source_failures, self.missing, self.unwritable_since = failures, missing, None
+        self.source_failures, self.source_failing_since = failures, failing_since
+        self.missing, self.unwritable_since = missing, None
         report = CycleReport(
             at=now, jobs=len(fetched.names), fetched=len(result.snapshots), errors=result.errors,
             transitions=len(plan.transitions), notifications=len(notifications),
@@ -200,6 +209,10 @@ class Poller:
                                                              payload=n.payload, created_at=now))
             except Exception as exc:  # noqa: BLE001 (one broken channel must not stop the others)
                 log.error("could not tell channel %s that the state file is not writable: %s", n.channel, exc)
+
+
+def _streaks_json(streaks: dict[str, Streak]) -> str:
+    return json.dumps({job: [s.cycles, to_ms(s.since)] for job, s in sorted(streaks.items())})
 
 
 def _first_error(fetched: Fetched) -> str:
@@ -232,12 +245,17 @@ def describe_auth(source: SourceConfig) -> str:
 
 
 def _source_failed(result: FetchResult, discovery_error: str | None) -> bool:
-    """The source failed when discovery failed, auth was refused, or no job could be fetched at all."""
+    """The source failed when discovery failed, auth was refused, or no job could be fetched at all.
+
+    "No such job" is the API answering correctly: a misspelt only job is notifier-job-missing,
+    not an outage.
+    """
     if discovery_error is not None:
         return True
     if any(e.kind == "auth" for e in result.errors):
         return True
-    return bool(result.errors) and not result.snapshots
+    errors = [e for e in result.errors if e.kind != "not_found"]
+    return bool(errors) and not result.snapshots
 
 
 class App:

@@ -7,8 +7,9 @@
             permanent error   -> failed (logged at error with the channel's fix), next row
             transient error   -> retry later with backoff; STOP: later rows wait, order is kept
 
-A delivered row is never sent again. The only duplicate possible is the row in flight
-when the process dies between the send and ``mark_delivered``.
+A delivered row is never sent again, also when the state file refuses to record it (the
+deliverer remembers it and records it later). The only duplicate possible is the row in
+flight when the process dies between the send and ``mark_delivered``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from notifier.clock import utcnow
 from notifier.config import DeliveryConfig
 from notifier.core.durations import format_duration
 from notifier.core.models import Clock, Notification
-from notifier.errors import ChannelError
+from notifier.errors import ChannelError, StateError
 from notifier.outbox import Outbox
 
 if TYPE_CHECKING:  # the channels package imports every channel type; delivery only needs the protocol
@@ -87,6 +88,7 @@ class Deliverer:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._running = threading.Lock()  # two overlapping drains could send one row twice
+        self._unmarked: set[int] = set()  # sent, but the state file refused "delivered": never send again
 
     @property
     def channels(self) -> Mapping[str, Channel]:
@@ -162,6 +164,10 @@ class Deliverer:
 
     def _deliver_one(self, channel: Channel, n: Notification) -> _Outcome:
         now = self._clock()
+        if n.id in self._unmarked:  # sent in an earlier round; only the mark is missing
+            self._outbox.mark_delivered(n.id, now)  # raises StateError again while the file is unwritable
+            self._unmarked.discard(n.id)
+            return _Outcome.DELIVERED
         age = now - n.created_at
         if age.total_seconds() > self._policy.expire:
             return self._expire(n, age, now)
@@ -179,7 +185,11 @@ class Deliverer:
             log.exception("unexpected error while sending, will retry channel=%s id=%d group=%s",
                           n.channel, n.id, n.group)
             return self._retry(n, f"{type(exc).__name__}: {exc}", None)
-        self._outbox.mark_delivered(n.id, self._clock())
+        try:
+            self._outbox.mark_delivered(n.id, self._clock())
+        except StateError:
+            self._unmarked.add(n.id)  # it went out: a later round records it, never sends it again
+            raise
         log.info("notification delivered channel=%s id=%d group=%s attempts=%d",
                  n.channel, n.id, n.group, n.attempts + 1)
         return _Outcome.DELIVERED

@@ -175,27 +175,28 @@ class Outbox:
                 for id_, chan, grp, status, created, attempts, next_at, last_error, delivered in reversed(rows))
         return self._file.read("read the outbox", read)
 
-    def failing_channels(self, now: datetime, stuck_after: float) -> dict[str, str]:
-        """Channels that look broken, with why: the last finished row failed, or a row waits too long.
+    def failing_channels(self, now: datetime, stuck_after: float) -> dict[str, tuple[str, datetime]]:
+        """Channels that look broken, with why and since when: the last row failed, or a row waits too long.
 
         A channel recovers as soon as its latest finished row is delivered and nothing has
         waited longer than ``stuck_after`` seconds.
         """
         cutoff = to_ms(now) - int(stuck_after * 1000)
 
-        def read(conn: sqlite3.Connection) -> dict[str, str]:
-            out: dict[str, str] = {}
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[str, datetime]]:
+            out: dict[str, tuple[str, datetime]] = {}
             for channel, created, attempts, error in conn.execute(
                     "SELECT channel, MIN(created_at), attempts, last_error FROM outbox WHERE status = 'pending' "
                     "GROUP BY channel HAVING MIN(created_at) < ?", (cutoff,)):
                 waited = (to_ms(now) - created) // 1000
                 out[channel] = (f"a notification has waited {waited // 60} min ({attempts} attempts; "
-                                f"last error: {error or 'none'})")
-            for channel, status, error in conn.execute(
-                    "SELECT channel, status, last_error FROM outbox o WHERE status != 'pending' AND id = "
+                                f"last error: {error or 'none'})", from_ms(created))
+            for channel, status, error, finished in conn.execute(
+                    "SELECT channel, status, last_error, finished_at FROM outbox o WHERE status != 'pending' AND id = "
                     "(SELECT MAX(id) FROM outbox WHERE channel = o.channel AND status != 'pending')"):
                 if status == "failed" and channel not in out:
-                    out[channel] = f"the last notification failed permanently: {error or 'no error recorded'}"
+                    out[channel] = (f"the last notification failed permanently: {error or 'no error recorded'}",
+                                    from_ms(finished))
             return out
         return self._file.read("read the outbox", read)
 

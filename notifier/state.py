@@ -26,8 +26,10 @@ from notifier.statefile import StateFile, from_ms, opt_dt, opt_ms, to_ms
 
 SOURCE_FAILURES_KEY = "source_consecutive_failures"
 """Meta key: how many cycles in a row the source failed (0 when the last one worked)."""
+SOURCE_FAILING_SINCE_KEY = "source_failing_since"
+"""Meta key: epoch ms of the first cycle of the current source failure (absent when the source works)."""
 JOBS_MISSING_KEY = "jobs_missing"
-"""Meta key: JSON {job: cycles in a row the API said "no such job"}."""
+"""Meta key: JSON {job: [cycles in a row the API said "no such job", epoch ms of the first]}."""
 
 @dataclass(frozen=True, slots=True)
 class CycleWrite:

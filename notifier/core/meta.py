@@ -39,7 +39,7 @@ _TEXT: Mapping[str, tuple[str, str, str]] = {
     AUTH_FAILED: ("AUTH_FAILED", "DGC API refused the credentials: {detail}",
                   "DGC authentication works again after {duration}"),
     JOB_MISSING: ("MISSING", "{job} does not exist in DataArts Studio: {detail}",
-                  "{job} found again after {duration}"),
+                  "{job}: no longer missing after {duration}"),
     STATE_UNWRITABLE: ("UNWRITABLE", "state file cannot be written: {detail}",
                        "state file writable again after {duration}"),
     CHANNEL_FAILING: ("FAILING", "channel {node} is failing: {detail}",
@@ -61,14 +61,22 @@ class MetaPolicy:
 DEFAULT_META = MetaPolicy()
 
 @dataclass(frozen=True, slots=True)
+class Streak:
+    """Something has held for ``cycles`` cycles in a row, since ``since`` (the first of them)."""
+
+    cycles: int
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """What the shell measured about notifier itself this cycle."""
 
-    source_failures: int = 0  # cycles in a row the source failed for any reason, this one included
+    source_failures: Streak | None = None  # the source failed this cycle and these before it
     source_error: str | None = None  # the error of this cycle, when the source failed
     auth_error: str | None = None  # this cycle's auth refusal, with where the secret came from
-    missing: Mapping[str, int] = field(default_factory=dict)  # job -> cycles in a row it was not found
-    failing_channels: Mapping[str, str] = field(default_factory=dict)  # channel -> why
+    missing: Mapping[str, Streak] = field(default_factory=dict)  # job -> "no such job" in a row
+    failing_channels: Mapping[str, tuple[str, datetime]] = field(default_factory=dict)  # channel -> (why, since)
 
 
 def meta_rules(policy: MetaPolicy, channels: tuple[str, ...]) -> tuple[Rule, ...]:
@@ -82,18 +90,19 @@ def meta_rules(policy: MetaPolicy, channels: tuple[str, ...]) -> tuple[Rule, ...
     )
 
 
-def missing_counts(previous: Mapping[str, int], result: FetchResult) -> dict[str, int]:
+def missing_streaks(previous: Mapping[str, Streak], result: FetchResult, now: datetime) -> dict[str, Streak]:
     """Cycles in a row each job answered "no such job"; a job fetched fine (or not asked) drops out.
 
-    A job whose fetch failed otherwise (timeout, 5xx) keeps its count: no news is not "found".
+    A job whose fetch failed otherwise (timeout, 5xx) keeps its streak: no news is not "found".
     """
-    counts: dict[str, int] = {}
+    out: dict[str, Streak] = {}
     for error in result.errors:
         if error.kind == "not_found":
-            counts[error.job] = previous.get(error.job, 0) + 1
+            old = previous.get(error.job)
+            out[error.job] = Streak(old.cycles + 1, old.since) if old is not None else Streak(1, now)
         elif error.job in previous:
-            counts[error.job] = previous[error.job]
-    return counts
+            out[error.job] = previous[error.job]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +114,22 @@ class MetaFacts:
 
 
 def meta_conditions(health: Health, policy: MetaPolicy, now: datetime) -> MetaFacts:
-    """Which meta-alerts hold now. Their clocks start at ``now``: the lifecycle keeps the first one."""
-    held: dict[tuple[str, str, str], str] = {}  # (rule, job, node) -> detail
+    """Which meta-alerts hold now, each dated from when its trouble began (the first failed cycle)."""
+    held: dict[tuple[str, str, str], tuple[str, datetime]] = {}  # (rule, job, node) -> (detail, since)
+    down = health.source_failures
     if health.auth_error is not None:
-        held[(AUTH_FAILED, META_JOB, "auth")] = health.auth_error
-    elif health.source_failures >= policy.source_failures and health.source_error is not None:
-        held[(SOURCE_DOWN, META_JOB, "source")] = f"{health.source_failures} cycles in a row; {health.source_error}"
-    for job, cycles in sorted(health.missing.items()):
-        if cycles >= policy.job_missing:
-            held[(JOB_MISSING, job, "")] = (f"DLF.0100 for {cycles} cycles in a row; check [jobs] names "
-                                            "(`notifier check --online` lists the jobs that exist)")
-    for channel, why in sorted(health.failing_channels.items()):
-        held[(CHANNEL_FAILING, META_JOB, channel)] = why
-    conditions = tuple(Condition(rule, job, node, now, detail=detail) for (rule, job, node), detail in held.items())
+        held[(AUTH_FAILED, META_JOB, "auth")] = (health.auth_error, now)
+    elif down is not None and down.cycles >= policy.source_failures and health.source_error is not None:
+        held[(SOURCE_DOWN, META_JOB, "source")] = (f"{down.cycles} cycles in a row; {health.source_error}",
+                                                   down.since)
+    for job, missing in sorted(health.missing.items()):
+        if missing.cycles >= policy.job_missing:
+            held[(JOB_MISSING, job, "")] = (f"DLF.0100 for {missing.cycles} cycles in a row; check [jobs] names "
+                                            "(`notifier check --online` lists the jobs that exist)", missing.since)
+    for channel, (why, since) in sorted(health.failing_channels.items()):
+        held[(CHANNEL_FAILING, META_JOB, channel)] = (why, since)
+    conditions = tuple(Condition(rule, job, node, since, detail=detail)
+                       for (rule, job, node), (detail, since) in held.items())
     entities = {(job, node): EntityState(job=job, node=node, status=_TEXT[rule][0], since=now)
                 for rule, job, node in held}
     return MetaFacts(conditions=conditions, entities=entities)
