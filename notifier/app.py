@@ -151,7 +151,8 @@ class Poller:
             source_failures=Streak(failures, failing_since) if failing_since is not None else None,
             source_error=_first_error(fetched) if source_failed else None,
             auth_error=_auth_error(fetched, config.source), missing=missing,
-            failing_channels=self.store.outbox.failing_channels(now, config.meta.channel_stuck),
+            failing_channels={c: why for c, why in self.store.outbox.failing_channels(
+                now, config.meta.channel_stuck).items() if c in config.channels},
         )
         mutes = (*self.store.silences.current(now), *config.maintenance)
         plan = plan_cycle(runtime.all_rules, self.entities, self.alerts, result, fetched.watched, now,
@@ -162,6 +163,8 @@ class Poller:
         grouping = group_alerts(plan.notify, config.channels)
         for channel, rule in grouping.unknown:
             log.warning("alert names an unknown channel, skipped channel=%s rule=%s", channel, rule)
+        for alert in grouping.unrouted:
+            log.error("no other channel to tell that a channel is failing: %s", alert.summary)
         notifications = compose(runtime, grouping.groups, now)
         if self.unwritable_since is not None:  # this commit is the first that can say it works again
             notifications += compose(runtime, self._state_groups(runtime, "", now, resolved=True), now)

@@ -66,15 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     ack = sub.add_parser(
         "ack", parents=[common], help="acknowledge a firing alert: no more repeats, resolve still sent",
         description="Acknowledge firing alerts by fingerprint (see `notifier alerts`) or by matchers. "
-                    "An acknowledged alert sends no more repeats; its resolve is still sent.")
-    ack.add_argument("fingerprint", nargs="?", help="the alert's fingerprint, as `notifier alerts` shows it")
+                    "An acknowledged alert sends no more repeats; its resolve is still sent, and the ack ends "
+                    "with it. Exit 0 done; 2 no such firing alert or bad arguments.")
+    ack.add_argument("fingerprint", nargs="?",
+                     help="the alert's fingerprint (or a unique prefix), as `notifier alerts` shows it")
     _matcher_options(ack)
     ack.add_argument("--comment", default="", help="why (shown in `notifier alerts`)")
     ack.add_argument("--author", default=_default_author(), help="who (default: $USER)")
     tr = sub.add_parser("test-rules", parents=[common], help="run rule unit-test files (tests/rules/*.toml)",
                         description="Run rule unit tests: timelines of API answers and the notifications they must "
                                     "cause. Exit 0 all passed, 1 an expectation failed, 2 a bad test file.")
-    tr.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    tr.add_argument("files", nargs="+", type=Path, metavar="FILE", help="test files, e.g. tests/rules/*.toml")
     demo = sub.add_parser("demo", parents=[common], help="simulator + service + console: real alerts in seconds")
     demo.add_argument("--duration", type=float, default=22.0, help="seconds to run (default 22)")
     return parser
@@ -105,7 +107,10 @@ def _silence_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     when.add_argument("--until", metavar="TIME", help="until when, e.g. 2026-12-02T06:00Z (ISO 8601)")
     add.add_argument("--comment", required=True, help="why (shown in `silence list` and `alerts`)")
     add.add_argument("--author", default=_default_author(), help="who (default: $USER)")
-    ssub.add_parser("list", parents=[common], help="show silences that are active or yet to start")
+    ssub.add_parser("list", parents=[common], help="show silences that are active or yet to start",
+                    description="Silences that are active or yet to start (ID, matchers, start, end, how many "
+                                "tracked alerts each mutes now, author and comment), and the maintenance windows "
+                                "active now.")
     expire = ssub.add_parser("expire", parents=[common], help="end a silence now")
     expire.add_argument("id", help="the silence's ID (or a unique prefix of it)")
 
@@ -248,7 +253,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         alerts = sorted(store.load_alerts().values(), key=lambda a: (a.job, a.node, a.rule))
         rows = store.outbox.rows()
         source_failures = int(store.get_meta(SOURCE_FAILURES_KEY) or 0)
-        mutes = (*store.silences.current(now), *config.maintenance)
+        silences = store.silences.current(now)
+        mutes = (*silences, *config.maintenance)
+        comments = {s.label: f"{s.label} ({s.author or '-'}: {s.comment})" for s in silences}
         acks = store.silences.acks()
         flaps = store.load_flaps()
     if source_failures:
@@ -259,16 +266,24 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     for a in alerts:
         where = f"{a.job}/{a.node}" if a.node else a.job
         inhibitor = inhibited_by(a.rule, a.job, alerts, rules)
-        reasons = [r for r in (muted_by(a.rule, a.job, a.node, mutes, now),
+        mute = muted_by(a.rule, a.job, a.node, mutes, now)
+        reasons = [r for r in (comments.get(mute, mute) if mute else None,
                                f"inhibited by {inhibitor}" if inhibitor else None) if r]
         muted = f"  [muted: {'; '.join(reasons)}]" if reasons else ""
         if a.fingerprint in acks:
-            muted += f"  [acknowledged by {acks[a.fingerprint].author or 'someone'}: no repeats]"
+            ack = acks[a.fingerprint]
+            said = f" \"{ack.comment}\"" if ack.comment else ""
+            muted += f"  [acknowledged by {ack.author or '-'}{said}: no repeats]"
         flap = flaps.get(a.fingerprint)
         if flap is not None and flap.flapping_since is not None:
             muted += f"  [flapping since {timestamp(flap.flapping_since, '%H:%M UTC')}: quiet until stable]"
         print(f"  {a.phase:<8} {a.rule:<24} {where:<40} {a.state or '':<10} active since "
               f"{timestamp(a.active_since)} ({ago(a.active_since, now)})  {a.fingerprint}{muted}")
+    owed = [f for f in flaps.values() if f.flapping_since is not None and f.fingerprint not in {a.fingerprint
+                                                                                                for a in alerts}]
+    for f in owed:  # flapping and clear right now: a final message is still to come
+        print(f"  flapping {f.rule:<24} {f.job + ('/' + f.node if f.node else ''):<40} clear now; a final "
+              f"message follows once stable  {f.fingerprint}")
     print(f"UNDELIVERED NOTIFICATIONS ({len(rows)})")
     for r in rows:
         nxt = (f" next try {timestamp(r.next_attempt_at, '%H:%M:%S UTC')}"

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -28,7 +28,7 @@ from notifier.errors import NotifierError
 log = logging.getLogger(__name__)
 
 DRAIN_ON_EXIT_SECONDS = 10.0
-PURGE_AFTER = timedelta(days=7)  # finished outbox rows are kept this long for `notifier alerts`
+PURGE_AFTER = timedelta(days=7)  # finished outbox rows and ended silences are kept this long for `alerts`
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -62,10 +62,18 @@ class Daemon:
                 log.exception("cycle failed unexpectedly")
                 return None
         self._wake.set()
-        await asyncio.to_thread(self.app.store.outbox.purge_delivered, report.at - PURGE_AFTER)
+        await asyncio.to_thread(self._housekeeping, report.at - PURGE_AFTER)
         if self.on_cycle is not None:
             self.on_cycle(report)
         return report
+
+    def _housekeeping(self, before: datetime) -> None:
+        """Forget delivered notifications and ended silences older than ``before``, and orphaned acks."""
+        try:
+            self.app.store.outbox.purge_delivered(before)
+            self.app.store.silences.purge(before)
+        except NotifierError as exc:  # the next cycle tries again
+            log.warning("housekeeping failed: %s", exc)
 
     async def deliver_forever(self) -> None:
         """Drain the outbox after every cycle and whenever a retry falls due."""
@@ -121,8 +129,12 @@ class Daemon:
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(sig, self._stop_on, sig)
         loop.add_signal_handler(signal.SIGHUP, self._start_reload)
+
+    def _stop_on(self, sig: signal.Signals) -> None:
+        log.info("%s received: finishing the running cycle, then a last delivery round", sig.name)
+        self.stop()
 
     def _start_reload(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())

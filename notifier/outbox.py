@@ -194,9 +194,9 @@ class Outbox:
             for channel, status, error, finished in conn.execute(
                     "SELECT channel, status, last_error, finished_at FROM outbox o WHERE status != 'pending' AND id = "
                     "(SELECT MAX(id) FROM outbox WHERE channel = o.channel AND status != 'pending')"):
-                if status == "failed" and channel not in out:
-                    out[channel] = (f"the last notification failed permanently: {error or 'no error recorded'}",
-                                    from_ms(finished))
+                if status in ("failed", "expired") and channel not in out:
+                    out[channel] = (f"the last notification {'failed permanently' if status == 'failed' else status}: "
+                                    f"{error or 'no error recorded'}", from_ms(finished))
             return out
         return self._file.read("read the outbox", read)
 

@@ -15,9 +15,13 @@ from typing import Any
 
 from notifier.core import summary
 from notifier.core.counters import COUNTER_NAMES
+from notifier.core.meta import META_RULES
 from notifier.core.models import KNOWN_STATUSES, SEVERITIES, Rule, TransitionMatch, normalize_status
 from notifier.errors import ConfigError
 from notifier.strict_toml import TableReader, load_toml
+
+RESERVED_PREFIX = "notifier-"
+"""Rule names of this form belong to the built-in meta-alerts (``core.meta``)."""
 
 RULE_KEYS = (
     "name", "scope", "status", "transition", "for", "jobs", "nodes", "node_types", "severity",
@@ -68,6 +72,11 @@ def check_rules(rules: Sequence[Rule]) -> tuple[Rule, ...]:
     """Cross-rule checks over all files: unique names, ``inhibits`` naming existing rules, no inhibition cycle."""
     rules = tuple(rules)
     _check_unique(rules)
+    for rule in rules:
+        if rule.name.startswith(RESERVED_PREFIX):
+            raise ConfigError(f"rule names starting with {RESERVED_PREFIX!r} are notifier's own meta-alerts "
+                              f"({', '.join(META_RULES)}); choose another name", file=rule.file,
+                              where=_where(rule.name), key="name")
     by_name = {rule.name: rule for rule in rules}
     for rule in rules:
         for target in rule.inhibits:

@@ -35,8 +35,16 @@ def run(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def matchers_from(args: argparse.Namespace) -> Matchers | None:
-    """The --rule/--job/--node globs given, or None when none was (a mute of everything must be said)."""
-    if args.rule is None and args.job is None and args.node is None:
+    """The --rule/--job/--node globs given, or None when none was (a mute of everything must be said).
+
+    An empty glob is refused: ``--job "$JOB"`` with JOB unset must not silence every job.
+    """
+    given = {"rule": args.rule, "job": args.job, "node": args.node}
+    for name, value in given.items():
+        if value is not None and not value.strip():
+            raise ValueError(f"--{name} is empty: an empty glob would match nothing (or, left out, everything); "
+                             "give a name or a glob such as 'job_*'")
+    if all(value is None for value in given.values()):
         return None
     return Matchers(rule=args.rule or "*", job=args.job or "*", node=args.node or "*")
 
@@ -54,7 +62,10 @@ def parse_until(text: str, now: datetime) -> datetime:
 
 
 def _add(args: argparse.Namespace, store: StateStore, _windows: Sequence[Mute], now: datetime) -> int:
-    matchers = matchers_from(args)
+    try:
+        matchers = matchers_from(args)
+    except ValueError as exc:
+        return _usage(str(exc))
     if matchers is None:
         return _usage("give at least one of --rule, --job, --node (to silence everything, say --rule '*')")
     if not args.comment.strip():
@@ -114,7 +125,10 @@ def _expire(args: argparse.Namespace, store: StateStore, _windows: Sequence[Mute
 
 def ack(args: argparse.Namespace, config_path: Path) -> int:
     """``notifier ack FINGERPRINT | --rule/--job/--node``: no more repeats for those firing alerts."""
-    matchers = matchers_from(args)
+    try:
+        matchers = matchers_from(args)
+    except ValueError as exc:
+        return _usage(str(exc))
     if (args.fingerprint is None) == (matchers is None):
         return _usage("give either a FINGERPRINT (see `notifier alerts`) or matchers (--rule/--job/--node)")
     config = load_config(config_path)
@@ -123,12 +137,15 @@ def ack(args: argparse.Namespace, config_path: Path) -> int:
     now = utcnow()
     with StateStore.open(config.state_path) as store:
         firing = [a for a in store.load_alerts().values() if a.phase == "firing"]
-        chosen = ([a for a in firing if a.fingerprint == args.fingerprint] if args.fingerprint is not None
+        chosen = ([a for a in firing if a.fingerprint.startswith(args.fingerprint)] if args.fingerprint is not None
                   else [a for a in firing if matchers is not None and matchers.match(a.rule, a.job, a.node)])
+        if args.fingerprint is not None and len(chosen) > 1:
+            return _usage(f"fingerprint prefix {args.fingerprint!r} matches {len(chosen)} alerts: give more of it")
         if not chosen:
             what = f"fingerprint {args.fingerprint}" if args.fingerprint else (matchers.describe() if matchers else "")
             return _usage(f"no firing alert matches {what} (see `notifier alerts`)")
-        store.silences.ack(Ack(a.fingerprint, now, args.author or "", args.comment) for a in chosen)
+        if not store.silences.ack(Ack(a.fingerprint, now, args.author or "", args.comment) for a in chosen):
+            return _usage("the alert resolved meanwhile: nothing to acknowledge")
     for a in chosen:
         print(f"acknowledged {a.fingerprint} {a.rule} {a.job}{'/' + a.node if a.node else ''}: "
               "no more repeats; its resolve is still sent")

@@ -68,17 +68,29 @@ class Silences:
             "UPDATE silence SET ends_at = ? WHERE id = ? AND ends_at > ?", (now_ms, silence_id, now_ms)).rowcount))
 
     def purge(self, ended_before: datetime) -> int:
-        """Forget silences that ended before ``ended_before`` (housekeeping)."""
-        return self._file.write("purge silences", lambda conn: conn.execute(
-            "DELETE FROM silence WHERE ends_at < ?", (to_ms(ended_before),)).rowcount)
+        """Housekeeping: forget silences that ended before ``ended_before``, and acks whose alert is gone."""
+        def purge(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM ack WHERE fingerprint NOT IN (SELECT fingerprint FROM alert)")
+            return conn.execute("DELETE FROM silence WHERE ends_at < ?", (to_ms(ended_before),)).rowcount
+        return self._file.write("purge silences", purge)
 
     # --- acknowledgements ---------------------------------------------------------------
 
-    def ack(self, acks: Iterable[Ack]) -> None:
-        rows = [(a.fingerprint, to_ms(a.at), a.author, a.comment) for a in acks]
-        self._file.write("acknowledge", lambda conn: conn.executemany(
-            "INSERT INTO ack (fingerprint, at, author, comment) VALUES (?, ?, ?, ?) ON CONFLICT (fingerprint) "
-            "DO UPDATE SET at = excluded.at, author = excluded.author, comment = excluded.comment", rows))
+    def ack(self, acks: Iterable[Ack]) -> int:
+        """Acknowledge alerts that are firing at this moment, in one transaction; return how many.
+
+        The check and the write are one statement, so an alert the service resolved in
+        between is not acked (its ack would otherwise carry over to the next incident).
+        """
+        rows = [(to_ms(a.at), a.author, a.comment, a.fingerprint) for a in acks]
+
+        def write(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute(
+                "INSERT INTO ack (fingerprint, at, author, comment) SELECT fingerprint, ?, ?, ? FROM alert "
+                "WHERE fingerprint = ? AND phase = 'firing' ON CONFLICT (fingerprint) DO UPDATE SET "
+                "at = excluded.at, author = excluded.author, comment = excluded.comment", row).rowcount
+                for row in rows)
+        return self._file.write("acknowledge", write)
 
     def acks(self) -> dict[str, Ack]:
         def read(conn: sqlite3.Connection) -> dict[str, Ack]:

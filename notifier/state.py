@@ -209,10 +209,10 @@ class StateStore:
     def load_flaps(self) -> dict[str, FlapState]:
         """Recent firing/clear changes per fingerprint (flap damping), keyed by fingerprint."""
         def read(conn: sqlite3.Connection) -> dict[str, FlapState]:
-            rows = conn.execute("SELECT fingerprint, rule, job, node, changes, flapping_since, announced FROM flap")
+            rows = conn.execute("SELECT fingerprint, rule, job, node, changes, flapping_since FROM flap")
             return {fp: FlapState(fp, rule, job, node, tuple(from_ms(ms) for ms in json.loads(changes)),
-                                  opt_dt(since), announced)
-                    for fp, rule, job, node, changes, since, announced in rows}
+                                  opt_dt(since))
+                    for fp, rule, job, node, changes, since in rows}
         return self._file.read("load flap states", read)
 
     def get_meta(self, key: str) -> str | None:
@@ -249,11 +249,11 @@ def _apply(conn: sqlite3.Connection, write: CycleWrite) -> tuple[int, ...]:
         conn.executemany("DELETE FROM flap WHERE fingerprint = ?", ((fp,) for fp in write.delete_flaps))
     if write.upsert_flaps:
         conn.executemany(
-            "INSERT INTO flap (fingerprint, rule, job, node, changes, flapping_since, announced) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET changes = excluded.changes, "
-            "flapping_since = excluded.flapping_since, announced = excluded.announced",
+            "INSERT INTO flap (fingerprint, rule, job, node, changes, flapping_since) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET changes = excluded.changes, "
+            "flapping_since = excluded.flapping_since",
             ((f.fingerprint, f.rule, f.job, f.node, json.dumps([to_ms(c) for c in f.changes]),
-              opt_ms(f.flapping_since), f.announced) for f in write.upsert_flaps))
+              opt_ms(f.flapping_since)) for f in write.upsert_flaps))
     return enqueue(conn, write.notifications, write.at) if write.notifications else ()
 
 

@@ -119,14 +119,14 @@ _V2: tuple[str, ...] = (
         comment TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID""",
     "ALTER TABLE alert ADD COLUMN notified INTEGER NOT NULL DEFAULT 0",  # times sent while firing
+    "UPDATE alert SET notified = 1 WHERE last_notified_at IS NOT NULL",  # announced before v2: at least once
     """CREATE TABLE flap (
         fingerprint TEXT PRIMARY KEY,
         rule TEXT NOT NULL,
         job TEXT NOT NULL,
         node TEXT NOT NULL,
         changes TEXT NOT NULL,           -- JSON list of epoch ms: firing <-> clear changes inside the window
-        flapping_since INTEGER,          -- NULL: not flapping
-        announced TEXT                   -- what the team last heard while flapping: 'firing' | 'resolved'
+        flapping_since INTEGER           -- NULL: not flapping
     ) WITHOUT ROWID""",
 )
 

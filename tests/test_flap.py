@@ -46,7 +46,8 @@ def test_a_node_flapping_every_cycle_for_an_hour_sends_three_messages() -> None:
     sent = [(i, m) for i in range(60) for m in t.cycle(flip(i))]
     assert [i for i, _ in sent] == [0, 1, 2]
     (_, (status, text)) = sent[2]
-    assert status == "firing" and text.startswith("A is flapping: 3 changes in 30m")
+    assert status == "firing" and "A is flapping: 3 changes in 30m" in text
+    assert text.startswith("A entered EXCEPTION")  # what is wrong comes first
 
 
 @pytest.mark.parametrize(("last", "status", "words"), [
@@ -99,3 +100,59 @@ def test_flapping_survives_a_restart(write_config, webhook_receiver) -> None:  #
     sent = [a for r in webhook_receiver.requests for a in r.json["alerts"]]
     assert [a["status"] for a in sent] == ["firing", "resolved", "firing"]
     assert "is flapping" in sent[2]["summary"]
+
+
+def test_a_flapping_alert_that_settles_inside_a_silence_is_sent_once_the_silence_ends() -> None:
+    """Held back by damping, then by a silence: when the silence ends and it still fires, it goes out once."""
+    from notifier.core.cycle import plan_cycle as plan
+    from notifier.core.mutes import Matchers, Silence
+
+    t = Timeline()
+    assert len([m for i in range(5) for m in t.cycle(flip(i))]) == 3  # firing, resolved, flapping notice
+    silence = Silence("s1", Matchers(rule="node-exception"), T0, t.now + 30 * MIN, T0, "maintenance")
+    sent: list[tuple[int, str]] = []
+    for i in range(60):
+        p = t.plan
+        assert p is not None
+        t.plan = plan(RULES, p.entities, p.alerts, poll("EXCEPTION"), None, t.now, flaps=p.flaps,
+                      mutes=(silence,))
+        sent += [(i, a.status) for a in t.plan.notify]
+        t.now += MIN
+    assert sent == [(30, "firing")]  # the minute the silence ended (it settled at 15, inside it)
+    assert t.plan is not None and next(iter(t.plan.alerts.values())).notified == 1  # this episode: just this one
+
+
+def test_a_damped_firing_message_does_not_count_as_sent() -> None:
+    """'sent N times' counts what went out: messages damping held back do not count."""
+    t = Timeline()
+    for i in range(5):
+        t.cycle(flip(i))  # the fifth (a firing) is held back
+    assert t.plan is not None
+    (state,) = t.plan.alerts.values()
+    assert state.last_notified_at is None and state.notified == 0
+
+
+def test_nothing_settles_while_the_job_cannot_be_fetched() -> None:
+    """No 'stopped flapping' without data: a job whose fetch fails for 20 minutes stays quiet."""
+    from notifier.core.models import FetchError
+
+    t = Timeline()
+    for i in range(3):
+        t.cycle(flip(i))
+    failing = FetchResult(snapshots=(), errors=(FetchError(job="job_sms", kind="timeout", message="timeout"),))
+    p = t.plan
+    for _ in range(20):
+        assert p is not None
+        p = plan_cycle(RULES, p.entities, p.alerts, failing, None, t.now, flaps=p.flaps)
+        assert p.notify == ()
+        t.now += MIN
+
+
+def test_an_alert_that_never_changes_leaves_no_flap_row() -> None:
+    """Damping writes nothing for an alert that just fires and stays firing."""
+    t = Timeline()
+    t.cycle("EXCEPTION")
+    for _ in range(45):
+        t.cycle("EXCEPTION")
+        assert t.plan is not None and not t.plan.flap_upserts
+    assert t.plan is not None and t.plan.flaps == {}  # its one change is out of the window: forgotten

@@ -70,7 +70,7 @@ def test_silence_add_list_expire_while_the_service_runs(write_config, sim) -> No
             assert row.split()[-3] == "1"  # MUTES: the one firing alert
 
             alerts = notifier("alerts", "-c", str(config))
-            assert f"[muted: silence {silence_id}]" in alerts.stdout
+            assert f"[muted: silence {silence_id} (alice: deploy)]" in alerts.stdout
 
             expired = notifier("silence", "expire", silence_id[:6], "-c", str(config))
             assert expired.returncode == 0, expired.stderr
@@ -112,7 +112,9 @@ def test_silence_added_while_running_mutes_the_resolve(write_config, sim) -> Non
     (("--rule", "r", "--until", "tomorrow", "--comment", "x"), "ISO 8601"),
     (("--rule", "r", "--for", "2h", "--comment", " "), "--comment must say why"),
     (("--rule", "r", "--for", "400d", "--comment", "x"), "edit the rules instead"),
-], ids=["no-matcher", "bad-duration", "past", "bad-time", "empty-comment", "too-long"])
+    (("--job", "", "--for", "2h", "--comment", "x"), "--job is empty"),
+    (("--rule", "r", "--for", "99999999999d", "--comment", "x"), "too long"),
+], ids=["no-matcher", "bad-duration", "past", "bad-time", "empty-comment", "too-long", "empty-glob", "overflow"])
 def test_silence_add_refuses_bad_arguments(write_config, sim, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
     """Bad arguments exit 2 with the reason, and write nothing."""
     config = config_for(write_config, sim.url, '[channels.stdout]\ntype = "console"\n')
@@ -134,9 +136,9 @@ def test_ack_by_fingerprint_and_by_matchers(write_config, sim) -> None:  # type:
     assert notifier("once", "-c", str(config)).returncode == 0
     fp = re.search(r"\b([0-9a-f]{16})\b", notifier("alerts", "-c", str(config)).stdout)
     assert fp is not None
-    by_fp = notifier("ack", fp.group(1), "--comment", "on it", "--author", "bob", "-c", str(config))
+    by_fp = notifier("ack", fp.group(1)[:8], "--comment", "on it", "--author", "bob", "-c", str(config))
     assert by_fp.returncode == 0 and f"acknowledged {fp.group(1)}" in by_fp.stdout, by_fp.stderr
-    assert "[acknowledged by bob: no repeats]" in notifier("alerts", "-c", str(config)).stdout
+    assert '[acknowledged by bob "on it": no repeats]' in notifier("alerts", "-c", str(config)).stdout
     by_job = notifier("ack", "--job", "job_sms", "--author", "carol", "-c", str(config))
     assert by_job.returncode == 0, by_job.stderr
     assert "[acknowledged by carol: no repeats]" in notifier("alerts", "-c", str(config)).stdout

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from notifier.core.diff import diff_job
@@ -103,7 +103,7 @@ def plan_cycle(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState],
     judged: Mapping[EntityKey, EntityState] = current
     always: tuple[str, ...] = ()
     if health is not None:
-        meta = meta_conditions(health, meta_policy, now)
+        meta = meta_conditions(health, meta_policy, now, {a.rule for a in alerts.values() if a.rule in META_RULES})
         conditions, judged, always = (*conditions, *meta.conditions), _Overlay(meta.entities, current), META_RULES
     notify_filter = chain(inhibition_filter(rules), mute_filter(mutes))
     outcome = advance(rules, conditions, events, alerts, judged, evaluated, now, notify_filter=notify_filter,
@@ -112,19 +112,38 @@ def plan_cycle(rules: Sequence[Rule], entities: Mapping[EntityKey, EntityState],
     if flaps is not None:
         by_name = {rule.name: rule for rule in rules}
         damped = damp(outcome.notify, alerts, outcome.states, flaps,
-                      lambda a: a.job in evaluated or a.rule in always, flap_policy, now,
+                      lambda rule, job: job in evaluated or rule in always, flap_policy, now,
                       lambda flap, state: _settle(by_name, flap, state, judged, now))
         notify, new_flaps = notify_filter(damped.notify, outcome.states, now), dict(damped.flaps)
-    alert_upserts = tuple(s for fp, s in outcome.states.items() if alerts.get(fp) != s)
-    alert_deletes = tuple(fp for fp in alerts if fp not in outcome.states)
+    states = _unsent(outcome.states, alerts, notify, now)
+    alert_upserts = tuple(s for fp, s in states.items() if alerts.get(fp) != s)
+    alert_deletes = tuple(fp for fp in alerts if fp not in states)
     old_flaps = flaps or {}
     return CyclePlan(
         entities=new_entities, upserts=tuple(upserts), deletes=tuple(deletes), transitions=tuple(transitions),
-        alerts=outcome.states, alert_upserts=alert_upserts, alert_deletes=alert_deletes, notify=notify,
+        alerts=states, alert_upserts=alert_upserts, alert_deletes=alert_deletes, notify=notify,
         forgotten=tuple(forgotten), flaps=new_flaps,
         flap_upserts=tuple(f for fp, f in new_flaps.items() if old_flaps.get(fp) != f),
         flap_deletes=tuple(fp for fp in old_flaps if fp not in new_flaps),
     )
+
+
+def _unsent(states: Mapping[str, AlertState], previous: Mapping[str, AlertState], notify: Sequence[Alert],
+            now: datetime) -> Mapping[str, AlertState]:
+    """Undo "notified now" for firing alerts that damping or a mute held back after ``advance``.
+
+    ``advance`` records a firing alert as sent when its notify filter keeps it; flap damping
+    (and the mutes re-applied to its output) may still drop it. Such an alert must stay
+    unsent, so it is offered again and goes out when it settles or the mute ends.
+    """
+    sent = {a.fingerprint for a in notify if a.status == "firing"}
+    fixed = dict(states)
+    for fp, state in states.items():
+        if state.phase == "firing" and state.last_notified_at == now and fp not in sent:
+            before = previous.get(fp)
+            fixed[fp] = replace(state, last_notified_at=before.last_notified_at if before else None,
+                                notified=before.notified if before else 0)
+    return fixed
 
 
 def _settle(rules: Mapping[str, Rule], flap: FlapState, state: AlertState | None,
@@ -161,25 +180,31 @@ class _Overlay(Mapping[EntityKey, EntityState]):
 
 @dataclass(frozen=True, slots=True)
 class Grouping:
-    """The messages to render, and the (channel, rule) pairs that named a channel nobody configured."""
+    """The messages to render; (channel, rule) pairs naming a channel nobody configured; alerts with nowhere to go."""
 
     groups: tuple[MessageGroup, ...]
     unknown: tuple[tuple[str, str], ...] = ()
+    unrouted: tuple[Alert, ...] = ()
 
 
 def group_alerts(alerts: Sequence[Alert], channels: Collection[str]) -> Grouping:
     """One message per channel, job and template: alerts of one job in one cycle go out together."""
     groups: dict[tuple[str, str, str], list[Alert]] = defaultdict(list)
     unknown: dict[tuple[str, str], None] = {}
+    unrouted: list[Alert] = []
     for alert in alerts:
-        for channel in alert.channels:
+        targets = alert.channels
+        if alert.rule == CHANNEL_FAILING:  # a failing channel hears about itself from the others, any others
+            targets = (tuple(c for c in targets if c != alert.node)
+                       or tuple(c for c in channels if c != alert.node))
+            if not targets:
+                unrouted.append(alert)
+        for channel in targets:
             if channel not in channels:
                 unknown[(channel, alert.rule)] = None
                 continue
-            if alert.rule == CHANNEL_FAILING and channel == alert.node:
-                continue  # a failing channel hears about itself from the others
             groups[(channel, alert.job, alert.template)].append(alert)
     return Grouping(
         groups=tuple(MessageGroup(channel=c, group=j, alerts=tuple(a), template=t) for (c, j, t), a in groups.items()),
-        unknown=tuple(unknown),
+        unknown=tuple(unknown), unrouted=tuple(unrouted),
     )

@@ -27,7 +27,10 @@ def parse_duration(text: str) -> timedelta:
         pos = m.end()
     if pos != len(s) or pos == 0:
         raise ValueError(f"invalid duration {text!r}; write e.g. \"90s\", \"10m\", \"1h30m\"")
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too long") from None
 
 
 def format_duration(delta: timedelta) -> str:

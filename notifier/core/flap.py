@@ -43,7 +43,6 @@ class FlapState:
     node: str
     changes: tuple[datetime, ...] = ()
     flapping_since: datetime | None = None
-    announced: str | None = None  # the status of the last message sent about it while flapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,59 +56,68 @@ class Damped:
 Settle = Callable[[FlapState, AlertState | None], Alert | None]
 """Builds the "stable again" message for a fingerprint: firing from its state, else resolved."""
 
+Judged = Callable[[str, str], bool]
+"""Whether (rule, job) was judged this cycle: alerts of a job that could not be fetched cannot change."""
+
 
 def damp(notify: tuple[Alert, ...], previous: Mapping[str, AlertState], states: Mapping[str, AlertState],
-         flaps: Mapping[str, FlapState], judged: Callable[[AlertState], bool], policy: FlapPolicy,
-         now: datetime, settle: Settle) -> Damped:
+         flaps: Mapping[str, FlapState], judged: Judged, policy: FlapPolicy, now: datetime,
+         settle: Settle) -> Damped:
     """Record this cycle's changes, and hold back messages of flapping alerts.
 
-    ``previous``/``states`` are the alert states before and after the cycle; ``judged``
-    says whether an alert's job was judged this cycle (others cannot have changed).
+    ``previous``/``states`` are the alert states before and after the cycle. Only a
+    fingerprint that changed gets a flap state; one with no recent change and no
+    flapping is forgotten. The caller must treat a firing alert left out of ``notify``
+    as not sent (so it is offered again, and goes out when it settles).
     """
     if policy.threshold <= 0:
         return Damped(notify, {})
     window = timedelta(seconds=policy.window)
     out: dict[str, FlapState] = {}
-    for fp in previous.keys() | states.keys():
-        old, new = previous.get(fp), states.get(fp)
-        ref = new or old
-        if ref is None or not judged(ref):
-            if fp in flaps:
-                out[fp] = flaps[fp]
+    for fp in previous.keys() | states.keys() | flaps.keys():
+        old, new, flap = previous.get(fp), states.get(fp), flaps.get(fp)
+        ref = new or old or flap
+        assert ref is not None
+        changed = judged(ref.rule, ref.job) and _firing(old) != _firing(new)
+        if flap is None and not changed:
             continue
-        flap = flaps.get(fp) or FlapState(fp, ref.rule, ref.job, ref.node)
-        changed = _firing(old) != _firing(new)
-        changes = tuple(t for t in (*flap.changes, *((now,) if changed else ())) if now - t < window)
-        out[fp] = replace(flap, changes=changes)
-    for fp, flap in flaps.items():  # alerts gone without a state change this cycle (e.g. a pending one)
-        out.setdefault(fp, replace(flap, changes=tuple(t for t in flap.changes if now - t < window)))
+        flap = flap or FlapState(fp, ref.rule, ref.job, ref.node)
+        changes = tuple(c for c in (*flap.changes, *((now,) if changed else ())) if now - c < window)
+        if changes or flap.flapping_since is not None:
+            out[fp] = replace(flap, changes=changes)
 
     sent: list[Alert] = []
-    by_fp = {a.fingerprint: a for a in notify}
+    settled: set[str] = set()
+    settling: dict[str, FlapState] = {}
+    for fp, flap in out.items():
+        last_change = max(flap.changes, default=flap.flapping_since)
+        if (flap.flapping_since is not None and last_change is not None and judged(flap.rule, flap.job)
+                and (now - last_change).total_seconds() >= policy.quiet):
+            settling[fp] = flap
     for alert in notify:
         current = out.get(alert.fingerprint)
         if current is None or alert.event:
             sent.append(alert)
+        elif alert.fingerprint in settling:
+            flap = settling.pop(alert.fingerprint)  # the firing message it held back: now it settles
+            sent.append(_settled(alert, now - max(flap.changes, default=now)))
+            settled.add(alert.fingerprint)
         elif current.flapping_since is not None:
             continue  # flapping: quiet
         elif len(current.changes) >= policy.threshold:
-            out[alert.fingerprint] = replace(current, flapping_since=now, announced=alert.status)
+            out[alert.fingerprint] = replace(current, flapping_since=now)
             sent.append(_flapping_notice(alert, len(current.changes), policy))
         else:
             sent.append(alert)
-    for fp, flap in list(out.items()):
-        if flap.flapping_since is None:
-            if not flap.changes and fp not in states:
-                del out[fp]  # nothing recent, nothing tracked: forget it
-            continue
-        last_change = max(flap.changes, default=flap.flapping_since)
-        if (now - last_change).total_seconds() >= policy.quiet and fp not in by_fp:
-            final = settle(flap, states.get(fp))
-            if final is not None:
-                sent.append(_settled(final, now - last_change))
-            out[fp] = replace(flap, flapping_since=None, announced=None, changes=())
-            if fp not in states:
-                del out[fp]
+    for fp, flap in settling.items():
+        final = settle(flap, states.get(fp))
+        if final is not None:
+            sent.append(_settled(final, now - max(flap.changes, default=now)))
+        settled.add(fp)
+    for fp in settled:
+        out[fp] = replace(out[fp], flapping_since=None)
+        if not out[fp].changes and fp not in states:
+            del out[fp]
     return Damped(tuple(sent), out)
 
 
@@ -118,9 +126,9 @@ def _firing(state: AlertState | None) -> bool:
 
 
 def _flapping_notice(alert: Alert, changes: int, policy: FlapPolicy) -> Alert:
+    """The message that tipped it, saying it is flapping (its own words first: they say what is wrong)."""
     who = alert.node or alert.job
-    now_is = "firing" if alert.status == "firing" else f"clear ({alert.state})"
-    return replace(alert, summary=(f"{who} is flapping: {changes} changes in {_fmt(policy.window)}, now {now_is}; "
+    return replace(alert, summary=(f"{alert.summary}; {who} is flapping: {changes} changes in {_fmt(policy.window)}, "
                                    f"quiet until it is stable for {_fmt(policy.quiet)}"))
 
 

@@ -208,7 +208,11 @@ def resolved_alert(rule: Rule, old: AlertState, entities: Mapping[EntityKey, Ent
         text = summary.custom(rule.resolved_summary, summary.fields(
             rule, job=old.job, node=old.node, node_type=old.node_type, state=old.state, previous_state=None,
             duration=(now - old.active_since).total_seconds())) or text
-    if entity is None:  # the node (or job) is gone: report the last facts we had
+    counters: Mapping[str, int]
+    if entity is None and rule.resolved_summary:  # a built-in meta-alert: its trouble is over
+        state, previous_state, since, node_type, log_path, counters = (
+            "OK", old.state, old.active_since, old.node_type, old.log_path, {})
+    elif entity is None:  # the node (or job) is gone: report the last facts we had
         state, previous_state, since, node_type, log_path, counters = (
             old.state, None, old.active_since, old.node_type, old.log_path, {})
     else:

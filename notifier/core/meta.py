@@ -16,7 +16,7 @@ when it ends: the job alerts it hid are still firing and were already announced.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -113,13 +113,22 @@ class MetaFacts:
     entities: Mapping[tuple[str, str], EntityState]
 
 
-def meta_conditions(health: Health, policy: MetaPolicy, now: datetime) -> MetaFacts:
-    """Which meta-alerts hold now, each dated from when its trouble began (the first failed cycle)."""
+def meta_conditions(health: Health, policy: MetaPolicy, now: datetime, active: Collection[str] = ()) -> MetaFacts:
+    """Which meta-alerts hold now, each dated from when its trouble began (the first failed cycle).
+
+    ``active`` names the meta rules with a pending or firing alert. While the source fails,
+    an active source-down or auth-failed keeps holding whatever this cycle's failure is:
+    a 401 after timeouts is not "the source is back", timeouts after a 401 are not "auth
+    works again". Each resolves only on a cycle that proves it (an answer, an accepted
+    request). A new auth refusal does not start source-down: auth-failed says it.
+    """
     held: dict[tuple[str, str, str], tuple[str, datetime]] = {}  # (rule, job, node) -> (detail, since)
     down = health.source_failures
-    if health.auth_error is not None:
-        held[(AUTH_FAILED, META_JOB, "auth")] = (health.auth_error, now)
-    elif down is not None and down.cycles >= policy.source_failures and health.source_error is not None:
+    auth_now = health.auth_error is not None
+    if auth_now or (down is not None and AUTH_FAILED in active):
+        held[(AUTH_FAILED, META_JOB, "auth")] = (health.auth_error or health.source_error or "", now)
+    if (down is not None and down.cycles >= policy.source_failures and health.source_error is not None
+            and (not auth_now or SOURCE_DOWN in active)):
         held[(SOURCE_DOWN, META_JOB, "source")] = (f"{down.cycles} cycles in a row; {health.source_error}",
                                                    down.since)
     for job, missing in sorted(health.missing.items()):
