@@ -72,10 +72,10 @@ from notifier.ruletestfile import (
     Input,
     RuleTest,
     Totals,
-    _plural,
-    _subject,
     format_offset,
     load,
+    plural,
+    subject,
 )
 
 # --- running --------------------------------------------------------------------------
@@ -100,9 +100,9 @@ def run_files(files: Sequence[Path], out: TextIO | None = None, err: TextIO | No
                 totals.passed += 1
             else:
                 totals.failed += 1
-    summary = f"{_plural(totals.files, 'file')}: {totals.passed} passed, {totals.failed} failed"
+    summary = f"{plural(totals.files, 'file')}: {totals.passed} passed, {totals.failed} failed"
     if totals.bad_files:
-        summary += f", {_plural(totals.bad_files, 'bad file')} (not run)"
+        summary += f", {plural(totals.bad_files, 'bad file')} (not run)"
     print(summary, file=out)
     if totals.bad_files:
         return EXIT_BAD_FILE
@@ -163,7 +163,7 @@ def compare(expectation: Expectation, got: Sequence[Alert], *, strict: bool = Fa
 
 def describe_alert(alert: Alert) -> str:
     """``firing node-exception job_sms/DLI_SMS_GES [critical] "DLI_SMS_GES entered EXCEPTION (was NORMAL)"``."""
-    return (f"{alert.status} {alert.rule} {_subject(alert.job, alert.node)} [{alert.severity}] "
+    return (f"{alert.status} {alert.rule} {subject(alert.job, alert.node)} [{alert.severity}] "
             f"{json.dumps(alert.summary, ensure_ascii=False)}")
 
 

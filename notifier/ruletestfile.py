@@ -74,7 +74,7 @@ class Expected:
                 and (self.summary_contains is None or self.summary_contains in alert.summary))
 
     def describe(self) -> str:
-        text = f"{self.status} {self.rule} {_subject(self.job, self.node)}"
+        text = f"{self.status} {self.rule} {subject(self.job, self.node)}"
         if self.severity is not None:
             text += f" severity={self.severity}"
         if self.summary_contains is not None:
@@ -125,7 +125,7 @@ class Totals:
     bad_files: int = 0
 
 
-def _subject(job: str, node: str | None) -> str:
+def subject(job: str, node: str | None) -> str:
     return f"{job}/{node}" if node else job
 
 
@@ -372,5 +372,5 @@ def format_offset(ms: int) -> str:
     return "".join(parts)
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"

@@ -2,7 +2,7 @@
 
 ``plan_cycle`` takes what was remembered and what the source answered and returns
 everything the shell must write and send; ``group_alerts`` turns the alerts to send
-into one message per channel, job and template. ``notifier.app.Cycle`` is the shell
+into one message per channel, job and template. ``notifier.app.Poller`` is the shell
 around both: fetch, plan, render, commit.
 """
 

@@ -44,7 +44,7 @@ def send_all(alerts: tuple[Alert, ...], states: Mapping[str, AlertState], now: d
 
     A filter sees every candidate of the cycle at once (firing, reminders, resolved,
     events) together with the complete new alert states, so an inhibition can look for
-    a firing job-scope alert of the same job (and a silence, later, can match rule/job/node).
+    a firing job-scope alert of the same job, and a silence can match rule/job/node.
     ``advance`` records ``last_notified_at`` only for firing alerts the filter kept: a
     muted alert is offered again every cycle and goes out as soon as the mute ends, and a
     firing alert that was never sent is never "resolved" either (Alertmanager's rule).
