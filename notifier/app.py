@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from notifier.core.models import AlertState, Clock, EntitiesByJob, FetchError, F
 from notifier.delivery import Deliverer, DeliveryReport
 from notifier.errors import SourceError, StateError
 from notifier.lock import ProcessLock
+from notifier.logs import event
 from notifier.outbox import NewNotification
 from notifier.render import Renderer
 from notifier.runtime import Runtime, Wiring, load_runtime
@@ -87,11 +89,12 @@ class CycleReport:
     requests: int = 0
     retries: int = 0
 
-    def summary(self) -> str:
-        text = (f"cycle done jobs={self.jobs} fetched={self.fetched} errors={len(self.errors)} "
-                f"transitions={self.transitions} notifications={self.notifications} firing={self.firing} "
-                f"requests={self.requests} retries={self.retries}")
-        return text + (f" source_failing_cycles={self.source_failures}" if self.source_failures else "")
+    def log(self, duration_ms: int | None = None) -> None:
+        """The one line (or JSON object) a cycle leaves in the journal."""
+        event(log, logging.INFO, "cycle done", jobs=self.jobs, fetched=self.fetched, errors=len(self.errors),
+              transitions=self.transitions, notifications=self.notifications, firing=self.firing,
+              requests=self.requests, retries=self.retries, source_failing_cycles=self.source_failures or None,
+              duration_ms=duration_ms)
 
 
 @dataclass
@@ -160,6 +163,9 @@ class Poller:
                           meta_policy=config.meta, flaps=self.flaps, flap_policy=config.noise)
         for job in plan.forgotten:
             log.info("job no longer watched, forgetting its state job=%s", job)
+        for alert in plan.notify:  # what was decided, one line each: the journal answers "did it fire?"
+            event(log, logging.INFO, f"alert {alert.status}", rule=alert.rule, job=alert.job, node=alert.node,
+                  severity=alert.severity, fingerprint=alert.fingerprint)
         grouping = group_alerts(plan.notify, config.channels)
         for channel, rule in grouping.unknown:
             log.warning("alert names an unknown channel, skipped channel=%s rule=%s", channel, rule)
@@ -191,7 +197,6 @@ class Poller:
             source_failed=source_failed, discovery_error=fetched.discovery_error, source_failures=failures,
             requests=fetched.requests, retries=fetched.retries,
         )
-        log.info(report.summary())
         return report
 
     def _state_groups(self, runtime: Runtime, detail: str, now: datetime, *, resolved: bool
@@ -244,6 +249,10 @@ def describe_auth(source: SourceConfig) -> str:
                 f"SK from {where(source.sk_env, source.sk_file)}")
     if source.auth == "token":
         return f"auth = token: token from {where(source.token_env, source.token_file)}"
+    if source.auth == "iam":
+        return (f"auth = iam: IAM {source.iam_endpoint}, user from "
+                f"{where(source.iam_user_env, source.iam_user_file)}, password from "
+                f"{where(source.iam_password_env, source.iam_password_file)}, domain {source.iam_domain!r}")
     return "auth = none: the endpoint wants credentials (set [source] auth)"
 
 
@@ -307,10 +316,14 @@ class App:
     async def cycle(self, *, in_thread: bool = False) -> CycleReport:
         """One poll cycle; ``in_thread`` runs the synchronous half off the event loop (the daemon)."""
         wiring = self.wiring  # one consistent wiring for the whole cycle, even across a reload
+        started = time.monotonic()  # the duration is for people, not for decisions: the real clock
         fetched = await self.poller.fetch(wiring)
         if in_thread:
-            return await asyncio.to_thread(self.poller.apply, wiring, fetched)
-        return self.poller.apply(wiring, fetched)
+            report = await asyncio.to_thread(self.poller.apply, wiring, fetched)
+        else:
+            report = self.poller.apply(wiring, fetched)
+        report.log(duration_ms=round((time.monotonic() - started) * 1000))
+        return report
 
     def deliver(self) -> DeliveryReport:
         """One delivery round over every due outbox row."""

@@ -50,18 +50,51 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Alerts for DataArts Studio (DGC) real-time jobs.")
     parser.add_argument("--version", action="version", version=f"notifier {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", parents=[common], help="run the service (scheduler, outbox delivery)")
-    sub.add_parser("once", parents=[common], help="run one cycle, deliver the outbox, exit")
-    check = sub.add_parser("check", parents=[common], help="validate config, rules and templates; exit 2 on errors")
+    sub.add_parser(
+        "run", parents=[common], help="run the service (scheduler, outbox delivery)",
+        description="Poll every [schedule] interval, alert, and deliver the outbox until stopped. Signals: "
+                    "SIGTERM/SIGINT finish the running cycle, give the outbox a last round (10 s at most) and "
+                    "exit 0; SIGHUP reloads config, rules and templates (a bad new version is logged and the "
+                    "running one kept). Under systemd it speaks sd_notify (READY, STATUS, WATCHDOG, RELOADING, "
+                    "STOPPING). Exit 0 stopped; 1 the state file is unusable or another notifier holds it; "
+                    "2 bad config, rules or templates.")
+    sub.add_parser(
+        "once", parents=[common], help="run one cycle, deliver the outbox, exit",
+        description="Run one poll cycle, then one delivery round, and exit. A channel that is down is not a "
+                    "failure (its message stays queued for the next run). Exit 0 the cycle ran; 1 the source "
+                    "failed (unreachable, 401/403) or the state file is unusable; 2 bad config.")
+    check = sub.add_parser(
+        "check", parents=[common], help="validate config, rules and templates; exit 2 on errors",
+        description="Load config, rules and templates as the service would, build every channel (secrets "
+                    "read, nothing sent) and render every template against sample alerts. Exit 0 ok (warnings "
+                    "on stderr); 1 --online could not ask the API; 2 errors, each naming file, table/rule and key.")
     check.add_argument("--online", action="store_true",
                        help="also ask the list API once whether every configured job exists")
-    tc = sub.add_parser("test-channel", parents=[common], help="send a test message through one channel")
-    tc.add_argument("name")
-    sub.add_parser("alerts", parents=[common], help="show firing alerts and undelivered notifications")
-    sim = sub.add_parser("simulate", parents=[common], help="run the bundled DGC simulator on loopback")
+    tc = sub.add_parser(
+        "test-channel", parents=[common], help="send a test message through one channel",
+        description="Send one sample alert through channel NAME now (not through the outbox) and print the "
+                    "channel's own answer. Exit 0 delivered; 1 the send failed (the error names the fix); 2 bad "
+                    "config or no such channel.")
+    tc.add_argument("name", help="a [channels.NAME] of the config")
+    sub.add_parser(
+        "alerts", parents=[common], help="show firing alerts and undelivered notifications",
+        description="What is pending or firing (with fingerprints, and what mutes each: silence, maintenance "
+                    "window, inhibiting rule, ack, flapping), undelivered notifications, and whether the source "
+                    "is failing. Reads the state file; safe while the service runs. Exit 0; 2 bad config.")
+    sim = sub.add_parser(
+        "simulate", parents=[common], help="run the bundled DGC simulator on loopback",
+        description="Serve the DGC status and list APIs from a scenario on HOST:PORT until Ctrl-C "
+                    "(no cloud account needed). Exit 0 stopped; 2 bad scenario file.")
     sim.add_argument("--scenario", default="demo", help="bundled scenario name (seed, demo) or a TOML file")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8080)
+    init = sub.add_parser("init", parents=[common], help="write a starting config, rules and templates directory",
+                          description="Write DIR/notifier.toml (absolute paths), DIR/rules/default.toml and an "
+                                      "empty DIR/templates/, readable by the service's dynamic user; existing "
+                                      "files are kept. Exit 0 written; 2 a file is in the way.")
+    init.add_argument("directory", type=Path, metavar="DIR", help="e.g. /etc/notifier")
+    init.add_argument("--state", type=Path, default=None, metavar="PATH",
+                      help="state file path to write into the config (default /var/lib/notifier/state.db)")
     _silence_parsers(sub, common)
     ack = sub.add_parser(
         "ack", parents=[common], help="acknowledge a firing alert: no more repeats, resolve still sent",
@@ -77,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run rule unit tests: timelines of API answers and the notifications they must "
                                     "cause. Exit 0 all passed, 1 an expectation failed, 2 a bad test file.")
     tr.add_argument("files", nargs="+", type=Path, metavar="FILE", help="test files, e.g. tests/rules/*.toml")
-    demo = sub.add_parser("demo", parents=[common], help="simulator + service + console: real alerts in seconds")
+    demo = sub.add_parser(
+        "demo", parents=[common], help="simulator + service + console: real alerts in seconds",
+        description="Start the simulator and the service with a console channel in a temporary directory; "
+                    "real alerts print within seconds, then it exits by itself. Exit 0.")
     demo.add_argument("--duration", type=float, default=22.0, help="seconds to run (default 22)")
     return parser
 
@@ -110,8 +146,10 @@ def _silence_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     ssub.add_parser("list", parents=[common], help="show silences that are active or yet to start",
                     description="Silences that are active or yet to start (ID, matchers, start, end, how many "
                                 "tracked alerts each mutes now, author and comment), and the maintenance windows "
-                                "active now.")
-    expire = ssub.add_parser("expire", parents=[common], help="end a silence now")
+                                "active now. Exit 0; 2 bad config.")
+    expire = ssub.add_parser("expire", parents=[common], help="end a silence now",
+                             description="End a silence now; alerts it muted that still fire are sent at the "
+                                         "service's next cycle. Exit 0 expired; 2 no such current silence.")
     expire.add_argument("id", help="the silence's ID (or a unique prefix of it)")
 
 
@@ -121,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "run": cmd_run, "once": cmd_once, "check": cmd_check, "test-channel": cmd_test_channel,
         "alerts": cmd_alerts, "simulate": cmd_simulate, "demo": cmd_demo,
-        "silence": cmd_silence, "ack": cmd_ack, "test-rules": cmd_test_rules,
+        "silence": cmd_silence, "ack": cmd_ack, "test-rules": cmd_test_rules, "init": cmd_init,
     }[args.command]
     try:
         return handler(args)
@@ -310,6 +348,12 @@ def cmd_test_rules(args: argparse.Namespace) -> int:
     from notifier.ruletest import run_files
 
     return run_files(args.files)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from notifier.init import init
+
+    return init(args.directory, state=args.state)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

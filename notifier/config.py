@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import time, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar
 
 from notifier.core.flap import DEFAULT_FLAP, FlapPolicy
-from notifier.core.maintenance import DAY_NAMES, EVERY_DAY, MaintenanceWindow
+from notifier.core.maintenance import MaintenanceWindow
 from notifier.core.meta import DEFAULT_META, MetaPolicy
-from notifier.core.mutes import Matchers
 from notifier.strict_toml import TableReader, load_toml
+from notifier.windowfile import parse_maintenance
 
 DEFAULT_CONFIG_PATH = "/etc/notifier/notifier.toml"
 DEFAULT_STATE_PATH = "/var/lib/notifier/state.db"
 
-AuthMode = Literal["aksk", "token", "none"]
+AuthMode = Literal["aksk", "token", "iam", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +37,14 @@ class SourceConfig:
     sk_file: str | None = None
     token_env: str = "HUAWEICLOUD_IAM_TOKEN"
     token_file: str | None = None
+    # auth = "iam": a token from IAM's password method, fetched and refreshed by notifier.source.iam
+    iam_endpoint: str = ""  # e.g. "https://iam.cn-north-4.myhuaweicloud.com" (required with auth = "iam")
+    iam_user_env: str = "HUAWEICLOUD_IAM_USER"
+    iam_user_file: str | None = None
+    iam_password_env: str = "HUAWEICLOUD_IAM_PASSWORD"
+    iam_password_file: str | None = None
+    iam_domain: str = ""  # the account (domain) name (required with auth = "iam")
+    iam_project: str = ""  # project name to scope the token to; "" scopes it by project_id
     timeout: float = 10.0
     concurrency: int = 16
     max_requests_per_second: float = 20.0
@@ -73,19 +78,29 @@ class ChannelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: where ``/metrics`` and ``/healthz`` listen; ``listen = None`` (the default) is off."""
+
+    listen: str | None = None  # "HOST:PORT" as validated by parse_listen
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     source: SourceConfig
     jobs: JobsConfig
     interval: float = 60.0
+    cycle_timeout: float | None = None  # None: max(3 intervals, 10 min); see daemon's watchdog
     state_path: Path = Path(DEFAULT_STATE_PATH)
     rules_dir: Path = Path("rules")
     templates_dir: Path | None = None
+    watch: bool = True  # [paths] watch: apply edits to config, rules and templates without a signal
     delivery: DeliveryConfig = DeliveryConfig()
     channels: Mapping[str, ChannelConfig] = field(default_factory=dict)
     maintenance: tuple[MaintenanceWindow, ...] = ()
     meta: MetaPolicy = DEFAULT_META
     noise: FlapPolicy = DEFAULT_FLAP
+    metrics: MetricsConfig = MetricsConfig()
 
 
 # defaults read from instances: with slots=True the class attributes are descriptors
@@ -106,12 +121,13 @@ def load_config(path: Path) -> Config:
         path=path,
         source=_source(root.table("source")),
         jobs=_jobs(root.optional_table("jobs")),
-        interval=_read(root.optional_table("schedule"), lambda t: t.seconds("interval", 60.0, positive=True)),
+        **_schedule(root.optional_table("schedule")),
         state_path=_read(root.optional_table("state"), lambda t: _resolve(base, t.str("path", DEFAULT_STATE_PATH))),
         **_paths(root.optional_table("paths"), base),
         delivery=_delivery(root.optional_table("delivery")),
         channels=_channels(root.table("channels", None)),
-        maintenance=_maintenance(root),
+        maintenance=parse_maintenance(root),
+        metrics=_read(root.optional_table("metrics"), _metrics),
     )
     config = replace(config, meta=_meta(root.optional_table("meta"), tuple(config.channels)),
                      noise=parse_noise(root.optional_table("noise")))
@@ -145,6 +161,43 @@ def _meta(table: TableReader, channels: tuple[str, ...]) -> MetaPolicy:
     return policy
 
 
+def parse_listen(value: str, *, any_port: bool = False) -> tuple[str, int]:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``"0.0.0.0:9464"`` -> (host, port); ValueError says what is wrong.
+
+    ``any_port`` also accepts port 0 (the system picks a free one: tests); a config may not say 0.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9464", got {value!r}')
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep:
+        if value.strip().isdigit():
+            raise ValueError(f'a port without a host: say "127.0.0.1:{value.strip()}" (this machine only) or '
+                             f'"0.0.0.0:{value.strip()}" (every interface)')
+        raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9464", got {value!r} (no port)')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f'an IPv6 address goes in brackets, e.g. "[::1]:9464", got {value!r}')
+    if not host or any(c.isspace() for c in host) or "/" in host:
+        raise ValueError(f'expected a host before the port ("127.0.0.1" for this machine only, "0.0.0.0" for '
+                         f"every interface), got {value!r}")
+    if not port_text.isdigit() or not (0 if any_port else 1) <= int(port_text) <= 65535:
+        raise ValueError(f"expected a port from 1 to 65535 after the host, got {value!r}")
+    return host, int(port_text)
+
+
+def _metrics(table: TableReader) -> MetricsConfig:
+    """``[metrics] listen = "HOST:PORT"``: serve /metrics and /healthz there (absent: off)."""
+    listen = table.str("listen", None)
+    if listen is None:
+        return MetricsConfig()
+    try:
+        parse_listen(listen)
+    except ValueError as exc:
+        raise table.error("listen", str(exc)) from None
+    return MetricsConfig(listen=listen.strip())
+
+
 T = TypeVar("T")
 
 
@@ -155,6 +208,17 @@ def _read(table: TableReader, read: Callable[[TableReader], T]) -> T:
     return value
 
 
+class _Schedule(TypedDict):
+    interval: float
+    cycle_timeout: float | None
+
+
+def _schedule(table: TableReader) -> _Schedule:
+    """``[schedule]``: how often to poll, and how long a cycle may run before the watchdog gives up on it."""
+    return _read(table, lambda t: _Schedule(interval=t.seconds("interval", 60.0, positive=True),
+                                             cycle_timeout=t.seconds("cycle_timeout", None, positive=True)))
+
+
 def _resolve(base: Path, value: str) -> Path:
     """``~`` expanded; a relative path is relative to the config file's directory."""
     expanded = Path(os.path.expanduser(value))
@@ -163,7 +227,9 @@ def _resolve(base: Path, value: str) -> Path:
 
 SOURCE_KEYS = (
     "endpoint", "project_id", "workspace", "auth", "ak_env", "ak_file", "sk_env", "sk_file", "token_env",
-    "token_file", "timeout", "concurrency", "max_requests_per_second", "retries", "backoff", "backoff_max",
+    "token_file", "iam_endpoint", "iam_user_env", "iam_user_file", "iam_password_env", "iam_password_file",
+    "iam_domain", "iam_project", "timeout", "concurrency", "max_requests_per_second", "retries", "backoff",
+    "backoff_max",
 )
 """Every key of ``[source]``: checked first, so ``projct_id`` is reported as a typo, not as a missing key."""
 
@@ -173,17 +239,27 @@ def _source(src: TableReader) -> SourceConfig:
     ak_env, ak_file = src.env_or_file("ak", _SRC.ak_env)
     sk_env, sk_file = src.env_or_file("sk", _SRC.sk_env)
     token_env, token_file = src.env_or_file("token", _SRC.token_env)
+    iam_user_env, iam_user_file = src.env_or_file("iam_user", _SRC.iam_user_env)
+    iam_password_env, iam_password_file = src.env_or_file("iam_password", _SRC.iam_password_env)
+    auth = src.choice("auth", ("aksk", "token", "iam", "none"), "aksk")
     source = SourceConfig(
         endpoint=_endpoint(src),
         project_id=src.str("project_id"),
         workspace=src.str("workspace", ""),
-        auth=src.choice("auth", ("aksk", "token", "none"), "aksk"),
+        auth=auth,
         ak_env=ak_env or _SRC.ak_env,
         sk_env=sk_env or _SRC.sk_env,
         ak_file=ak_file,
         sk_file=sk_file,
         token_env=token_env or _SRC.token_env,
         token_file=token_file,
+        iam_endpoint=_url(src, "iam_endpoint", required=auth == "iam"),
+        iam_user_env=iam_user_env or _SRC.iam_user_env,
+        iam_user_file=iam_user_file,
+        iam_password_env=iam_password_env or _SRC.iam_password_env,
+        iam_password_file=iam_password_file,
+        iam_domain=_iam_name(src, "iam_domain", required=auth == "iam"),
+        iam_project=_iam_name(src, "iam_project", required=False),
         timeout=src.seconds("timeout", _SRC.timeout, positive=True),
         concurrency=src.int("concurrency", _SRC.concurrency, minimum=1),
         max_requests_per_second=src.number("max_requests_per_second", _SRC.max_requests_per_second, minimum=0.1),
@@ -210,13 +286,15 @@ def _jobs(table: TableReader) -> JobsConfig:
 class _Paths(TypedDict):
     rules_dir: Path
     templates_dir: Path | None
+    watch: bool
 
 
 def _paths(table: TableReader, base: Path) -> _Paths:
     def read(t: TableReader) -> _Paths:
         templates = t.str("templates", None)
         return {"rules_dir": _resolve(base, t.str("rules", "rules")),
-                "templates_dir": _resolve(base, templates) if templates else None}
+                "templates_dir": _resolve(base, templates) if templates else None,
+                "watch": t.bool("watch", True)}
     return _read(table, read)
 
 
@@ -229,10 +307,27 @@ def _delivery(table: TableReader) -> DeliveryConfig:
 
 
 def _endpoint(src: TableReader) -> str:
-    endpoint = src.str("endpoint").rstrip("/")
+    return _url(src, "endpoint", required=True)
+
+
+def _url(src: TableReader, key: str, *, required: bool) -> str:
+    """An http(s) base URL without a trailing slash; "" when absent and not ``required``."""
+    if not required and not src.has(key):
+        return ""
+    if required and key != "endpoint" and not src.has(key):
+        raise src.error(key, 'required with auth = "iam", e.g. "https://iam.cn-north-4.myhuaweicloud.com"')
+    endpoint = src.str(key).rstrip("/")
     if not endpoint.startswith(("http://", "https://")):
-        raise src.error("endpoint", f"must start with https:// (or http:// for the simulator), got {endpoint!r}")
+        raise src.error(key, f"must start with https:// (or http:// for the simulator), got {endpoint!r}")
     return endpoint
+
+
+def _iam_name(src: TableReader, key: str, *, required: bool) -> str:
+    """A plain name (account/domain, project); never a secret."""
+    value = src.str(key, "").strip()
+    if required and not value:
+        raise src.error(key, 'required with auth = "iam": the account (domain) name the IAM user belongs to')
+    return value
 
 
 def _channels(table: TableReader | None) -> dict[str, ChannelConfig]:
@@ -251,121 +346,3 @@ def _channels(table: TableReader | None) -> dict[str, ChannelConfig]:
         out[name] = ChannelConfig(name=name, type=kind, settings=settings)
     return out
 
-
-MAINTENANCE_KEYS = ("name", "timezone", "days", "start", "end", "rule", "job", "node", "comment")
-"""Every key a ``[[maintenance]]`` table may hold."""
-
-_HH_MM = re.compile(r"(\d{1,2}):(\d{2})")
-_FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_NOT_SUGGESTED = frozenset({"localtime", "posixrules", "Factory"})  # in the zoneinfo directory, not places
-_DAY_GROUPS = {"weekday": '["mon", "tue", "wed", "thu", "fri"]', "weekend": '["sat", "sun"]'}
-
-
-def _maintenance(root: TableReader) -> tuple[MaintenanceWindow, ...]:
-    """``[[maintenance]]`` tables -> windows; names unique. A single ``[maintenance]`` table is an error."""
-    items = root.raw("maintenance", [])
-    if not isinstance(items, list):
-        got = "a single [maintenance] table" if isinstance(items, Mapping) else repr(items)
-        raise root.error("maintenance", f"expected [[maintenance]] tables (an array of tables), got {got}")
-    windows: list[MaintenanceWindow] = []
-    first: dict[str, int] = {}
-    for index, item in enumerate(items):
-        name_hint = item.get("name") if isinstance(item, Mapping) else None
-        named = isinstance(name_hint, str) and name_hint.strip()
-        where = f"maintenance {name_hint!r}" if named else f"maintenance[{index}]"
-        reader = TableReader(item, file=root.file, where=where)
-        window = _maintenance_window(reader)
-        if window.name in first:
-            raise reader.error("name", f"duplicate maintenance window name {window.name!r} "
-                                       f"(first defined in maintenance[{first[window.name]}])")
-        first[window.name] = index
-        windows.append(window)
-    return tuple(windows)
-
-
-def _maintenance_window(r: TableReader) -> MaintenanceWindow:
-    r.finish(MAINTENANCE_KEYS)  # unknown keys first: a typo explains most other errors
-    name = r.str("name")
-    if not name.strip() or name != name.strip():
-        raise r.error("name", f"must be a non-empty name without surrounding spaces, got {name!r}")
-    tz = _time_zone(r, "timezone")
-    days = _days(r, "days")
-    start, end = _clock_time(r, "start"), _clock_time(r, "end")
-    if start == end:
-        raise r.error("end", f"a window of zero length: start and end are both {start:%H:%M} "
-                             "(an end at or before start crosses midnight, up to 23h59m)")
-    matchers = Matchers(rule=_glob(r, "rule"), job=_glob(r, "job"), node=_glob(r, "node"))
-    return MaintenanceWindow(name=name, tz=tz, days=days, start=start, end=end, matchers=matchers,
-                             comment=r.str("comment", ""))
-
-
-def _time_zone(r: TableReader, key: str) -> tzinfo:
-    """An IANA time zone name (``Asia/Shanghai``) -> ZoneInfo; an unknown one suggests a close name."""
-    name = r.str(key)
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        pass
-    known = zoneinfo.available_timezones()
-    if not known:
-        raise r.error(key, f"unknown time zone {name!r}: no time zone data found (install the tzdata package)")
-    close = _close_zone(name, known)
-    hint = f" (did you mean {close!r}?)" if close else " (an IANA name such as 'Europe/Berlin' or 'UTC')"
-    raise r.error(key, f"unknown time zone {name!r}{hint}")
-
-
-def _close_zone(name: str, known: set[str]) -> str | None:
-    """The zone meant by a misspelt name: same letters in another case, the same city, else difflib's pick."""
-    by_lower = {k.lower(): k for k in sorted(known) if k not in _NOT_SUGGESTED}
-    wanted = name.strip().lower()
-    if wanted in by_lower:
-        return by_lower[wanted]
-    city = wanted.rsplit("/", 1)[-1]
-    for lower, key in by_lower.items():
-        if lower.rsplit("/", 1)[-1] == city:
-            return key
-    close = difflib.get_close_matches(wanted, list(by_lower), n=1)
-    return by_lower[close[0]] if close else None
-
-
-def _days(r: TableReader, key: str) -> frozenset[int]:
-    values = r.str_list(key, None)
-    if values is None:
-        return EVERY_DAY
-    if not values:
-        raise r.error(key, "an empty list never opens the window; omit days for every day")
-    days: set[int] = set()
-    for value in values:
-        day = value.strip().lower()
-        if day not in DAY_NAMES:
-            raise r.error(key, f"unknown day {value!r}{_day_hint(day)}; days are {', '.join(DAY_NAMES)}")
-        days.add(DAY_NAMES.index(day))
-    return frozenset(days)
-
-
-def _day_hint(day: str) -> str:
-    if day.rstrip("s") in _DAY_GROUPS:
-        return f" (list them: {_DAY_GROUPS[day.rstrip('s')]})"
-    candidates = {**{d: d for d in DAY_NAMES}, **dict(zip(_FULL_DAY_NAMES, DAY_NAMES, strict=True))}
-    close = difflib.get_close_matches(day, list(candidates), n=1)
-    return f" (did you mean {candidates[close[0]]!r}?)" if close else ""
-
-
-def _clock_time(r: TableReader, key: str) -> time:
-    """``"22:00"`` (HH:MM, 24-hour local time) -> time; a TOML local time (22:00:00) is accepted too."""
-    value = r.raw(key)
-    if isinstance(value, time) and value.tzinfo is None and not value.second and not value.microsecond:
-        return value
-    match = _HH_MM.fullmatch(value) if isinstance(value, str) else None
-    if match is None or int(match[1]) > 23 or int(match[2]) > 59:
-        hint = ' (midnight is "00:00")' if value == "24:00" else ""
-        shown = value.isoformat() if isinstance(value, time) else repr(value)
-        raise r.error(key, f'expected a 24-hour local time "HH:MM" such as "22:00", got {shown}{hint}')
-    return time(int(match[1]), int(match[2]))
-
-
-def _glob(r: TableReader, key: str) -> str:
-    value = r.str(key, "*")
-    if not value:
-        raise r.error(key, f'an empty glob matches nothing; omit {key} (or say "*") to match all')
-    return value

@@ -9,6 +9,13 @@ blocks the other.
 SIGTERM/SIGINT: the running cycle finishes, the outbox gets one last chance to drain
 (bounded), then the process exits. SIGHUP: reload config, rules, templates and
 channels; if anything is invalid, keep running with the old ones.
+
+Under systemd (``Type=notify``) it says READY=1 once the App is open (config, rules,
+templates and state file loaded and checked), STATUS= after every cycle, RELOADING=1 /
+READY=1 around a reload, STOPPING=1 on shutdown, and WATCHDOG=1 at half of
+``$WATCHDOG_USEC`` from a task of the event loop, but only while no cycle has been
+running longer than its bound (``[schedule] cycle_timeout``, default max(3 intervals,
+10 min)): a hung cycle stops the pings, and systemd restarts the process.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -23,7 +31,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from notifier.app import App, CycleReport
+from notifier.config import Config
 from notifier.errors import NotifierError
+from notifier.logs import event
+from notifier.metrics import Metrics, MetricsServer, outbox_gauges, severities
+from notifier.metrics import serve as serve_metrics
+from notifier.sdnotify import Notifier
+from notifier.watch import Signature, describe_change, settled, signature, watched_files
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +49,18 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 class Daemon:
     """Runs one ``App`` until told to stop: cycles on a schedule, delivery whenever something is due."""
 
-    def __init__(self, app: App, *, on_cycle: Callable[[CycleReport], None] | None = None) -> None:
+    def __init__(self, app: App, *, on_cycle: Callable[[CycleReport], None] | None = None,
+                 systemd: Notifier | None = None, monotonic: Callable[[], float] = time.monotonic,
+                 metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics if metrics is not None else Metrics()
         self.on_cycle = on_cycle
+        self.systemd = systemd if systemd is not None else Notifier()
+        self._monotonic = monotonic
+        self._cycle_started: float | None = None  # monotonic start of the running cycle
+        self._applied: Signature = ()  # the watched files as last applied ...
+        self._rejected: Signature = ()  # ... and as last rejected (reported once)
+        self._last_error: str | None = None
         self._cycle_lock = asyncio.Lock()  # a cycle and a reload's swap never overlap
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -53,19 +76,62 @@ class Daemon:
         async with self._cycle_lock:
             if self._stop.is_set():
                 return None
+            self._cycle_started = started = self._monotonic()
             try:
                 report = await self.app.cycle(in_thread=True)
             except NotifierError as exc:
-                log.error("cycle failed: %s", exc)
+                event(log, logging.ERROR, "cycle failed", error=str(exc))
+                self._report_status(None, str(exc))
+                self.metrics.cycle_failed(str(exc))
                 return None
-            except Exception:
+            except Exception as exc:
                 log.exception("cycle failed unexpectedly")
+                self._report_status(None, f"{type(exc).__name__}: {exc}")
+                self.metrics.cycle_failed(f"{type(exc).__name__}: {exc}")
                 return None
+            finally:
+                self._cycle_started = None
+            poller, rules = self.app.poller, self.app.runtime.all_rules
+            await asyncio.to_thread(self.metrics.observe_cycle, report, self._monotonic() - started, poller.alerts,
+                                    poller.entities, severities(rules))
+        self._report_status(report, None)
         self._wake.set()
         await asyncio.to_thread(self._housekeeping, report.at - PURGE_AFTER)
         if self.on_cycle is not None:
             self.on_cycle(report)
         return report
+
+    def _report_status(self, report: CycleReport | None, error: str | None) -> None:
+        """STATUS= for ``systemctl status``: the last cycle in one line, and the last error if any."""
+        self._last_error = error if report is None else (
+            "; ".join(e.message for e in report.errors[:1]) or None if report.source_failed else None)
+        head = "last cycle failed" if report is None else (
+            f"{report.jobs} jobs polled, {report.firing} alerts firing, last cycle "
+            f"{report.at.strftime('%H:%M:%S UTC')}" + (" (source failing)" if report.source_failed else ""))
+        self.systemd.status(head + (f"; last error: {self._last_error}" if self._last_error else ""))
+
+    def cycle_bound(self) -> float:
+        """Seconds a cycle may run before the watchdog stops vouching for the process."""
+        config = self.app.runtime.config
+        return config.cycle_timeout or max(3 * config.interval, 600.0)
+
+    async def watchdog(self, period: float) -> None:
+        """WATCHDOG=1 every ``period`` while the loop runs and no cycle is past its bound."""
+        warned = False
+        while not self._stop.is_set():
+            started = self._cycle_started
+            running = 0.0 if started is None else self._monotonic() - started
+            if running <= self.cycle_bound():
+                self.systemd.send(watchdog="1")
+                warned = False
+            elif not warned:
+                log.error("a cycle has been running for %.0fs, past its bound of %.0fs: not pinging the "
+                          "watchdog, systemd will restart the service", running, self.cycle_bound())
+                warned = True
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=period)
+            except TimeoutError:
+                pass
 
     def _housekeeping(self, before: datetime) -> None:
         """Forget delivered notifications and ended silences older than ``before``, and orphaned acks."""
@@ -79,7 +145,7 @@ class Daemon:
         """Drain the outbox after every cycle and whenever a retry falls due."""
         while not self._stop.is_set():
             try:
-                await asyncio.to_thread(self.app.deliver)
+                await asyncio.to_thread(self._deliver_round)
             except Exception:
                 log.exception("delivery round failed")
             due = self.app.deliverer.next_due()
@@ -90,19 +156,46 @@ class Daemon:
             except TimeoutError:
                 pass
 
-    async def reload(self) -> bool:
-        """SIGHUP: swap in new config/rules/templates/channels only if all of them are valid."""
+    def _deliver_round(self) -> None:
+        """One delivery round and the outbox gauges after it (in a worker thread: both touch SQLite)."""
+        self.metrics.observe_delivery(self.app.deliver())
+        self.metrics.observe_outbox(*outbox_gauges(self.app.store.outbox, self.app.clock(), self.app.wiring.channels))
+
+    async def reload(self, reason: str = "SIGHUP") -> bool:
+        """Swap in new config/rules/templates/channels only if all of them are valid (SIGHUP, or edited files)."""
+        self.systemd.send(reloading="1", monotonic_usec=str(time.monotonic_ns() // 1000))
         try:
             wiring = await asyncio.to_thread(self.app.load)
         except NotifierError as exc:
-            log.error("reload failed, keeping the running configuration: %s", exc)
+            event(log, logging.ERROR, "reload failed, keeping the running configuration", reason=reason,
+                  error=str(exc))
+            self.systemd.send(ready="1")
             return False
         async with self._cycle_lock:  # never swap under a running cycle
             old = self.app.adopt(wiring)
         self._wake.set()
+        self.systemd.send(ready="1")
+        self._applied = await asyncio.to_thread(_signature_of, wiring.config)
         await self.app.retire(old)
-        log.info("configuration reloaded rules=%d channels=%d", len(wiring.runtime.rules), len(wiring.channels))
+        event(log, logging.INFO, "configuration reloaded", reason=reason, rules=len(wiring.runtime.rules),
+              channels=len(wiring.channels), change=describe_change(old.runtime.rules, wiring.runtime.rules))
         return True
+
+    async def apply_edits(self) -> bool | None:
+        """``[paths] watch``: reload when the watched files changed and settled; None when there was nothing to do.
+
+        A rejected version is reported once: the same files are not tried again until they change.
+        """
+        config = self.app.runtime.config
+        if not config.watch:
+            return None
+        sig = await asyncio.to_thread(_signature_of, config)
+        if sig in (self._applied, self._rejected) or not settled(sig):
+            return None
+        if await self.reload(reason="files changed"):
+            return True
+        self._rejected = sig
+        return False
 
     def stop(self) -> None:
         self._stop.set()
@@ -113,19 +206,40 @@ class Daemon:
     async def serve(self, *, max_cycles: int | None = None, duration: float | None = None) -> None:
         """Run until SIGTERM/SIGINT (or ``duration`` seconds / ``max_cycles`` cycles, for the demo)."""
         loop = asyncio.get_running_loop()
+        config = self.app.runtime.config
+        self._applied = await asyncio.to_thread(_signature_of, config)
+        endpoint = self._start_metrics()
         self._install_signals(loop)
         scheduler = self._start_scheduler(loop, max_cycles)
         delivery = loop.create_task(self.deliver_forever())
-        config = self.app.runtime.config
+        background = [delivery]
+        if self.systemd.watchdog_interval is not None:
+            background.append(loop.create_task(self.watchdog(self.systemd.watchdog_interval)))
+        self.systemd.send(ready="1", status="started; first cycle running")
         log.info("notifier running interval=%ss jobs=%s rules=%d channels=%d", config.interval,
                  "discover" if config.jobs.discover else len(config.jobs.names),
                  len(self.app.runtime.rules), len(self.app.wiring.channels))
         try:
             await self._until_stopped(duration)
         finally:
-            await self._shutdown(scheduler, delivery)
+            self.systemd.send(stopping="1", status="stopping: finishing the running cycle")
+            await self._shutdown(scheduler, background)
+            self.systemd.close()
+            if endpoint is not None:
+                endpoint.close()
             for sig in _SIGNALS:
                 loop.remove_signal_handler(sig)
+
+    def _start_metrics(self) -> MetricsServer | None:
+        """``[metrics] listen``: /metrics and /healthz; a port in use is a clear error, not a traceback."""
+        config = self.app.runtime.config
+        if not config.metrics.listen:
+            return None
+        try:
+            return serve_metrics(config.metrics.listen, self.metrics, config.interval, self.app.clock)
+        except OSError as exc:
+            raise NotifierError(f"{config.path}: metrics: listen: cannot listen on {config.metrics.listen}: "
+                                f"{exc.strerror or exc}") from exc
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,7 +247,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._start_reload)
 
     def _stop_on(self, sig: signal.Signals) -> None:
-        log.info("%s received: finishing the running cycle, then a last delivery round", sig.name)
+        event(log, logging.INFO, f"{sig.name} received: finishing the running cycle, then a last delivery round",
+              signal=sig.name)
         self.stop()
 
     def _start_reload(self) -> None:
@@ -145,6 +260,7 @@ class Daemon:
         async def tick() -> None:
             self._idle.clear()
             try:
+                await self.apply_edits()
                 await self.run_cycle()
                 self._cycles += 1
                 if max_cycles is not None and self._cycles >= max_cycles:
@@ -169,14 +285,14 @@ class Daemon:
         except TimeoutError:
             self.stop()
 
-    async def _shutdown(self, scheduler: AsyncIOScheduler, delivery: asyncio.Task[None]) -> None:
-        """Let a running cycle finish, stop delivery, then give the outbox one bounded last round."""
+    async def _shutdown(self, scheduler: AsyncIOScheduler, background: list[asyncio.Task[None]]) -> None:
+        """Let a running cycle finish, stop delivery and the watchdog, then give the outbox one bounded last round."""
         scheduler.pause()  # no new cycles; a running one finishes (shutdown would cancel it)
         await self._idle.wait()
         scheduler.shutdown(wait=False)
-        for task in (delivery, *self._tasks):  # a reload still running is dropped; the process is exiting
+        for task in (*background, *self._tasks):  # a reload still running is dropped; the process is exiting
             task.cancel()
-        for task in (delivery, *self._tasks):
+        for task in (*background, *self._tasks):
             try:
                 await task
             except asyncio.CancelledError:
@@ -191,3 +307,7 @@ class Daemon:
             log.warning("outbox not drained within %ss; the rest is delivered after restart", budget)
         except Exception:
             log.exception("final delivery round failed")
+
+
+def _signature_of(config: Config) -> Signature:
+    return signature(watched_files(config))

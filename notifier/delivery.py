@@ -29,6 +29,7 @@ from notifier.config import DeliveryConfig
 from notifier.core.durations import format_duration
 from notifier.core.models import Clock, Notification
 from notifier.errors import ChannelError, StateError
+from notifier.logs import event
 from notifier.outbox import Outbox
 
 if TYPE_CHECKING:  # the channels package imports every channel type; delivery only needs the protocol
@@ -177,37 +178,37 @@ class Deliverer:
             if exc.retryable:
                 return self._retry(n, str(exc), exc.retry_after)
             error = str(exc)
-            log.error("notification failed permanently, not retrying channel=%s id=%d group=%s error=%s",
-                      n.channel, n.id, n.group, error)
+            event(log, logging.ERROR, "notification failed permanently, not retrying", channel=n.channel, id=n.id,
+                  group=n.group, error=error)
             self._outbox.mark_failed(n.id, error, self._clock(), "failed", attempted=True)
             return _Outcome.FAILED
         except Exception as exc:  # a bug or an unwrapped library error: keep the row, retry, show the traceback
-            log.exception("unexpected error while sending, will retry channel=%s id=%d group=%s",
-                          n.channel, n.id, n.group)
+            event(log, logging.ERROR, "unexpected error while sending, will retry", channel=n.channel, id=n.id,
+                  group=n.group, exc_info=True)
             return self._retry(n, f"{type(exc).__name__}: {exc}", None)
         try:
             self._outbox.mark_delivered(n.id, self._clock())
         except StateError:
             self._unmarked.add(n.id)  # it went out: a later round records it, never sends it again
             raise
-        log.info("notification delivered channel=%s id=%d group=%s attempts=%d",
-                 n.channel, n.id, n.group, n.attempts + 1)
+        event(log, logging.INFO, "notification delivered", channel=n.channel, id=n.id, group=n.group,
+              attempts=n.attempts + 1)
         return _Outcome.DELIVERED
 
     def _retry(self, n: Notification, error: str, retry_after: float | None) -> _Outcome:
         attempts = n.attempts + 1
         now = self._clock()
         due = now + timedelta(seconds=backoff_delay(attempts, self._policy, self._rng, retry_after))
-        log.warning("notification not delivered, will retry channel=%s id=%d group=%s attempt=%d "
-                    "next_attempt_at=%s error=%s", n.channel, n.id, n.group, attempts, due.isoformat(), error)
+        event(log, logging.WARNING, "notification not delivered, will retry", channel=n.channel, id=n.id,
+              group=n.group, attempt=attempts, next_attempt_at=due.isoformat(), error=error)
         self._outbox.mark_retry(n.id, error, due)
         return _Outcome.RETRY
 
     def _expire(self, n: Notification, age: timedelta, now: datetime) -> _Outcome:
         error = (f"expired undelivered after {format_duration(age)} ({n.attempts} attempts; "
                  f"last error: {n.last_error or 'none'})")
-        log.error("notification expired, giving up channel=%s id=%d group=%s attempts=%d last_error=%s",
-                  n.channel, n.id, n.group, n.attempts, n.last_error)
+        event(log, logging.ERROR, "notification expired, giving up", channel=n.channel, id=n.id, group=n.group,
+              attempts=n.attempts, last_error=n.last_error)
         self._outbox.mark_failed(n.id, error, now, "expired")
         return _Outcome.EXPIRED
 

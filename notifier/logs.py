@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 
@@ -26,6 +27,24 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+_JSON_NAMES = {"id": "notification_id", "group": "job"}
+"""Text keys kept short for people, JSON keys named for queries."""
+
+
+def event(logger: logging.Logger, level: int, what: str, /, *, exc_info: bool = False, **fields: object) -> None:
+    """Log one event: ``what k=v ...`` as text, and with ``--log-format json`` the same fields as keys.
+
+    The JSON ``event`` is ``what`` up to its first comma or colon, in snake case
+    ("notification not delivered, will retry" -> "notification_not_delivered"); fields that
+    are None are left out of both.
+    """
+    present = {k: v for k, v in fields.items() if v is not None}
+    text = " ".join([what, *(f"{k}={v}" for k, v in present.items())])
+    name = re.split(r"[,:]", what, maxsplit=1)[0].strip().replace(" ", "_")
+    extra = {"event": name, **{_JSON_NAMES.get(k, k): v for k, v in present.items()}}
+    logger.log(level, "%s", text, extra=extra, exc_info=exc_info)
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:

@@ -209,6 +209,14 @@ class Outbox:
         return self._file.write("purge the outbox", lambda conn: conn.execute(
             "DELETE FROM outbox WHERE status != 'pending' AND finished_at < ?", (cutoff,)).rowcount)
 
+    def queued(self) -> dict[str, tuple[int, datetime]]:
+        """Pending rows per channel, due or not: channel -> (how many, when the oldest was queued). For metrics."""
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[int, datetime]]:
+            rows = conn.execute("SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending' "
+                                "GROUP BY channel ORDER BY channel")
+            return {channel: (count, from_ms(created)) for channel, count, created in rows}
+        return self._file.read("read the outbox", read)
+
 
 def _payload_json(payload: Payload) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -36,7 +36,7 @@ _SPELLCHECK_STATUSES = (*KNOWN_STATUSES, "PAUSE", "ABNORMAL", "DISABLE", "OVERLO
 
 
 def load_rules(rules_dir: Path, channels: Collection[str]) -> tuple[Rule, ...]:
-    """Load every ``*.toml`` of ``rules_dir`` (sorted by name) and check the rules against each other.
+    """Load every ``*.toml`` of ``rules_dir`` (sorted; hidden and ``#`` editor files skipped) and cross-check them.
 
     ``channels`` are the channel names the config defines. A missing directory is an
     error; an empty one yields no rules.
@@ -46,7 +46,7 @@ def load_rules(rules_dir: Path, channels: Collection[str]) -> tuple[Rule, ...]:
         reason = "not a directory" if rules_dir.exists() else "rules directory not found"
         raise ConfigError(reason, file=str(rules_dir))
     rules: list[Rule] = []
-    for path in sorted(p for p in rules_dir.glob("*.toml") if p.is_file()):
+    for path in sorted(p for p in rules_dir.glob("*.toml") if p.is_file() and not p.name.startswith((".", "#"))):
         rules.extend(parse_rules(load_toml(path), file=str(path), channels=channels))
     return check_rules(rules)
 

@@ -316,3 +316,46 @@ def test_check_refuses_a_config_without_channels(write_config, sim) -> None:
     config = config_for(write_config, sim.url, "")
     result = notifier("check", "-c", str(config))
     assert result.returncode == 2 and "no [channels.NAME] tables" in result.stderr
+
+
+def test_every_command_says_what_it_does_and_its_exit_codes() -> None:
+    """`notifier COMMAND --help` has a description with the exit codes; `run`'s names its signals."""
+    import argparse
+
+    from notifier.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = dict(sub.choices)
+    parsers.update(next(a for a in parsers["silence"]._actions if isinstance(a, argparse._SubParsersAction)).choices)
+    missing = [name for name, p in parsers.items() if name != "silence" and "Exit" not in (p.description or "")]
+    assert missing == []
+    assert all(word in parsers["run"].description for word in ("SIGTERM", "SIGHUP", "Exit 0"))
+
+
+def test_json_logs_put_the_fields_in_keys_and_no_secret_anywhere(write_config, sim) -> None:  # type: ignore[no-untyped-def]
+    """--log-format json: `event`, `job`, `channel`, `notification_id`, `duration_ms` are keys; at debug level,
+    with every kind of secret set, no secret value appears in any line."""
+    import json
+
+    secrets = {"NOTIFIER_T_AK": "AK-SECRET-VALUE-0001", "NOTIFIER_T_SK": "SK-SECRET-VALUE-0002",
+               "NOTIFIER_T_HOOK": "HOOK-SECRET-VALUE-0003", "SLACK_BOT_TOKEN": "xoxb-SECRET-VALUE-0004"}
+    with WebhookReceiver() as hook:
+        channels = (f'[channels.hook]\ntype = "webhook"\nurl = "{hook.url}"\nsecret_env = "NOTIFIER_T_HOOK"\n\n'
+                    f'[channels.down]\ntype = "webhook"\nurl = "http://127.0.0.1:{free_port()}/x?token=HOOK-SECRET"\n')
+        source = (f'[source]\nendpoint = "{sim.url}"\nproject_id = "b384b9e9ab9b4ee8994c8633aabc9505"\n'
+                  'auth = "aksk"\nak_env = "NOTIFIER_T_AK"\nsk_env = "NOTIFIER_T_SK"\nretries = 0\n')
+        config = write_config(source=source, rules=NODE_EXCEPTION, channels=channels)
+        result = notifier("once", "-c", str(config), "--log-format", "json", "--log-level", "debug", env=secrets)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    (cycle,) = [entry for entry in lines if entry.get("event") == "cycle_done"]
+    assert cycle["jobs"] == 1 and cycle["notifications"] == 2 and isinstance(cycle["duration_ms"], int)
+    (sent,) = [entry for entry in lines if entry.get("event") == "notification_delivered"]
+    assert (sent["channel"], sent["job"], sent["notification_id"]) == ("hook", "job_sms", 2)  # "down" queued first
+    (fired,) = [entry for entry in lines if entry.get("event") == "alert_firing"]
+    assert (fired["rule"], fired["job"], fired["node"], len(fired["fingerprint"])) == (
+        "node-exception", "job_sms", "DLI_SMS_GES", 16)
+    (retry,) = [entry for entry in lines if entry.get("event") == "notification_not_delivered"]
+    assert retry["channel"] == "down" and "error" in retry
+    everything = result.stderr + result.stdout
+    assert not [value for value in (*secrets.values(), "HOOK-SECRET") if value in everything]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from notifier.simulator.scenario import (
     BUNDLED_SCENARIOS,
+    DEFAULT_IAM,
     DEFAULT_PROJECT_ID,
     Fault,
+    IamSettings,
     Instant,
     JobScript,
     NodeScript,
@@ -32,8 +34,10 @@ from notifier.simulator.server import (
 
 __all__ = [
     "BUNDLED_SCENARIOS",
+    "DEFAULT_IAM",
     "DEFAULT_PROJECT_ID",
     "Fault",
+    "IamSettings",
     "Instant",
     "JobScript",
     "ManualClock",

@@ -42,6 +42,14 @@ File format (every key is checked; unknown keys are errors naming file, table an
     until = "5s"
     count = 2                    # optional: only the first N matching requests
     probability = 0.5            # optional: seeded random (seed = 0), deterministic per request order
+
+    [iam]                        # optional: the IAM token API (POST /v3/auth/tokens); these are the defaults
+    user = "notifier"            # the credentials it accepts (test values, not secrets)
+    password = "simulator-password"
+    domain = "simulator"
+    project = "cn-north-4"       # the project name a token may be scoped to (or by project_id)
+    token_lifetime = "24h"       # expires_at = issue time + this, in scenario time
+    require_token = false        # true: the status/list APIs answer 401 APIG.0301 without a valid X-Auth-Token
 """
 
 from __future__ import annotations
@@ -178,6 +186,21 @@ class JobScript:
 
 
 @dataclass(frozen=True, slots=True)
+class IamSettings:
+    """What the simulated IAM accepts and issues; ``require_token`` makes the DGC APIs demand a token."""
+
+    user: str = "notifier"
+    password: str = "simulator-password"
+    domain: str = "simulator"
+    project: str = "cn-north-4"
+    token_lifetime: float = 24 * 3600.0
+    require_token: bool = False
+
+
+DEFAULT_IAM = IamSettings()
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """Everything the simulator serves, parsed and validated."""
 
@@ -187,6 +210,7 @@ class Scenario:
     epoch_start_ms: int | None = None  # None: the wall-clock time of Simulator.start()
     faults: tuple[Fault, ...] = ()
     list_offset: ListOffset = "records"
+    iam: IamSettings = DEFAULT_IAM
     name: str = "scenario"
     description: str = ""
     source: str = ""
@@ -364,10 +388,23 @@ def parse_scenario(data: Mapping[str, Any], *, file: str = "<scenario>", name: s
     jobs = tuple(_job(r, loop) for r in _tables(top, "job", required=True))
     _check_unique(top, "job", [(j.workspace, j.name) for j in jobs], lambda k: f"job {k[1]!r} in workspace {k[0]!r}")
     faults = tuple(_fault(r, jobs=jobs) for r in _tables(top, "fault"))
+    iam = _iam(top.table("iam", None))
     top.finish()
     return Scenario(project_id=project_id, jobs=jobs, loop=loop,
                     epoch_start_ms=epoch.epoch_ms if epoch is not None else None, faults=faults,
-                    list_offset=list_offset, name=name, description=description, source=file)
+                    list_offset=list_offset, iam=iam, name=name, description=description, source=file)
+
+
+def _iam(r: TableReader | None) -> IamSettings:
+    if r is None:
+        return DEFAULT_IAM
+    d = DEFAULT_IAM
+    iam = IamSettings(user=r.str("user", d.user), password=r.str("password", d.password),
+                      domain=r.str("domain", d.domain), project=r.str("project", d.project),
+                      token_lifetime=_seconds(r, "token_lifetime", d.token_lifetime, positive=True),
+                      require_token=r.bool("require_token", d.require_token))
+    r.finish()
+    return iam
 
 
 def parse_fault(fields: Mapping[str, Any], *, jobs: tuple[JobScript, ...] = (), where: str = "fault") -> Fault:

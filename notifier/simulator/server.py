@@ -4,6 +4,11 @@ Routes (``workspace`` header selects a workspace; none means the default one):
 
     GET /v1/{project_id}/jobs/{job_name}/status        the job status API
     GET /v1/{project_id}/jobs?jobType=REAL_TIME&offset=&limit=&jobName=   the list-jobs API
+    POST /v3/auth/tokens                               IAM's token API (password method; see IamSettings)
+
+With ``IamSettings.require_token`` the two DGC APIs want ``X-Auth-Token`` (a token this
+simulator issued and that has not expired or been revoked) and answer 401 ``APIG.0301``
+otherwise; by default they want no credentials at all.
 
 Errors, as the service words them where known:
 
@@ -11,7 +16,8 @@ Errors, as the service words them where known:
     wrong project_id                           404 {"error_code": "SIM.0404", ...}   (simulator's own code)
     bad list parameters                        400 {"error_code": "SIM.0400", ...}   (simulator's own code)
     any other path                             404 {"error_code": "APIG.0101", ...}  (API Gateway's answer)
-    methods other than GET                     501 (http.server's default)
+    wrong IAM user, password or domain         401 {"error_code": "IAM.0004", ...}
+    methods other than GET and POST            501 (http.server's default)
 
 The server is stdlib ``ThreadingHTTPServer`` speaking keep-alive HTTP/1.1 (every answer has a
 Content-Length and goes out in one write, Nagle off), so an httpx pool reuses connections.
@@ -25,6 +31,7 @@ import json
 import logging
 import math
 import random
+import secrets
 import signal
 import socket
 import sys
@@ -33,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType, TracebackType
@@ -43,6 +51,7 @@ from notifier.core.counters import COUNTER_NAMES
 from notifier.simulator.scenario import (
     EMPTY,
     Fault,
+    IamSettings,
     JobPlan,
     JobView,
     Scenario,
@@ -62,6 +71,9 @@ NOT_FOUND = {"error_code": "DLF.0100", "error_msg": "The job does not exists."}
 THROTTLED = ("APIG.0308",
              "The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 second")
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 1000
+IAM_TOKEN_PATH = "/v3/auth/tokens"
+BAD_TOKEN = ("APIG.0301", "Incorrect IAM authentication information: the token is missing, invalid or expired")
+BAD_LOGIN = ("IAM.0004", "The username or password is wrong.")
 
 
 # --- clocks ---------------------------------------------------------------------------
@@ -201,12 +213,19 @@ class Simulator:
     """A DGC job-status service on loopback, scripted by a ``Scenario``.
 
     ``clock`` returns scenario seconds (default: real time since ``start()``); ``sleep`` is
-    what latency faults call (default: a sleep that ``stop()`` interrupts).
+    what latency faults call (default: a sleep that ``stop()`` interrupts). ``iam`` replaces
+    the scenario's ``[iam]`` settings (the credentials IAM accepts, token lifetime, whether
+    the DGC APIs require a token).
     """
 
     def __init__(self, scenario: Scenario, host: str = "127.0.0.1", port: int = 0, clock: Clock | None = None,
-                 *, sleep: Sleep | None = None, record_requests: int = 10_000) -> None:
+                 *, sleep: Sleep | None = None, record_requests: int = 10_000,
+                 iam: IamSettings | None = None) -> None:
         self.scenario = scenario
+        self.iam = iam if iam is not None else scenario.iam
+        self._tokens: dict[str, float] = {}  # issued token -> scenario time it expires
+        self._token_lock = threading.Lock()
+        self.tokens_issued = 0
         self.host = host
         self.project_id = scenario.project_id
         self.clock: Clock = clock if clock is not None else MonotonicClock()
@@ -352,6 +371,18 @@ class Simulator:
             old = self._overrides.get(entry.index, _Override())
             merged = {**old.counters.get(n, EMPTY), **values}
             self._put_override(entry, counters=MappingProxyType({**old.counters, n: MappingProxyType(merged)}))
+
+    def revoke_tokens(self) -> None:
+        """Forget every issued token: the DGC APIs (with ``require_token``) refuse them from now on."""
+        with self._token_lock:
+            self._tokens.clear()
+
+    def token_valid(self, token: str | None, t: float | None = None) -> bool:
+        """Whether ``token`` was issued here and has neither expired (at scenario time ``t``) nor been revoked."""
+        t = self.now() if t is None else t
+        with self._token_lock:
+            expires = self._tokens.get(token or "")
+        return expires is not None and t < expires
 
     def clear_overrides(self) -> None:
         """Forget every runtime status and counter override: the script rules again."""
@@ -532,6 +563,8 @@ class Simulator:
         self.requests.append(RecordedRequest(handler.command, split.path, MappingProxyType(query),
                                              MappingProxyType(headers), f"{host}:{port}", t))
         endpoint, entry, answer = self._route(split.path, query, headers.get("workspace", ""), t)
+        if endpoint is not None and self.iam.require_token and not self.token_valid(headers.get("x-auth-token"), t):
+            entry, answer = None, _error(401, *BAD_TOKEN)
         delay, fault = self._pick_faults(t, endpoint, entry)
         if delay:
             self._sleep(delay)
@@ -541,6 +574,60 @@ class Simulator:
                 return
             answer = _apply_fault(fault, answer)
         _send(handler, answer)
+
+
+    def handle_post(self, handler: BaseHTTPRequestHandler) -> None:
+        """Answer one POST: only IAM's token API is served (the body, holding a password, is not recorded)."""
+        t = self.now()
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length > 0 else b""
+        split = urlsplit(handler.path)
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        host, port = handler.client_address[:2]
+        self.requests.append(RecordedRequest(handler.command, split.path, MappingProxyType({}),
+                                             MappingProxyType(headers), f"{host}:{port}", t))
+        if split.path.rstrip("/") != IAM_TOKEN_PATH:
+            _send(handler, _error(404, "APIG.0101", "The API does not exist or has not been published in the "
+                                                    "environment"))
+            return
+        _send(handler, self._issue_token(body, t))
+
+    def _issue_token(self, body: bytes, t: float) -> _Answer:
+        """IAM's password method: check user, password, domain and scope; 201 with X-Subject-Token."""
+        try:
+            auth = json.loads(body)["auth"]
+            user = auth["identity"]["password"]["user"]
+            name, password, domain = user["name"], user["password"], user["domain"]["name"]
+            methods = auth["identity"]["methods"]
+            project = auth.get("scope", {}).get("project", {})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return _error(400, "IAM.0011", "Request body is invalid.")
+        if methods != ["password"]:
+            return _error(400, "IAM.0011", "Request body is invalid: only the password method is simulated.")
+        iam = self.iam
+        if (name, password, domain) != (iam.user, iam.password, iam.domain):
+            return _error(401, *BAD_LOGIN)
+        if not isinstance(project, dict) or not (project.get("id") == self.project_id
+                                                 or project.get("name") == iam.project):
+            return _error(400, "IAM.0011", f"Request body is invalid: scope {project!r} is not served here "
+                                           f"(project id {self.project_id!r} or name {iam.project!r})")
+        token = f"sim-{secrets.token_urlsafe(24)}"
+        expires = t + iam.token_lifetime
+        with self._token_lock:
+            self._tokens[token] = expires
+            self.tokens_issued += 1
+        doc = {"token": {
+            "methods": ["password"],
+            "issued_at": self._iso(t), "expires_at": self._iso(expires),
+            "project": {"id": self.project_id, "name": iam.project, "domain": {"name": iam.domain}},
+            "user": {"name": iam.user, "domain": {"name": iam.domain}},
+        }}
+        return _Answer(201, doc, headers=(("X-Subject-Token", token),))
+
+    def _iso(self, t: float) -> str:
+        """Scenario time as IAM writes timestamps: ``2020-01-04T09:05:22.701000Z``."""
+        when = datetime.fromtimestamp((self._epoch_ms + round(t * 1000)) / 1000, tz=timezone.utc)
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _new_state(fault: Fault) -> _FaultState:
@@ -634,6 +721,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         try:
             self.server.simulator.handle(self)
+        except (ConnectionError, OSError):
+            raise
+        except Exception:
+            log.exception("simulator failed to answer path=%s", self.path)
+            _send(self, _error(500, "SIM.0500", "simulator error; see its log"))
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        try:
+            self.server.simulator.handle_post(self)
         except (ConnectionError, OSError):
             raise
         except Exception:

@@ -4,6 +4,9 @@ One ``httpx.AsyncClient`` with a pool sized to ``concurrency``; every request go
 
     semaphore (in-flight bound) -> rate limiter (evenly spaced starts) -> auth headers -> send
 
+(``auth = "iam"`` first takes the shared token from ``iam.TokenSource``; a 401 to it gets
+one fresh token and one more try per request.)
+
 and is retried with exponential backoff and full jitter on timeouts, connection errors,
 5xx and throttling (honouring ``Retry-After``), never on answers that will not change
 (400/401/403/404, unparseable bodies). ``fetch_all`` isolates jobs from each other: a
@@ -32,8 +35,10 @@ from notifier.clock import utcnow
 from notifier.config import JobsConfig, SourceConfig
 from notifier.core.models import FetchError, FetchErrorKind, FetchResult, JobSnapshot
 from notifier.errors import ConfigError, SourceError
+from notifier.logs import event
 from notifier.secrets import Secret, read_secret
 from notifier.source import parse, signer
+from notifier.source.iam import TokenSource
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +123,22 @@ class DgcClient:
         self._headers = _base_headers(config)
         self._token: Secret | None = None
         self._aksk: tuple[Secret, Secret] | None = None
+        iam_credentials: tuple[Secret, Secret] | None = None
         if config.auth == "token":
             self._token = _secret(config.token_env, config.token_file, environ)
         elif config.auth == "aksk":
             self._aksk = (_secret(config.ak_env, config.ak_file, environ),
                           _secret(config.sk_env, config.sk_file, environ))
+        elif config.auth == "iam":
+            iam_credentials = (_secret(config.iam_user_env, config.iam_user_file, environ),
+                               _secret(config.iam_password_env, config.iam_password_file, environ))
         limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
         self._http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(config.timeout), limits=limits,
                                        follow_redirects=False)
+        self.iam: TokenSource | None = None
+        if iam_credentials is not None:
+            user, password = iam_credentials
+            self.iam = TokenSource(config, self._http, user=user, password=password, clock=clock)
         self.stats = ClientStats()
 
     async def __aenter__(self) -> DgcClient:
@@ -208,11 +221,13 @@ class DgcClient:
             kind = cast(FetchErrorKind, exc.kind) if exc.kind in _FETCH_ERROR_KINDS else "error"
             error = FetchError(job=job, kind=kind, message=str(exc), status_code=exc.status_code,
                                error_code=exc.error_code)
-            log.warning("Could not fetch job status job=%s kind=%s: %s", job, error.kind, error.message)
+            event(log, logging.WARNING, "could not fetch job status", job=job, kind=error.kind,
+                  error_code=error.error_code, error=error.message)
         except Exception as exc:  # noqa: BLE001 - one job's bug must not sink the whole cycle
             self.stats.errors["error"] += 1
             error = FetchError(job=job, kind="error", message=f"{job}: unexpected {type(exc).__name__}: {exc}")
-            log.error("Could not fetch job status job=%s kind=error: %s", job, error.message, exc_info=True)
+            event(log, logging.ERROR, "could not fetch job status", job=job, kind="error", error=error.message,
+                  exc_info=True)
         return error
 
     def _parsed(self, parser: Callable[[bytes], T], body: bytes) -> T:
@@ -228,9 +243,16 @@ class DgcClient:
         qs = signer.canonical_query(query)  # sent exactly as signed
         url = f"{self._base}{path}" + (f"?{qs}" if qs else "")
         attempt = 0
+        reauthenticated = False  # auth = "iam": one fresh token per request after a 401
         while True:
             try:
                 return await self._attempt(url, job)
+            except _RefusedToken as refused:
+                if reauthenticated or self.iam is None:
+                    self.stats.errors[refused.error.kind] += 1
+                    raise refused.error from None
+                self.iam.invalidate(refused.token)
+                reauthenticated = True
             except SourceError as error:
                 if error.kind not in RETRYABLE_KINDS or attempt >= self._config.retries:
                     self.stats.errors[error.kind] += 1
@@ -244,9 +266,12 @@ class DgcClient:
 
     async def _attempt(self, url: str, job: str | None) -> bytes:
         prefix = f"{job}: " if job else ""
+        iam_token = await _iam_token(self.iam, prefix) if self.iam is not None else None
         async with self._semaphore:
             await self._limiter.wait()
             headers = self._request_headers("GET", url)  # signed per attempt: a retry gets a fresh date
+            if iam_token is not None:
+                headers["X-Auth-Token"] = iam_token.reveal()
             self.stats.requests += 1
             try:
                 response = await self._http.get(url, headers=headers)
@@ -260,8 +285,11 @@ class DgcClient:
                 raise SourceError(f"{prefix}request failed: {type(exc).__name__}: {exc}", kind="error") from exc
         if response.is_success:
             return response.content
-        raise parse.parse_error(response.status_code, response.content, response.headers, job=job,
-                                now=self._clock())
+        error = parse.parse_error(response.status_code, response.content, response.headers, job=job,
+                                  now=self._clock())
+        if iam_token is not None and response.status_code == 401:
+            raise _RefusedToken(error, iam_token)
+        raise error
 
     def _request_headers(self, method: str, url: str) -> dict[str, str]:
         headers = dict(self._headers)
@@ -271,6 +299,24 @@ class DgcClient:
             ak, sk = self._aksk
             headers.update(signer.sign(method, url, headers, b"", ak.reveal(), sk.reveal(), self._clock()))
         return headers
+
+
+async def _iam_token(iam: TokenSource, prefix: str) -> Secret:
+    """The shared IAM token (fetched under the token source's lock); its errors get the job's prefix."""
+    try:
+        return await iam.token()
+    except SourceError as exc:
+        raise SourceError(f"{prefix}{exc}", kind=exc.kind, status_code=exc.status_code,
+                          error_code=exc.error_code, retry_after=exc.retry_after) from None
+
+
+class _RefusedToken(Exception):
+    """The API answered 401 to an IAM token: ``DgcClient._get`` fetches a new one once."""
+
+    def __init__(self, error: SourceError, token: Secret) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.token = token
 
 
 def _secret(env: str, file: str | None, environ: Mapping[str, str] | None) -> Secret:
