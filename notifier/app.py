@@ -315,14 +315,23 @@ class App:
 
     async def cycle(self, *, in_thread: bool = False) -> CycleReport:
         """One poll cycle; ``in_thread`` runs the synchronous half off the event loop (the daemon)."""
-        wiring = self.wiring  # one consistent wiring for the whole cycle, even across a reload
         started = time.monotonic()  # the duration is for people, not for decisions: the real clock
-        fetched = await self.poller.fetch(wiring)
+        wiring, fetched = await self.fetch()
+        return await self.apply(wiring, fetched, in_thread=in_thread, started=started)
+
+    async def fetch(self) -> tuple[Wiring, Fetched]:
+        """The I/O half: nothing is written, so it may be cancelled (a shutdown does not wait for it)."""
+        wiring = self.wiring  # one consistent wiring for the whole cycle, even across a reload
+        return wiring, await self.poller.fetch(wiring)
+
+    async def apply(self, wiring: Wiring, fetched: Fetched, *, in_thread: bool = False,
+                    started: float | None = None) -> CycleReport:
+        """The synchronous half: plan, render, one commit; never cancelled half way."""
         if in_thread:
             report = await asyncio.to_thread(self.poller.apply, wiring, fetched)
         else:
             report = self.poller.apply(wiring, fetched)
-        report.log(duration_ms=round((time.monotonic() - started) * 1000))
+        report.log(duration_ms=None if started is None else round((time.monotonic() - started) * 1000))
         return report
 
     def deliver(self) -> DeliveryReport:

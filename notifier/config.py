@@ -90,7 +90,7 @@ class Config:
     source: SourceConfig
     jobs: JobsConfig
     interval: float = 60.0
-    cycle_timeout: float | None = None  # None: max(3 intervals, 10 min); see daemon's watchdog
+    stall_timeout: float | None = None  # None: max(3 intervals, 10 min); see daemon's watchdog
     state_path: Path = Path(DEFAULT_STATE_PATH)
     rules_dir: Path = Path("rules")
     templates_dir: Path | None = None
@@ -210,13 +210,13 @@ def _read(table: TableReader, read: Callable[[TableReader], T]) -> T:
 
 class _Schedule(TypedDict):
     interval: float
-    cycle_timeout: float | None
+    stall_timeout: float | None
 
 
 def _schedule(table: TableReader) -> _Schedule:
-    """``[schedule]``: how often to poll, and how long a cycle may run before the watchdog gives up on it."""
+    """``[schedule]``: how often to poll, and how long a cycle may go without progress before the watchdog gives up."""
     return _read(table, lambda t: _Schedule(interval=t.seconds("interval", 60.0, positive=True),
-                                             cycle_timeout=t.seconds("cycle_timeout", None, positive=True)))
+                                             stall_timeout=t.seconds("stall_timeout", None, positive=True)))
 
 
 def _resolve(base: Path, value: str) -> Path:

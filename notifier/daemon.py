@@ -13,9 +13,10 @@ channels; if anything is invalid, keep running with the old ones.
 Under systemd (``Type=notify``) it says READY=1 once the App is open (config, rules,
 templates and state file loaded and checked), STATUS= after every cycle, RELOADING=1 /
 READY=1 around a reload, STOPPING=1 on shutdown, and WATCHDOG=1 at half of
-``$WATCHDOG_USEC`` from a task of the event loop, but only while no cycle has been
-running longer than its bound (``[schedule] cycle_timeout``, default max(3 intervals,
-10 min)): a hung cycle stops the pings, and systemd restarts the process.
+``$WATCHDOG_USEC`` from a task of the event loop, but not once the running cycle has
+made no progress (no API request ending) for longer than ``[schedule] stall_timeout``
+(default max(3 intervals, 10 min)): a hung cycle or reload stops the pings, and systemd
+restarts the process. SIGTERM abandons a running fetch (nothing of it is committed).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class Daemon:
         self.on_cycle = on_cycle
         self.systemd = systemd if systemd is not None else Notifier()
         self._monotonic = monotonic
-        self._cycle_started: float | None = None  # monotonic start of the running cycle
+        self._busy_since: float | None = None  # monotonic start of the running tick (edits + cycle)
+        self._reload_lock = asyncio.Lock()  # SIGHUP and edited files never reload at the same time
         self._applied: Signature = ()  # the watched files as last applied ...
         self._rejected: Signature = ()  # ... and as last rejected (reported once)
         self._last_error: str | None = None
@@ -68,17 +70,31 @@ class Daemon:
         self._idle.set()
         self._cycles = 0
         self._tasks: set[asyncio.Task[bool]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()  # replaced wirings closing once delivery lets go
 
     # --- the work ---------------------------------------------------------------------
 
     async def run_cycle(self) -> CycleReport | None:
-        """One cycle; errors are logged, never fatal: the next cycle tries again."""
+        """One cycle; errors are logged, never fatal: the next cycle tries again.
+
+        A stop request abandons the fetch half (nothing is written before ``apply``) so a
+        long sweep does not hold up a shutdown; the commit half always finishes.
+        """
         async with self._cycle_lock:
             if self._stop.is_set():
                 return None
-            self._cycle_started = started = self._monotonic()
+            started = self._monotonic()
             try:
-                report = await self.app.cycle(in_thread=True)
+                fetch = asyncio.ensure_future(self.app.fetch())
+                stopping = asyncio.ensure_future(self._stop.wait())
+                await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not fetch.done():
+                    fetch.cancel()
+                    log.info("shutdown: the running fetch was abandoned (nothing of it was committed)")
+                    return None
+                wiring, fetched = fetch.result()
+                report = await self.app.apply(wiring, fetched, in_thread=True, started=started)
             except NotifierError as exc:
                 event(log, logging.ERROR, "cycle failed", error=str(exc))
                 self._report_status(None, str(exc))
@@ -89,8 +105,6 @@ class Daemon:
                 self._report_status(None, f"{type(exc).__name__}: {exc}")
                 self.metrics.cycle_failed(f"{type(exc).__name__}: {exc}")
                 return None
-            finally:
-                self._cycle_started = None
             poller, rules = self.app.poller, self.app.runtime.all_rules
             await asyncio.to_thread(self.metrics.observe_cycle, report, self._monotonic() - started, poller.alerts,
                                     poller.entities, severities(rules))
@@ -110,23 +124,34 @@ class Daemon:
             f"{report.at.strftime('%H:%M:%S UTC')}" + (" (source failing)" if report.source_failed else ""))
         self.systemd.status(head + (f"; last error: {self._last_error}" if self._last_error else ""))
 
-    def cycle_bound(self) -> float:
-        """Seconds a cycle may run before the watchdog stops vouching for the process."""
+    def stall_bound(self) -> float:
+        """Seconds a tick may go without progress before the watchdog stops vouching for the process."""
         config = self.app.runtime.config
-        return config.cycle_timeout or max(3 * config.interval, 600.0)
+        return config.stall_timeout or max(3 * config.interval, 600.0)
+
+    def stalled_for(self) -> float:
+        """How long the running tick (edits, cycle) has made no progress; 0 when idle.
+
+        Progress is an API request ending (answer, error or timeout): a sweep of 10,000 jobs
+        at 20 requests/s runs 500 s and is never "stalled"; a fetch no request of which ever
+        ends, or a reload stuck loading, is.
+        """
+        busy = self._busy_since
+        if busy is None:
+            return 0.0
+        return self._monotonic() - max(busy, self.app.wiring.client.stats.last_answer)
 
     async def watchdog(self, period: float) -> None:
-        """WATCHDOG=1 every ``period`` while the loop runs and no cycle is past its bound."""
+        """WATCHDOG=1 every ``period`` while the loop runs and no tick is stalled past its bound."""
         warned = False
         while not self._stop.is_set():
-            started = self._cycle_started
-            running = 0.0 if started is None else self._monotonic() - started
-            if running <= self.cycle_bound():
+            stalled = self.stalled_for()
+            if stalled <= self.stall_bound():
                 self.systemd.send(watchdog="1")
                 warned = False
             elif not warned:
-                log.error("a cycle has been running for %.0fs, past its bound of %.0fs: not pinging the "
-                          "watchdog, systemd will restart the service", running, self.cycle_bound())
+                log.error("the running cycle has made no progress for %.0fs, past its bound of %.0fs: not "
+                          "pinging the watchdog, systemd will restart the service", stalled, self.stall_bound())
                 warned = True
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=period)
@@ -144,11 +169,13 @@ class Daemon:
     async def deliver_forever(self) -> None:
         """Drain the outbox after every cycle and whenever a retry falls due."""
         while not self._stop.is_set():
+            due = None
             try:
                 await asyncio.to_thread(self._deliver_round)
+                due = self.app.deliverer.next_due()
             except Exception:
                 log.exception("delivery round failed")
-            due = self.app.deliverer.next_due()
+                due = self.app.clock() + timedelta(seconds=5)  # the state file may be busy: try again soon
             timeout = None if due is None else max(0.05, (due - self.app.clock()).total_seconds())
             self._wake.clear()
             try:
@@ -163,20 +190,30 @@ class Daemon:
 
     async def reload(self, reason: str = "SIGHUP") -> bool:
         """Swap in new config/rules/templates/channels only if all of them are valid (SIGHUP, or edited files)."""
+        async with self._reload_lock:
+            return await self._reload(reason)
+
+    async def _reload(self, reason: str) -> bool:
         self.systemd.send(reloading="1", monotonic_usec=str(time.monotonic_ns() // 1000))
+        config = self.app.runtime.config
+        before = await asyncio.to_thread(_signature_of, config)  # an edit saved while loading is seen next time
         try:
             wiring = await asyncio.to_thread(self.app.load)
-        except NotifierError as exc:
+        except Exception as exc:  # NotifierError, or a bug: either way the running version stays
             event(log, logging.ERROR, "reload failed, keeping the running configuration", reason=reason,
-                  error=str(exc))
+                  error=str(exc) if isinstance(exc, NotifierError) else f"{type(exc).__name__}: {exc}")
             self.systemd.send(ready="1")
+            self._rejected = before
             return False
         async with self._cycle_lock:  # never swap under a running cycle
             old = self.app.adopt(wiring)
         self._wake.set()
         self.systemd.send(ready="1")
-        self._applied = await asyncio.to_thread(_signature_of, wiring.config)
-        await self.app.retire(old)
+        same_paths = (wiring.config.rules_dir, wiring.config.templates_dir) == (config.rules_dir, config.templates_dir)
+        self._applied = before if same_paths else await asyncio.to_thread(_signature_of, wiring.config)
+        retire = asyncio.get_running_loop().create_task(self.app.retire(old))  # waits for a delivery round
+        self._retiring.add(retire)
+        retire.add_done_callback(self._retiring.discard)
         event(log, logging.INFO, "configuration reloaded", reason=reason, rules=len(wiring.runtime.rules),
               channels=len(wiring.channels), change=describe_change(old.runtime.rules, wiring.runtime.rules))
         return True
@@ -192,10 +229,7 @@ class Daemon:
         sig = await asyncio.to_thread(_signature_of, config)
         if sig in (self._applied, self._rejected) or not settled(sig):
             return None
-        if await self.reload(reason="files changed"):
-            return True
-        self._rejected = sig
-        return False
+        return await self.reload(reason="files changed")
 
     def stop(self) -> None:
         self._stop.set()
@@ -259,6 +293,7 @@ class Daemon:
     def _start_scheduler(self, loop: asyncio.AbstractEventLoop, max_cycles: int | None) -> AsyncIOScheduler:
         async def tick() -> None:
             self._idle.clear()
+            self._busy_since = self._monotonic()
             try:
                 await self.apply_edits()
                 await self.run_cycle()
@@ -266,7 +301,8 @@ class Daemon:
                 if max_cycles is not None and self._cycles >= max_cycles:
                     self.stop()
             finally:
-                self._idle.set()  # nothing awaits after this: shutdown never cancels a cycle
+                self._busy_since = None
+                self._idle.set()  # nothing awaits after this: shutdown never cancels a commit
 
         interval = self.app.runtime.config.interval
         scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
@@ -292,7 +328,7 @@ class Daemon:
         scheduler.shutdown(wait=False)
         for task in (*background, *self._tasks):  # a reload still running is dropped; the process is exiting
             task.cancel()
-        for task in (*background, *self._tasks):
+        for task in (*background, *self._tasks, *self._retiring):
             try:
                 await task
             except asyncio.CancelledError:

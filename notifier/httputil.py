@@ -37,11 +37,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from notifier import __version__
 from notifier.clock import utcnow
 from notifier.core.models import Clock
 from notifier.errors import ChannelError
 
 log = logging.getLogger(__name__)
+
+USER_AGENT = f"notifier/{__version__}"
+"""Sent with every request to the DGC and IAM APIs, so their operators can tell who calls."""
 
 REDACTED = "***"
 EXCERPT_CHARS = 200

@@ -13,19 +13,8 @@ cycle finished less than 3 intervals ago, else 503 with one line saying why
 (``no successful cycle for 3m12s (interval 60s): last error: ...``; ``starting`` before
 the first cycle). ``handle.close()`` stops it and frees the port.
 
-Wiring into ``Daemon`` (the daemon owns these calls; nothing here touches the daemon)::
-
-    # Daemon.__init__(..., metrics: Metrics | None = None): keep it as self.metrics
-    # Daemon.serve, before the scheduler starts (and handle.close() in its finally):
-    handle = serve(config.metrics.listen, self.metrics, config.interval, self.app.clock)  # if listen is set
-    # Daemon.run_cycle: started = time.monotonic() before app.cycle(); on success, still inside the lock:
-    self.metrics.observe_cycle(report, time.monotonic() - started, self.app.poller.alerts,
-                               self.app.poller.entities, severities(self.app.runtime.all_rules))
-    # Daemon.run_cycle, in both except branches (NotifierError and Exception):
-    self.metrics.cycle_failed(str(exc))
-    # Daemon.deliver_forever, after each round (run it in the worker thread with the round):
-    self.metrics.observe_delivery(delivery_report)
-    self.metrics.observe_outbox(*outbox_gauges(self.app.store.outbox, self.app.clock(), self.app.wiring.channels))
+The daemon calls ``observe_cycle`` after each cycle, ``cycle_failed`` when one fails, and
+``observe_delivery`` + ``observe_outbox(*outbox_gauges(...))`` after each delivery round.
 
 ``observe_cycle`` walks the remembered entities once (about 40 ms for 110,000, the
 10,000-job case): with big fleets call it through ``asyncio.to_thread`` after ``app.cycle``
@@ -152,6 +141,7 @@ class Metrics:
         self._last_success: datetime | None = None  # when the last ok cycle finished
         self._last_error: str | None = None  # why the latest cycle was not ok (None: it was)
         self._attempts = 0  # cycles observed, ok or not
+        self._slowest = 0.0  # seconds the slowest recent cycle took: a long sweep is not "unhealthy"
 
         build = Gauge("notifier_build_info", "notifier's version (always 1).", ("version", "python"), registry=r)
         build.labels(version, platform.python_version()).set(1)
@@ -187,6 +177,8 @@ class Metrics:
                       entities: Mapping[EntityKey, EntityState], severity: Mapping[str, str] | None = None) -> None:
         """A cycle completed (``app.cycle`` returned): count it and replace the view gauges."""
         outcome = "source_failed" if report.source_failed else "ok"
+        with self._lock:
+            self._slowest = max(duration_s, 0.9 * self._slowest)  # forgets a one-off slow cycle slowly
         finished = report.at + timedelta(seconds=max(0.0, duration_s))
         self.cycles.labels(outcome).inc()
         self.cycle_duration.observe(max(0.0, duration_s))
@@ -240,9 +232,13 @@ class Metrics:
     # --- read by /healthz ---------------------------------------------------------------
 
     def health(self, now: datetime, interval: float) -> tuple[bool, str]:
-        """(healthy, one line why): healthy while the last ok cycle finished < 3 intervals before ``now``."""
+        """(healthy, one line why): healthy while the last ok cycle finished < 3 intervals before ``now``.
+
+        A sweep longer than the interval (10,000 jobs at 20 requests/s: ~500 s) widens the
+        window by the slowest recent cycle's duration, so a working service never reads as down.
+        """
         with self._lock:
-            last, error, attempts = self._last_success, self._last_error, self._attempts
+            last, error, attempts, slowest = self._last_success, self._last_error, self._attempts, self._slowest
         every = _words(timedelta(seconds=interval))
         if attempts == 0:
             return False, "starting"
@@ -250,7 +246,7 @@ class Metrics:
         if last is None:
             return False, f"no successful cycle yet ({attempts} tried, interval {every}): {why}"
         age = now - last
-        if age.total_seconds() < HEALTHY_INTERVALS * interval:
+        if age.total_seconds() < HEALTHY_INTERVALS * interval + slowest:
             return True, f"ok: last successful cycle {_words(age)} ago"
         return False, f"no successful cycle for {_words(age)} (interval {every}): {why}"
 
@@ -282,7 +278,9 @@ def _words(delta: timedelta) -> str:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr for every scrape; errors still reach the logger."""
+    """No access log on stderr for every scrape; errors still reach the logger; a silent client is dropped."""
+
+    timeout = 10  # seconds: a client that sends half a request does not hold a thread forever
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
         log.debug("metrics http: " + format, *args)

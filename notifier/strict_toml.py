@@ -30,6 +30,9 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("file not found", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 (byte {exc.start}): TOML files must be UTF-8; re-save it as UTF-8",
+                          file=str(path)) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
 

@@ -5,8 +5,9 @@ applies an edit at the next cycle exactly as SIGHUP would (validated, rejected w
 anything is wrong). This is a cheap stat of a few files per cycle rather than inotify:
 the cycle is the unit of change anyway. A half-written file must not cause an error
 storm: a change younger than ``SETTLE_SECONDS`` waits for the next cycle (an editor
-still saving), editor temp files (hidden, ``~``, ``.swp``, ``.tmp``) are ignored, and a
-rejected version is reported once, until the files change again.
+still saving), hidden files and ``#`` lock files are ignored (as the rule loader does;
+``~``/``.swp`` backups never match ``*.toml``), and a rejected version is reported once,
+until the files change again.
 """
 
 from __future__ import annotations
@@ -62,4 +63,4 @@ def describe_change(old: Iterable[Rule], new: Iterable[Rule]) -> str:
 
 
 def _is_temp(name: str) -> bool:
-    return name.startswith((".", "#")) or name.endswith(("~", ".swp", ".swx", ".tmp", ".bak"))
+    return name.startswith((".", "#"))

@@ -248,3 +248,15 @@ def test_a_typo_in_source_is_named_before_the_key_it_hides(tmp_path: Path) -> No
     result = notifier("check", "-c", str(config))
     assert result.returncode == 2
     assert "source: projct_id: unknown key (did you mean 'project_id'?)" in result.stderr
+
+
+def test_a_rule_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    """A rule file saved in Latin-1 is exit 2 naming the file, not a UnicodeDecodeError traceback."""
+    config = tmp_path / "notifier.toml"
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.toml").write_bytes('# caf\xe9\n[[rule]]\nname = "x"\n'.encode("latin-1"))
+    config.write_text('[source]\nendpoint = "http://127.0.0.1:1"\nproject_id = "x"\nauth = "none"\n'
+                      '[jobs]\nnames = ["a"]\n[paths]\nrules = "rules"\n[channels.stdout]\ntype = "console"\n')
+    result = notifier("check", "-c", str(config))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "r.toml: not UTF-8" in result.stderr

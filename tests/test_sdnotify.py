@@ -102,8 +102,8 @@ def test_ready_status_watchdog_reload_and_stopping(write_config, sim: Simulator,
 
 def test_a_hung_cycle_stops_the_watchdog_pings_until_it_ends(write_config, sim: Simulator,  # type: ignore[no-untyped-def]
                                                               supervisor: Supervisor) -> None:
-    """A cycle past [schedule] cycle_timeout stops WATCHDOG=1 (systemd would restart); it resumes after."""
-    source_extra = '\n[schedule]\ninterval = "1s"\ncycle_timeout = "1s"\n'
+    """A cycle without progress past [schedule] stall_timeout stops WATCHDOG=1 (systemd would restart); it resumes."""
+    source_extra = '\n[schedule]\ninterval = "1s"\nstall_timeout = "1s"\n'
     config = write_config(
         source=(f'[source]\nendpoint = "{sim.url}"\nproject_id = "b384b9e9ab9b4ee8994c8633aabc9505"\n'
                 f'auth = "none"\ntimeout = "10s"\nretries = 0\n{source_extra}'),
@@ -137,3 +137,27 @@ def test_the_environment_systemd_sets_is_read_as_documented(env: dict[str, str],
     n = Notifier(env)
     assert (n._address, n.watchdog_interval, n.enabled) == (address, interval, bool(address))
     assert Notifier({}).send(ready="1") is False  # a no-op outside systemd
+
+
+def test_sigterm_during_a_long_fetch_does_not_wait_for_it(write_config, sim: Simulator,  # type: ignore[no-untyped-def]
+                                                          supervisor: Supervisor) -> None:
+    """A fetch hanging 20 s is abandoned on SIGTERM (nothing of it was committed): exit 0 within seconds."""
+    config = write_config(
+        source=(f'[source]\nendpoint = "{sim.url}"\nproject_id = "b384b9e9ab9b4ee8994c8633aabc9505"\n'
+                'auth = "none"\ntimeout = "30s"\nretries = 0\n\n[schedule]\ninterval = "1s"\n'),
+        rules=NODE_EXCEPTION, channels='[channels.stdout]\ntype = "console"\n')
+    proc = start(config, supervisor)
+    try:
+        wait_until(lambda: any("alerts firing" in s for s in supervisor.values("STATUS")), what="a first cycle")
+        sim.set_fault(kind="latency", delay=20.0)
+        seen = len(sim.requests.snapshot())
+        wait_until(lambda: len(sim.requests.snapshot()) > seen, what="the hanging request")
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert time.monotonic() - stopped_at < 10
+    assert "the running fetch was abandoned" in stderr

@@ -30,11 +30,11 @@ from urllib.parse import quote
 
 import httpx
 
-from notifier import __version__
 from notifier.clock import utcnow
 from notifier.config import JobsConfig, SourceConfig
 from notifier.core.models import FetchError, FetchErrorKind, FetchResult, JobSnapshot
 from notifier.errors import ConfigError, SourceError
+from notifier.httputil import USER_AGENT
 from notifier.logs import event
 from notifier.secrets import Secret, read_secret
 from notifier.source import parse, signer
@@ -51,7 +51,6 @@ RETRY_AFTER_CAP = 60.0
 THROTTLED_BACKOFF = (2.0, 5.0)  # Huawei documents no Retry-After for APIG.0308: back off 2-5 s
 FETCH_WORKERS_PER_SLOT = 4  # fetch_all workers per concurrency slot (see fetch_all)
 RETRYABLE_KINDS = frozenset({"timeout", "network", "server", "throttled"})
-USER_AGENT = f"notifier/{__version__}"
 _FETCH_ERROR_KINDS = frozenset(get_args(FetchErrorKind))
 
 
@@ -62,6 +61,11 @@ class ClientStats:
     requests: int = 0
     retries: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    last_answer: float = 0.0  # time.monotonic() of the last request that ended (answer, timeout or refusal)
+
+    def answered(self) -> None:
+        """A request ended: the cycle is making progress (the daemon's watchdog reads this)."""
+        self.last_answer = time.monotonic()
 
 
 class RateLimiter:
@@ -250,6 +254,8 @@ class DgcClient:
             except _RefusedToken as refused:
                 if reauthenticated or self.iam is None:
                     self.stats.errors[refused.error.kind] += 1
+                    if self.iam is not None:
+                        self.iam.rejected(refused.error)  # every other request fails from memory for a while
                     raise refused.error from None
                 self.iam.invalidate(refused.token)
                 reauthenticated = True
@@ -276,13 +282,16 @@ class DgcClient:
             try:
                 response = await self._http.get(url, headers=headers)
             except httpx.TimeoutException as exc:
+                self.stats.answered()
                 raise SourceError(f"{prefix}no answer within {self._config.timeout:g}s ({type(exc).__name__})",
                                   kind="timeout") from exc
             except httpx.TransportError as exc:
+                self.stats.answered()
                 raise SourceError(f"{prefix}cannot reach the API: {type(exc).__name__}: {exc}",
                                   kind="network") from exc
             except httpx.RequestError as exc:
                 raise SourceError(f"{prefix}request failed: {type(exc).__name__}: {exc}", kind="error") from exc
+        self.stats.answered()
         if response.is_success:
             return response.content
         error = parse.parse_error(response.status_code, response.content, response.headers, job=job,

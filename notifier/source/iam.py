@@ -32,10 +32,17 @@ from typing import Any
 
 import httpx
 
-from notifier import __version__
 from notifier.config import SourceConfig
 from notifier.errors import SourceError
-from notifier.httputil import get_header, is_retryable_status, parse_retry_after, redact_url, scrub, source_excerpt
+from notifier.httputil import (
+    USER_AGENT,
+    get_header,
+    is_retryable_status,
+    parse_retry_after,
+    redact_url,
+    scrub,
+    source_excerpt,
+)
 from notifier.secrets import Secret
 from notifier.source import parse
 
@@ -47,7 +54,6 @@ REFRESH_BEFORE = timedelta(hours=1)  # ... or 1 h, whichever comes sooner ...
 REFRESH_MAX_FRACTION = 0.5  # ... but never in the first half of its life (short-lived tokens)
 AUTH_FAILURE_HOLD = 30.0  # seconds a refused login is answered from memory
 FAILURE_HOLD = 1.0  # seconds any other failed fetch is (collapses a burst of retries)
-USER_AGENT = f"notifier/{__version__}"
 
 
 def refresh_margin(life: timedelta) -> timedelta:
@@ -104,6 +110,9 @@ class TokenSource:
             now = self._clock()
             failure = self._failure
             if failure is not None and (self._generation != seen or now < failure.until):
+                current = self._unexpired(now)
+                if current is not None:  # a refresh failed: the old token serves until it expires
+                    return current.value
                 raise failure.error()
             if self._token is not None and now < self._token.refresh_at:
                 return self._token.value
@@ -111,20 +120,34 @@ class TokenSource:
                 self._token = await self._fetch(now)
                 self._failure = None
             except SourceError as exc:
-                self._token = None
                 hold = AUTH_FAILURE_HOLD if exc.kind == "auth" else FAILURE_HOLD
                 self._failure = _Failure(str(exc), exc.kind, exc.status_code, exc.error_code,
                                          now + timedelta(seconds=hold))
+                current = self._unexpired(now)
+                if current is not None:
+                    log.warning("IAM token refresh failed, using the current token until it expires endpoint=%s",
+                                self.endpoint)
+                    return current.value
+                self._token = None
                 raise
             finally:
                 self._generation += 1
             return self._token.value
+
+    def _unexpired(self, now: datetime) -> Token | None:
+        return self._token if self._token is not None and now < self._token.expires_at else None
 
     def invalidate(self, refused: Secret) -> None:
         """The API refused ``refused``: forget it, unless a newer token already replaced it."""
         if self._token is not None and self._token.value is refused:
             log.info("IAM token refused by the API, fetching a new one endpoint=%s", self.endpoint)
             self._token = None
+
+    def rejected(self, error: SourceError) -> None:
+        """A freshly fetched token was refused too: hold off fetching for a while (no login per job)."""
+        self._token = None
+        self._failure = _Failure(str(error), "auth", error.status_code, error.error_code,
+                                 self._clock() + timedelta(seconds=AUTH_FAILURE_HOLD))
 
     # --- the request ------------------------------------------------------------------
 
