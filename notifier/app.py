@@ -344,8 +344,12 @@ class App:
 
     def adopt(self, wiring: Wiring) -> Wiring:
         """Use ``wiring`` from the next cycle and delivery round on; return the old one for ``retire``."""
-        if wiring.config.state_path != self.runtime.config.state_path:
-            log.warning("state path changed; it takes effect after a restart")
+        new, running = wiring.config, self.runtime.config
+        for what, changed in (("state path", new.state_path != running.state_path),
+                              ("[schedule] interval", new.interval != running.interval),
+                              ("[metrics] listen", new.metrics != running.metrics)):
+            if changed:
+                log.warning("%s changed; it takes effect after a restart (systemctl restart notifier)", what)
         old, self.wiring = self.wiring, wiring
         self.deliverer.use_channels(wiring.channels)
         return old
