@@ -250,9 +250,9 @@ class Daemon:
         if self.systemd.watchdog_interval is not None:
             background.append(loop.create_task(self.watchdog(self.systemd.watchdog_interval)))
         self.systemd.send(ready="1", status="started; first cycle running")
-        log.info("notifier running interval=%ss jobs=%s rules=%d channels=%d", config.interval,
-                 "discover" if config.jobs.discover else len(config.jobs.names),
-                 len(self.app.runtime.rules), len(self.app.wiring.channels))
+        event(log, logging.INFO, "notifier running", interval=f"{config.interval:g}s",
+              jobs="discover" if config.jobs.discover else len(config.jobs.names),
+              rules=len(self.app.runtime.rules), channels=len(self.app.wiring.channels))
         try:
             await self._until_stopped(duration)
         finally:

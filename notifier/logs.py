@@ -42,7 +42,7 @@ def event(logger: logging.Logger, level: int, what: str, /, *, exc_info: bool = 
     """
     present = {k: v for k, v in fields.items() if v is not None}
     text = " ".join([what, *(f"{k}={v}" for k, v in present.items())])
-    name = re.split(r"[,:]", what, maxsplit=1)[0].strip().replace(" ", "_")
+    name = re.split(r"[,:]", what, maxsplit=1)[0].strip().replace(" ", "_").lower()
     extra = {"event": name, **{_JSON_NAMES.get(k, k): v for k, v in present.items()}}
     logger.log(level, "%s", text, extra=extra, exc_info=exc_info)
 
