@@ -62,9 +62,8 @@ def isoformat(when: datetime | None) -> str | None:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def duration(value: timedelta | float | int) -> str:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    return format_duration(timedelta(seconds=seconds))
+duration = format_duration
+"""The ``duration`` template filter: a timedelta or seconds, in words ("1h 5m")."""
 
 
 class Renderer:

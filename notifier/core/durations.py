@@ -33,9 +33,9 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"duration {text!r} is too long") from None
 
 
-def format_duration(delta: timedelta) -> str:
-    """Render a duration compactly for humans ("1h 5m", "42s")."""
-    seconds = int(delta.total_seconds())
+def format_duration(delta: timedelta | float) -> str:
+    """Render a duration (a timedelta or seconds) compactly for humans ("1h 5m", "42s")."""
+    seconds = int(delta.total_seconds() if isinstance(delta, timedelta) else delta)
     if seconds < 0:
         seconds = 0
     days, rem = divmod(seconds, 86400)

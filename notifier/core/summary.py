@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from notifier.core.durations import format_duration
 from notifier.core.models import Alert, EntityState, Rule, Transition
@@ -60,7 +60,7 @@ def fields(rule: Rule, *, job: str, node: str, node_type: str, state: str, previ
     return {
         "job": job, "node": node, "node_type": node_type, "state": state,
         "previous_state": previous_state or "", "rule": rule.name, "severity": rule.severity,
-        "duration": _fmt(duration), "counter": rule.stalled or "", "detail": detail,
+        "duration": format_duration(duration), "counter": rule.stalled or "", "detail": detail,
     }
 
 
@@ -69,21 +69,21 @@ def firing(rule: Rule, *, subject: str, entity: EntityState, active_since: datet
     """"DLI_SMS_GES entered EXCEPTION (was NORMAL)", "job_orders in STARTTING for 12m", ..."""
     held = (now - active_since).total_seconds()
     if rule.stalled:
-        return f"{subject}: {rule.stalled} has not moved for {_fmt(held)}"
+        return f"{subject}: {rule.stalled} has not moved for {format_duration(held)}"
     if reminder:
-        return f"{subject} still in {entity.status} after {_fmt(held)}"
+        return f"{subject} still in {entity.status} after {format_duration(held)}"
     if rule.for_ == 0 and entity.previous_status:
-        ago = f" {_fmt(held)} ago" if held >= _FRESH_SECONDS else ""
+        ago = f" {format_duration(held)} ago" if held >= _FRESH_SECONDS else ""
         return f"{subject} entered {entity.status}{_was(entity.previous_status)}{ago}"
     if held >= _FRESH_SECONDS or rule.for_ > 0:  # with `for`, how long it held is the point
-        return f"{subject} in {entity.status} for {_fmt(held)}"
+        return f"{subject} in {entity.status} for {format_duration(held)}"
     return f"{subject} in {entity.status}"
 
 
 def resolved(rule: Rule, *, subject: str, entity: EntityState | None, last_state: str,
              active_since: datetime, now: datetime) -> str:
     """"DLI_SMS_GES back to NORMAL after 14m", "DIS_INPUT: totalPutRecords moving again after 20m", ..."""
-    held = _fmt((now - active_since).total_seconds())
+    held = format_duration((now - active_since).total_seconds())
     if entity is None:
         return f"{subject} is gone (was {last_state} for {held})"
     if entity.status == "NORMAL" and last_state != "NORMAL":
@@ -121,6 +121,3 @@ def _was(previous: str | None) -> str:
     """Where a state came from, as every summary writes it."""
     return f" (was {previous})" if previous else ""
 
-
-def _fmt(seconds: float) -> str:
-    return format_duration(timedelta(seconds=seconds))
