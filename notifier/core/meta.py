@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from notifier.core.durations import format_duration
+from notifier.core import summary
 from notifier.core.models import Alert, Condition, EntityState, FetchResult, Rule, Severity, fingerprint
 
 SOURCE_DOWN = "notifier-source-down"
@@ -146,13 +146,14 @@ def meta_conditions(health: Health, policy: MetaPolicy, now: datetime, active: C
 
 def state_alert(rule: Rule, detail: str, since: datetime, now: datetime, *, resolved: bool) -> Alert:
     """notifier-state-unwritable, built outside the lifecycle: its state cannot be stored while it holds."""
-    duration = format_duration(now - since)
-    text = (rule.resolved_summary or "").replace("{duration}", duration) if resolved else \
-        (rule.summary or "").replace("{detail}", detail)
+    state = _TEXT[STATE_UNWRITABLE][0]
+    fields = summary.fields(rule, job=META_JOB, node="state", node_type="", state=state, previous_state=None,
+                            duration=(now - since).total_seconds(), detail=detail)
+    text = summary.custom((rule.resolved_summary if resolved else rule.summary) or "", fields) or ""
     return Alert(
         status="resolved" if resolved else "firing", rule=rule.name, severity=rule.severity,
         fingerprint=fingerprint(rule.name, META_JOB, "state"), job=META_JOB, node="state", node_type=None,
-        state="WRITABLE" if resolved else _TEXT[STATE_UNWRITABLE][0], previous_state=None, since=since,
+        state="OK" if resolved else state, previous_state=state if resolved else None, since=since,
         starts_at=since, ends_at=now if resolved else None, summary=text, template=rule.template,
         channels=rule.channels,
     )
