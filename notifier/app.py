@@ -89,6 +89,11 @@ class CycleReport:
     requests: int = 0
     retries: int = 0
 
+    @property
+    def failure(self) -> str | None:
+        """Why the source failed this cycle, in one line; None when it did not."""
+        return source_failure(self.discovery_error, self.errors) if self.source_failed else None
+
     def log(self, duration_ms: int | None = None) -> None:
         """The one line (or JSON object) a cycle leaves in the journal."""
         event(log, logging.INFO, "cycle done", jobs=self.jobs, fetched=self.fetched, errors=len(self.errors),
@@ -152,7 +157,7 @@ class Poller:
         missing = missing_streaks(self.missing, result, now)
         health = Health(
             source_failures=Streak(failures, failing_since) if failing_since is not None else None,
-            source_error=_first_error(fetched) if source_failed else None,
+            source_error=source_failure(fetched.discovery_error, result.errors) if source_failed else None,
             auth_error=_auth_error(fetched, config.source), missing=missing,
             failing_channels={c: why for c, why in self.store.outbox.failing_channels(
                 now, config.meta.channel_stuck).items() if c in config.channels},
@@ -223,11 +228,13 @@ def _streaks_json(streaks: dict[str, Streak]) -> str:
     return json.dumps({job: [s.cycles, to_ms(s.since)] for job, s in sorted(streaks.items())})
 
 
-def _first_error(fetched: Fetched) -> str:
-    if fetched.discovery_error is not None:
-        return f"job discovery failed: {fetched.discovery_error}"
-    errors = fetched.result.errors
-    return f"{errors[0].message}" + (f" (and {len(errors) - 1} more jobs)" if len(errors) > 1 else "")
+def source_failure(discovery_error: str | None, errors: Sequence[FetchError]) -> str:
+    """Why a cycle could not read the source: the discovery error, else the first job's (and how many more)."""
+    if discovery_error is not None:
+        return f"job discovery failed: {discovery_error}"
+    if not errors:
+        return "no job could be fetched"
+    return errors[0].message + (f" (and {len(errors) - 1} more jobs)" if len(errors) > 1 else "")
 
 
 def _auth_error(fetched: Fetched, source: SourceConfig) -> str | None:

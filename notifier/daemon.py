@@ -62,7 +62,6 @@ class Daemon:
         self._reload_lock = asyncio.Lock()  # SIGHUP and edited files never reload at the same time
         self._applied: Signature = ()  # the watched files as last applied ...
         self._rejected: Signature = ()  # ... and as last rejected (reported once)
-        self._last_error: str | None = None
         self._cycle_lock = asyncio.Lock()  # a cycle and a reload's swap never overlap
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -117,12 +116,12 @@ class Daemon:
 
     def _report_status(self, report: CycleReport | None, error: str | None) -> None:
         """STATUS= for ``systemctl status``: the last cycle in one line, and the last error if any."""
-        self._last_error = error if report is None else (
-            "; ".join(e.message for e in report.errors[:1]) or None if report.source_failed else None)
+        if report is not None:
+            error = report.failure
         head = "last cycle failed" if report is None else (
             f"{report.jobs} jobs polled, {report.firing} alerts firing, last cycle "
             f"{report.at.strftime('%H:%M:%S UTC')}" + (" (source failing)" if report.source_failed else ""))
-        self.systemd.status(head + (f"; last error: {self._last_error}" if self._last_error else ""))
+        self.systemd.status(head + (f"; last error: {error}" if error else ""))
 
     def stall_bound(self) -> float:
         """Seconds a tick may go without progress before the watchdog stops vouching for the process."""

@@ -50,6 +50,7 @@ from notifier.clock import utcnow
 from notifier.config import parse_listen
 from notifier.core.durations import format_duration
 from notifier.core.models import AlertState, Clock, EntityKey, EntityState, Rule
+from notifier.httputil import excerpt
 
 if TYPE_CHECKING:
     from notifier.app import CycleReport
@@ -131,6 +132,10 @@ _VIEW = {
 }
 
 
+ERROR_CHARS = 300
+"""The last error quoted by /healthz, as one line of at most this many characters."""
+
+
 class Metrics:
     """Every figure notifier exports, on its own registry; fed by the daemon after cycles and deliveries."""
 
@@ -205,7 +210,7 @@ class Metrics:
         with self._lock:
             self._attempts += 1
             if report.source_failed:
-                self._last_error = "the source failed: " + _source_error(report)
+                self._last_error = "the source failed: " + excerpt(report.failure or "", ERROR_CHARS)
             else:
                 self._last_success, self._last_error = finished, None
                 self._view.set("notifier_last_successful_cycle_timestamp_seconds", {(): finished.timestamp()})
@@ -215,7 +220,7 @@ class Metrics:
         self.cycles.labels("error").inc()
         with self._lock:
             self._attempts += 1
-            self._last_error = _one_line(error)
+            self._last_error = excerpt(error, ERROR_CHARS)
 
     def observe_delivery(self, report: DeliveryReport) -> None:
         """One delivery round finished (``app.deliver`` returned)."""
@@ -253,20 +258,6 @@ class Metrics:
     def exposition(self) -> str:
         """The text format of everything on the registry (what ``/metrics`` serves)."""
         return generate_latest(self.registry).decode()
-
-
-def _source_error(report: CycleReport) -> str:
-    if report.discovery_error:
-        return _one_line(f"job discovery failed: {report.discovery_error}")
-    if report.errors:
-        more = f" (and {len(report.errors) - 1} more jobs)" if len(report.errors) > 1 else ""
-        return _one_line(report.errors[0].message) + more
-    return "no job could be fetched"
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _words(delta: timedelta) -> str:
