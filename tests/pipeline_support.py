@@ -25,13 +25,15 @@ T = TypeVar("T")
 class LinkedClock(FakeClock):
     """The one fake clock as notifier's clock, pinned to the simulator's epoch and moved together with it.
 
-    Only a constructor: it starts at the epoch plus ``sim_clock``'s scenario time, and every
-    advance moves ``sim_clock`` (the simulator's ManualClock) by the same seconds.
+    Only a constructor: it starts at the epoch plus the simulator's scenario time, and every
+    advance moves the simulator's ManualClock by the same seconds.
     """
 
-    def __init__(self, sim: Simulator, sim_clock: ManualClock) -> None:
+    def __init__(self, sim: Simulator) -> None:
+        if not isinstance(sim.clock, ManualClock):
+            raise TypeError("LinkedClock needs a Simulator(..., clock=ManualClock())")
         epoch = datetime.fromtimestamp(sim.epoch_start_ms / 1000, timezone.utc)
-        super().__init__(epoch + timedelta(seconds=sim_clock()), on_advance=sim_clock.advance)
+        super().__init__(epoch + timedelta(seconds=sim.clock()), on_advance=sim.clock.advance)
 
 
 class Pipeline:

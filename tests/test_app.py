@@ -30,7 +30,7 @@ def sim() -> Iterator[Simulator]:
 @pytest.fixture
 def pipeline(write_config, sim: Simulator, webhook_receiver: WebhookReceiver) -> Iterator[Pipeline]:  # type: ignore[no-untyped-def]
     path = write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION, channels=webhook_toml(webhook_receiver.url))
-    p = Pipeline(path, LinkedClock(sim, sim.clock))  # type: ignore[arg-type]
+    p = Pipeline(path, LinkedClock(sim))
     yield p
     p.close()
 

@@ -87,7 +87,7 @@ def test_flapping_survives_a_restart(write_config, webhook_receiver) -> None:  #
     with Simulator(load_scenario("seed"), clock=ManualClock()) as sim:
         path = write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION,
                             channels=webhook_toml(webhook_receiver.url))
-        p = Pipeline(path, LinkedClock(sim, sim.clock))  # type: ignore[arg-type]
+        p = Pipeline(path, LinkedClock(sim))
         try:
             for i in range(30):
                 sim.set_node_status("job_sms", "DLI_SMS_GES", flip(i))

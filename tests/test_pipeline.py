@@ -29,7 +29,7 @@ def sim() -> Iterator[Simulator]:
 @pytest.fixture
 def clock(sim: Simulator) -> LinkedClock:
     """notifier's clock, linked to the simulator's scenario clock (overrides the plain one of conftest)."""
-    return LinkedClock(sim, sim.clock)  # type: ignore[arg-type]
+    return LinkedClock(sim)
 
 
 @pytest.fixture
