@@ -195,5 +195,5 @@ def _unknown_jobs(config: Config, listed: Sequence[str]) -> list[str]:
 
 
 def _at(file: str | None, where: str | None, key: str | None, message: str) -> str:
-    """"file: where: key: message", as ConfigError words it."""
-    return ": ".join([*(p for p in (file, where, key) if p), message])
+    """"file: where: key: message": a ConfigError's words, for a report that collects many."""
+    return str(ConfigError(message, file=file, where=where, key=key))
