@@ -282,16 +282,15 @@ class DgcClient:
             try:
                 response = await self._http.get(url, headers=headers)
             except httpx.TimeoutException as exc:
-                self.stats.answered()
                 raise SourceError(f"{prefix}no answer within {self._config.timeout:g}s ({type(exc).__name__})",
                                   kind="timeout") from exc
             except httpx.TransportError as exc:
-                self.stats.answered()
                 raise SourceError(f"{prefix}cannot reach the API: {type(exc).__name__}: {exc}",
                                   kind="network") from exc
             except httpx.RequestError as exc:
                 raise SourceError(f"{prefix}request failed: {type(exc).__name__}: {exc}", kind="error") from exc
-        self.stats.answered()
+            finally:
+                self.stats.answered()  # however it ended, the cycle moved on
         if response.is_success:
             return response.content
         error = parse.parse_error(response.status_code, response.content, response.headers, job=job,
