@@ -46,9 +46,14 @@ def load_rules(rules_dir: Path, channels: Collection[str]) -> tuple[Rule, ...]:
         reason = "not a directory" if rules_dir.exists() else "rules directory not found"
         raise ConfigError(reason, file=str(rules_dir))
     rules: list[Rule] = []
-    for path in sorted(p for p in rules_dir.glob("*.toml") if p.is_file() and not p.name.startswith((".", "#"))):
+    for path in sorted(p for p in rules_dir.glob("*.toml") if p.is_file() and not is_editor_file(p.name)):
         rules.extend(parse_rules(load_toml(path), file=str(path), channels=channels))
     return check_rules(rules)
+
+
+def is_editor_file(name: str) -> bool:
+    """Hidden files and editor lock files (``.x.toml``, ``#x.toml#``): never rules, never watched."""
+    return name.startswith((".", "#"))
 
 
 def parse_rules(data: Mapping[str, Any], *, file: str, channels: Collection[str]) -> tuple[Rule, ...]:

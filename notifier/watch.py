@@ -18,6 +18,7 @@ from pathlib import Path
 
 from notifier.config import Config
 from notifier.core.models import Rule
+from notifier.rulefile import is_editor_file
 
 SETTLE_SECONDS = 1.0
 
@@ -30,7 +31,7 @@ def watched_files(config: Config) -> list[Path]:
     files = [config.path]
     for directory, pattern in ((config.rules_dir, "*.toml"), (config.templates_dir, "*.j2")):
         if directory is not None and directory.is_dir():
-            files.extend(p for p in sorted(directory.glob(pattern)) if not _is_temp(p.name))
+            files.extend(p for p in sorted(directory.glob(pattern)) if not is_editor_file(p.name))
     return files
 
 
@@ -60,7 +61,3 @@ def describe_change(old: Iterable[Rule], new: Iterable[Rule]) -> str:
         ("changed", {n for n in before.keys() & after.keys() if before[n] != after[n]}),
     ) if names]
     return "rules " + "; ".join(parts) if parts else "rules unchanged"
-
-
-def _is_temp(name: str) -> bool:
-    return name.startswith((".", "#"))
