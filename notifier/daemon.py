@@ -158,7 +158,7 @@ class Daemon:
                 pass
 
     def _housekeeping(self, before: datetime) -> None:
-        """Forget delivered notifications and ended silences older than ``before``, and orphaned acks."""
+        """Forget delivered notifications and ended silences older than ``before``."""
         try:
             self.app.store.outbox.purge_delivered(before)
             self.app.store.silences.purge(before)

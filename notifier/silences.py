@@ -68,11 +68,13 @@ class Silences:
             "UPDATE silence SET ends_at = ? WHERE id = ? AND ends_at > ?", (now_ms, silence_id, now_ms)).rowcount))
 
     def purge(self, ended_before: datetime) -> int:
-        """Housekeeping: forget silences that ended before ``ended_before``, and acks whose alert is gone."""
-        def purge(conn: sqlite3.Connection) -> int:
-            conn.execute("DELETE FROM ack WHERE fingerprint NOT IN (SELECT fingerprint FROM alert)")
-            return conn.execute("DELETE FROM silence WHERE ends_at < ?", (to_ms(ended_before),)).rowcount
-        return self._file.write("purge silences", purge)
+        """Housekeeping: forget silences that ended before ``ended_before``.
+
+        Acks need none: one is written only for an alert firing at that moment, and the
+        cycle that deletes the alert deletes its ack in the same transaction.
+        """
+        return self._file.write("purge silences", lambda conn: conn.execute(
+            "DELETE FROM silence WHERE ends_at < ?", (to_ms(ended_before),)).rowcount)
 
     # --- acknowledgements ---------------------------------------------------------------
 
