@@ -187,15 +187,20 @@ class Daemon:
         self.metrics.observe_delivery(self.app.deliver())
         self.metrics.observe_outbox(*outbox_gauges(self.app.store.outbox, self.app.clock(), self.app.wiring.channels))
 
-    async def reload(self, reason: str = "SIGHUP") -> bool:
-        """Swap in new config/rules/templates/channels only if all of them are valid (SIGHUP, or edited files)."""
-        async with self._reload_lock:
-            return await self._reload(reason)
+    async def reload(self, reason: str = "SIGHUP", *, before: Signature | None = None) -> bool:
+        """Swap in new config/rules/templates/channels only if all of them are valid (SIGHUP, or edited files).
 
-    async def _reload(self, reason: str) -> bool:
+        ``before`` is the watched files' signature taken before loading (computed here when
+        not given), so an edit saved while loading is seen at the next cycle.
+        """
+        async with self._reload_lock:
+            return await self._reload(reason, before)
+
+    async def _reload(self, reason: str, before: Signature | None) -> bool:
         self.systemd.send(reloading="1", monotonic_usec=str(time.monotonic_ns() // 1000))
         config = self.app.runtime.config
-        before = await asyncio.to_thread(_signature_of, config)  # an edit saved while loading is seen next time
+        if before is None:
+            before = await asyncio.to_thread(_signature_of, config)
         try:
             wiring = await asyncio.to_thread(self.app.load)
         except Exception as exc:  # NotifierError, or a bug: either way the running version stays
@@ -228,7 +233,7 @@ class Daemon:
         sig = await asyncio.to_thread(_signature_of, config)
         if sig in (self._applied, self._rejected) or not settled(sig):
             return None
-        return await self.reload(reason="files changed")
+        return await self.reload(reason="files changed", before=sig)
 
     def stop(self) -> None:
         self._stop.set()
