@@ -271,7 +271,7 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from notifier.clock import utcnow
     from notifier.config import load_config
-    from notifier.core.inhibit import inhibited_by
+    from notifier.core.inhibit import inhibitions
     from notifier.core.mutes import muted_by
     from notifier.render import ago, timestamp
     from notifier.rulefile import load_rules
@@ -299,11 +299,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if source_failures:
         print(f"SOURCE FAILING: the last {source_failures} cycle(s) could not read the API; "
               "alerts below are as of the last good poll")
+    inhibited = inhibitions(rules, alerts)
     firing = sum(1 for a in alerts if a.phase == "firing")
     print(f"ALERTS ({firing} firing, {len(alerts) - firing} pending)")
     for a in alerts:
         where = f"{a.job}/{a.node}" if a.node else a.job
-        inhibitor = inhibited_by(a.rule, a.job, alerts, rules)
+        inhibitor = inhibited.get((a.job, a.rule))
         mute = muted_by(a.rule, a.job, a.node, mutes, now)
         reasons = [r for r in (comments.get(mute, mute) if mute else None,
                                f"inhibited by {inhibitor}" if inhibitor else None) if r]

@@ -16,26 +16,23 @@ from notifier.core.lifecycle import NotifyFilter
 from notifier.core.models import Alert, AlertState, Rule
 
 
-def inhibited_by(rule: str, job: str, states: Iterable[AlertState], rules: Sequence[Rule]) -> str | None:
-    """The name of the firing rule that inhibits ``rule`` on ``job`` now, if any (for ``notifier alerts``)."""
-    inhibits = {r.name: r.inhibits for r in rules if r.inhibits}
-    for state in states:
-        if state.phase == "firing" and state.job == job and rule in inhibits.get(state.rule, ()):
-            return state.rule
-    return None
+def inhibitions(rules: Sequence[Rule], states: Iterable[AlertState]) -> dict[tuple[str, str], str]:
+    """(job, muted rule) -> the firing rule that mutes it, from the alert states of this moment.
+
+    The notify filter uses the keys; ``notifier alerts`` names the muting rule.
+    """
+    inhibits = {rule.name: rule.inhibits for rule in rules if rule.inhibits}
+    if not inhibits:
+        return {}
+    return {(state.job, muted): state.rule for state in states
+            if state.phase == "firing" and state.rule in inhibits for muted in inhibits[state.rule]}
 
 
 def inhibition_filter(rules: Sequence[Rule]) -> NotifyFilter:
     """A lifecycle notify filter that drops candidates muted by a firing inhibiting alert."""
-    inhibits = {rule.name: frozenset(rule.inhibits) for rule in rules if rule.inhibits}
 
     def keep(alerts: tuple[Alert, ...], states: Mapping[str, AlertState], now: datetime) -> tuple[Alert, ...]:
-        if not inhibits:
-            return alerts
-        muted: set[tuple[str, str]] = set()  # (job, muted rule name)
-        for state in states.values():
-            if state.phase == "firing" and state.rule in inhibits:
-                muted.update((state.job, name) for name in inhibits[state.rule])
+        muted = inhibitions(rules, states.values())
         return tuple(a for a in alerts if (a.job, a.rule) not in muted) if muted else alerts
 
     return keep
