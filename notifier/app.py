@@ -15,20 +15,31 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from notifier.channels import CHANNEL_TYPES
 from notifier.clock import utcnow
-from notifier.config import SourceConfig
+from notifier.config import ChannelConfig, SourceConfig
 from notifier.core.cycle import group_alerts, plan_cycle
 from notifier.core.flap import FlapState
+from notifier.core.incidents import Conversation, Incident, IncidentKey, plan_incidents
 from notifier.core.meta import STATE_UNWRITABLE, Health, Streak, missing_streaks, state_alert
-from notifier.core.models import AlertState, Clock, EntitiesByJob, FetchError, FetchResult, MessageGroup, Notification
+from notifier.core.models import (
+    AlertState,
+    Clock,
+    EntitiesByJob,
+    FetchError,
+    FetchResult,
+    MessageGroup,
+    Notification,
+    Payload,
+)
 from notifier.delivery import Deliverer, DeliveryReport
 from notifier.errors import SourceError, StateError
 from notifier.lock import ProcessLock
@@ -41,21 +52,49 @@ from notifier.statefile import from_ms, to_ms
 
 log = logging.getLogger(__name__)
 
-def compose(runtime: Runtime, groups: Sequence[MessageGroup], now: datetime) -> tuple[NewNotification, ...]:
-    """Render every group for its channel; a broken user template falls back, never drops the alert."""
+def compose(runtime: Runtime, groups: Sequence[MessageGroup], now: datetime,
+            conversations: Sequence[Conversation | None] = (), owners: Mapping[str, str] | None = None,
+            ) -> tuple[NewNotification, ...]:
+    """Render every group for its channel; a broken user template falls back, never drops the alert.
+
+    ``conversations`` (one per group, from ``core.incidents``) thread a group's messages
+    on channels that keep one conversation per incident; ``owners`` are the jobs' owners.
+    """
     out: list[NewNotification] = []
     fallback_renderer: Renderer | None = None
-    for group in groups:
-        kind = CHANNEL_TYPES[runtime.config.channels[group.channel].type]
+    for index, group in enumerate(groups):
+        channel = runtime.config.channels[group.channel]
+        conversation = conversations[index] if index < len(conversations) else None
+        owner = (owners or {}).get(group.group)
         try:
-            payloads = kind.compose(runtime.renderer, group, now)
+            payloads = _render(runtime.renderer, channel, group, conversation, owner, now)
         except Exception:
             log.exception("composing failed, retrying with the built-in templates channel=%s job=%s",
                           group.channel, group.group)
             fallback_renderer = fallback_renderer or Renderer(None)
-            payloads = kind.compose(fallback_renderer, MessageGroup(group.channel, group.group, group.alerts), now)
+            payloads = _render(fallback_renderer, channel, replace(group, template="default"), conversation, owner,
+                               now)
         out.extend(NewNotification(channel=group.channel, group=group.group, payload=p) for p in payloads)
     return tuple(out)
+
+
+def _render(renderer: Renderer, channel: ChannelConfig, group: MessageGroup, conversation: Conversation | None,
+            owner: str | None, now: datetime) -> tuple[Payload, ...]:
+    kind = CHANNEL_TYPES[channel.type]
+    if conversation is not None and kind.compose_incident is not None:
+        return kind.compose_incident(renderer, channel.settings, group, conversation, now, owner)
+    return kind.compose(renderer, group, now)
+
+
+def new_incident_id() -> str:
+    """Random, so two state files (or a reset one) never name two incidents alike."""
+    return secrets.token_hex(8)
+
+
+def threaded_channels(runtime: Runtime) -> frozenset[str]:
+    """Channels that keep one conversation (a Slack thread) per incident."""
+    channels = runtime.config.channels
+    return frozenset(name for name, ch in channels.items() if CHANNEL_TYPES[ch.type].threaded(ch.settings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +109,7 @@ class Fetched:
     discovery_auth: bool = False  # discovery failed because the credentials were refused
     requests: int = 0  # HTTP requests this cycle sent, retries included
     retries: int = 0
+    owners: Mapping[str, str] = field(default_factory=dict)  # job -> its DataArts owner (from the list API)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +155,7 @@ class Poller:
     missing: dict[str, Streak] = field(default_factory=dict)  # job -> cycles in a row it was not found
     unwritable_since: datetime | None = None  # the state file refused a commit (in memory: it cannot be stored)
     flaps: dict[str, FlapState] = field(default_factory=dict)
+    incidents: dict[IncidentKey, Incident] = field(default_factory=dict)  # open conversations (Slack threads)
 
     def __post_init__(self) -> None:
         self.entities = EntitiesByJob.group(self.store.load_entities())
@@ -125,6 +166,7 @@ class Poller:
         self.missing = {job: Streak(cycles, from_ms(ms))
                         for job, (cycles, ms) in json.loads(self.store.get_meta(JOBS_MISSING_KEY) or "{}").items()}
         self.flaps = self.store.load_flaps()
+        self.incidents = self.store.threads.open_incidents()
 
     async def fetch(self, wiring: Wiring) -> Fetched:
         """The I/O half of a cycle: resolve the watched jobs and fetch them all."""
@@ -176,7 +218,10 @@ class Poller:
             log.warning("alert names an unknown channel, skipped channel=%s rule=%s", channel, rule)
         for alert in grouping.unrouted:
             log.error("no other channel to tell that a channel is failing: %s", alert.summary)
-        notifications = compose(runtime, grouping.groups, now)
+        threaded = threaded_channels(runtime)
+        incidents = plan_incidents(grouping.groups, threaded, self.incidents, plan.alerts, runtime.all_rules,
+                                   plan.entities, now, new_incident_id)
+        notifications = compose(runtime, grouping.groups, now, incidents.conversations, fetched.owners)
         if self.unwritable_since is not None:  # this commit is the first that can say it works again
             notifications += compose(runtime, self._state_groups(runtime, "", now, resolved=True), now)
         try:
@@ -186,6 +231,7 @@ class Poller:
                 meta={SOURCE_FAILURES_KEY: str(failures), JOBS_MISSING_KEY: _streaks_json(missing),
                       SOURCE_FAILING_SINCE_KEY: None if failing_since is None else str(to_ms(failing_since))},
                 upsert_flaps=plan.flap_upserts, delete_flaps=plan.flap_deletes,
+                open_incidents=incidents.opened, close_incidents=incidents.closed,
             ))
         except StateError as exc:
             self._announce_unwritable(wiring, str(exc), now)
@@ -195,6 +241,9 @@ class Poller:
         self.alerts, self.flaps = dict(plan.alerts), dict(plan.flaps)
         self.source_failures, self.source_failing_since = failures, failing_since
         self.missing, self.unwritable_since = missing, None
+        for incident in incidents.closed:
+            self.incidents.pop(incident.key, None)
+        self.incidents.update((incident.key, incident) for incident in incidents.opened)
         report = CycleReport(
             at=now, jobs=len(fetched.names), fetched=len(result.snapshots), errors=result.errors,
             transitions=len(plan.transitions), notifications=len(notifications),
@@ -294,7 +343,8 @@ class App:
         self.lock = lock
         self.store = store
         self.poller = Poller(store, clock)
-        self.deliverer = Deliverer(store.outbox, wiring.channels, wiring.config.delivery, clock=clock)
+        self.deliverer = Deliverer(store.outbox, wiring.channels, wiring.config.delivery, clock=clock,
+                                   threads=store.threads)
 
     @classmethod
     async def open(cls, config_path: Path, *, runtime: Runtime | None = None, clock: Clock = utcnow) -> App:

@@ -125,7 +125,7 @@ def load_config(path: Path) -> Config:
         state_path=_read(root.optional_table("state"), lambda t: _resolve(base, t.str("path", DEFAULT_STATE_PATH))),
         **_paths(root.optional_table("paths"), base),
         delivery=_delivery(root.optional_table("delivery")),
-        channels=_channels(root.table("channels", None)),
+        channels=_channels(root.table("channels", None), root.optional_table("slack")),
         maintenance=parse_maintenance(root),
         metrics=_read(root.optional_table("metrics"), _metrics),
     )
@@ -330,11 +330,11 @@ def _iam_name(src: TableReader, key: str, *, required: bool) -> str:
     return value
 
 
-def _channels(table: TableReader | None) -> dict[str, ChannelConfig]:
-    from notifier.channels import (
-        CHANNEL_TYPES,  # channels import config helpers; avoid a cycle
-    )
+def _channels(table: TableReader | None, slack_table: TableReader) -> dict[str, ChannelConfig]:
+    """``[channels.NAME]`` tables; ``[slack]`` (shared by every Slack channel) is merged into theirs."""
+    from notifier.channels import CHANNEL_TYPES, slack  # channels import config helpers; avoid a cycle
 
+    shared = slack.parse_shared(slack_table)
     if table is None:
         return {}
     out: dict[str, ChannelConfig] = {}
@@ -343,6 +343,8 @@ def _channels(table: TableReader | None) -> dict[str, ChannelConfig]:
         kind = reader.choice("type", tuple(CHANNEL_TYPES))
         settings = CHANNEL_TYPES[kind].parse(reader)
         reader.finish()
+        if kind == "slack":
+            settings = slack.with_shared(settings, shared)
         out[name] = ChannelConfig(name=name, type=kind, settings=settings)
     return out
 

@@ -19,7 +19,7 @@ import random
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING
 from notifier.clock import utcnow
 from notifier.config import DeliveryConfig
 from notifier.core.durations import format_duration
-from notifier.core.models import Clock, Notification
+from notifier.core.models import Clock, Notification, ThreadRef
 from notifier.errors import ChannelError, StateError
 from notifier.logs import event
 from notifier.outbox import Outbox
 
 if TYPE_CHECKING:  # the channels package imports every channel type; delivery only needs the protocol
     from notifier.channels.base import Channel
+    from notifier.threads import Threads
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,16 @@ class Deliverer:
     """Sends due outbox rows through the configured channels; overlapping ``deliver_due`` calls are serialised."""
 
     def __init__(self, outbox: Outbox, channels: Mapping[str, Channel], policy: DeliveryConfig,
-                 clock: Clock = utcnow, rng: random.Random | None = None) -> None:
+                 clock: Clock = utcnow, rng: random.Random | None = None, threads: Threads | None = None) -> None:
         self._outbox = outbox
+        self._threads = threads
         self._channels = dict(channels)
         self._policy = policy
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._running = threading.Lock()  # two overlapping drains could send one row twice
-        self._unmarked: set[int] = set()  # sent, but the state file refused "delivered": never send again
+        # sent, but the state file refused "delivered": never send again (with the thread it opened, if any)
+        self._unmarked: dict[int, tuple[str, ThreadRef] | None] = {}
 
     @property
     def channels(self) -> Mapping[str, Channel]:
@@ -166,14 +169,17 @@ class Deliverer:
     def _deliver_one(self, channel: Channel, n: Notification) -> _Outcome:
         now = self._clock()
         if n.id in self._unmarked:  # sent in an earlier round; only the mark is missing
-            self._outbox.mark_delivered(n.id, now)  # raises StateError again while the file is unwritable
-            self._unmarked.discard(n.id)
+            self._outbox.mark_delivered(n.id, now, self._unmarked[n.id])  # StateError again while unwritable
+            del self._unmarked[n.id]
             return _Outcome.DELIVERED
         age = now - n.created_at
         if age.total_seconds() > self._policy.expire:
             return self._expire(n, age, now)
+        thread = n.thread
+        if thread is not None and self._threads is not None:  # a reply: where is its parent?
+            n = replace(n, parent=self._threads.ref(thread))
         try:
-            channel.send(n)
+            opened = channel.send(n)
         except ChannelError as exc:
             if exc.retryable:
                 return self._retry(n, str(exc), exc.retry_after)
@@ -186,10 +192,11 @@ class Deliverer:
             event(log, logging.ERROR, "unexpected error while sending, will retry", channel=n.channel, id=n.id,
                   group=n.group, exc_info=True)
             return self._retry(n, f"{type(exc).__name__}: {exc}", None)
+        parent = (thread, opened) if thread is not None and opened is not None else None
         try:
-            self._outbox.mark_delivered(n.id, self._clock())
+            self._outbox.mark_delivered(n.id, self._clock(), parent)
         except StateError:
-            self._unmarked.add(n.id)  # it went out: a later round records it, never sends it again
+            self._unmarked[n.id] = parent  # it went out: a later round records it, never sends it again
             raise
         event(log, logging.INFO, "notification delivered", channel=n.channel, id=n.id, group=n.group,
               attempts=n.attempts + 1)

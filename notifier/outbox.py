@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, cast
 
-from notifier.core.models import Notification, Payload
+from notifier.core.models import Notification, Payload, ThreadRef
 from notifier.statefile import StateFile, from_ms, opt_dt, to_ms
+from notifier.threads import record_thread
 
 OutboxStatus = Literal["pending", "delivered", "failed", "expired"]
 OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "delivered", "failed", "expired")
@@ -124,13 +125,21 @@ class Outbox:
             return opt_dt(row[0])
         return self._file.read("read the outbox", read)
 
-    def mark_delivered(self, id: int, at: datetime) -> None:
-        """Record a successful send, committed at once: the dedup point of at-least-once delivery."""
+    def mark_delivered(self, id: int, at: datetime, thread: tuple[str, ThreadRef] | None = None) -> None:
+        """Record a successful send, committed at once: the dedup point of at-least-once delivery.
+
+        ``thread``: the message became the parent of this thread; recorded in the same transaction.
+        """
         at_ms = to_ms(at)
-        self._file.write("mark delivered", lambda conn: conn.execute(
-            "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, "
-            "finished_at = ?, next_attempt_at = NULL, last_error = NULL WHERE id = ? AND status = 'pending'",
-            (at_ms, at_ms, id)))
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, "
+                "finished_at = ?, next_attempt_at = NULL, last_error = NULL WHERE id = ? AND status = 'pending'",
+                (at_ms, at_ms, id))
+            if thread is not None:
+                record_thread(conn, thread[0], thread[1], at)
+        self._file.write("mark delivered", write)
 
     def mark_retry(self, id: int, error: str, next_attempt_at: datetime) -> None:
         """Count a failed attempt and hold the row (and its channel's later rows) until ``next_attempt_at``."""

@@ -25,11 +25,24 @@ RESERVED_PREFIX = "notifier-"
 
 RULE_KEYS = (
     "name", "scope", "status", "transition", "for", "jobs", "nodes", "node_types", "severity",
-    "channels", "template", "repeat", "resolved", "stalled", "inhibits", "summary",
+    "channels", "template", "repeat", "resolved", "stalled", "inhibits", "summary", "slack_channel", "mention",
 )
 """Every key a ``[[rule]]`` table may hold."""
 
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+SLACK_CHANNEL = re.compile(r"#[a-z0-9_\-\u0080-\uffff]{1,80}|[CGD][A-Z0-9]{6,}")
+"""A Slack channel as ``chat.postMessage`` takes it: "#name" or an ID."""
+SLACK_MENTION = re.compile(r"<(?:@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+)(?:\|[^<>]*)?>|<!(?:here|channel|everyone)>")
+"""Slack's mention syntax: a user, a user group, or @here (docs.slack.dev/messaging/formatting-message-text)."""
+MENTION_HINT = 'Slack mention syntax like "<@U0123ABCD>", "<!subteam^S0123ABCD>" or "<!here>"'
+
+
+def check_mentions(r: TableReader, key: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``values`` if each is a Slack mention, else ConfigError naming ``key``."""
+    for who in values:
+        if not SLACK_MENTION.fullmatch(who):
+            raise r.error(key, f"expected {MENTION_HINT}, got {who!r}")
+    return values
 
 _SPELLCHECK_STATUSES = (*KNOWN_STATUSES, "PAUSE", "ABNORMAL", "DISABLE", "OVERLOAD", "INIT")
 """Statuses the API or SDK are known to send; a near miss of one of these is taken for a typo."""
@@ -185,6 +198,12 @@ def _parse_rule(data: Any, index: int, file: str, channels: Collection[str]) -> 
         if problem:
             raise r.error("summary", problem)
 
+    slack_channel = r.str("slack_channel", None)
+    if slack_channel is not None and not SLACK_CHANNEL.fullmatch(slack_channel):
+        raise r.error("slack_channel", 'expected a Slack channel name like "#payments" or an ID like "C0123456789", '
+                                       f"got {slack_channel!r}")
+    mention = check_mentions(r, "mention", r.str_list("mention", ()))
+
     return Rule(
         name=name,
         scope=scope,
@@ -202,6 +221,8 @@ def _parse_rule(data: Any, index: int, file: str, channels: Collection[str]) -> 
         stalled=stalled,
         inhibits=_dedupe(r.str_list("inhibits", ())),
         summary=text,
+        slack_channel=slack_channel,
+        mention=mention,
         file=file,
     )
 

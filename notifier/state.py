@@ -19,10 +19,12 @@ from typing import Any, cast
 
 from notifier.core.counters import COUNTER_NAMES, NO_COUNTERS, Counters, compact_counters
 from notifier.core.flap import FlapState
+from notifier.core.incidents import Incident
 from notifier.core.models import AlertState, EntityKey, EntityState
 from notifier.outbox import NewNotification, Outbox, enqueue
 from notifier.silences import Silences, forget_acks
 from notifier.statefile import StateFile, from_ms, opt_dt, opt_ms, to_ms
+from notifier.threads import Threads, write_incidents
 
 SOURCE_FAILURES_KEY = "source_consecutive_failures"
 """Meta key: how many cycles in a row the source failed (0 when the last one worked)."""
@@ -47,12 +49,14 @@ class CycleWrite:
     meta: Mapping[str, str | None] = field(default_factory=dict)
     upsert_flaps: tuple[FlapState, ...] = ()
     delete_flaps: tuple[str, ...] = ()
+    open_incidents: tuple[Incident, ...] = ()
+    close_incidents: tuple[Incident, ...] = ()
 
     @property
     def is_empty(self) -> bool:
         return not (self.upsert_entities or self.delete_entities or self.upsert_alerts
                     or self.delete_alerts or self.notifications or self.meta or self.upsert_flaps
-                    or self.delete_flaps)
+                    or self.delete_flaps or self.open_incidents or self.close_incidents)
 
 
 # --- rows ----------------------------------------------------------------------------
@@ -167,6 +171,7 @@ class StateStore:
         self._file = file
         self.outbox = Outbox(file)
         self.silences = Silences(file)
+        self.threads = Threads(file)
 
     @classmethod
     def open(cls, path: Path) -> StateStore:
@@ -254,6 +259,8 @@ def _apply(conn: sqlite3.Connection, write: CycleWrite) -> tuple[int, ...]:
             "flapping_since = excluded.flapping_since",
             ((f.fingerprint, f.rule, f.job, f.node, json.dumps([to_ms(c) for c in f.changes]),
               opt_ms(f.flapping_since)) for f in write.upsert_flaps))
+    if write.open_incidents or write.close_incidents:
+        write_incidents(conn, write.open_incidents, write.close_incidents)
     return enqueue(conn, write.notifications, write.at) if write.notifications else ()
 
 

@@ -130,7 +130,25 @@ _V2: tuple[str, ...] = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3: tuple[str, ...] = (
+    # Slack threads: the cycle opens and closes incidents; delivery records where each one's parent went
+    """CREATE TABLE incident (
+        channel TEXT NOT NULL,
+        route TEXT NOT NULL,             -- a rule's slack_channel, '' for the channel's own
+        job TEXT NOT NULL,
+        id TEXT NOT NULL UNIQUE,         -- random, unique across state files: names the thread
+        opened_at INTEGER NOT NULL,
+        PRIMARY KEY (channel, route, job)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE thread (
+        id TEXT PRIMARY KEY,             -- the incident id (kept after it closes, for replies still queued)
+        place TEXT NOT NULL,             -- where the parent is: Slack's channel id
+        ts TEXT NOT NULL,                -- the parent message's ts
+        at INTEGER NOT NULL              -- when it was recorded, for purging
+    ) WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """Forward migrations: ``MIGRATIONS[i]`` takes ``user_version`` i to i + 1. Append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

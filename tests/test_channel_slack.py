@@ -108,11 +108,14 @@ def check_golden(name: str, data: Any) -> None:
 
 @pytest.mark.parametrize(("table", "expected"), [
     ({"channel": "#data-alerts"},
-     slack.SlackSettings(mode="token", channel="#data-alerts", token_env="SLACK_BOT_TOKEN")),
+     slack.SlackSettings(mode="token", channel="#data-alerts", token_env="SLACK_BOT_TOKEN", thread=True)),
     ({"channel": "C0123", "token_file": "/run/credentials/slack", "base_url": "http://127.0.0.1:9/api",
-      "timeout": "3s", "username": "notifier", "icon_emoji": ":bell:"},
+      "timeout": "3s", "username": "notifier", "icon_emoji": ":bell:", "thread": False, "broadcast_resolved": True,
+      "mention": {"critical": ["<!subteam^S0123ABC>"]}, "app_token_env": "SLACK_APP_TOKEN", "allow": ["U0ALICE"]},
      slack.SlackSettings(mode="token", channel="C0123", token_file="/run/credentials/slack",
-                         base_url="http://127.0.0.1:9/api/", timeout=3.0, username="notifier", icon_emoji=":bell:")),
+                         base_url="http://127.0.0.1:9/api/", timeout=3.0, username="notifier", icon_emoji=":bell:",
+                         thread=False, broadcast_resolved=True, mention={"critical": ("<!subteam^S0123ABC>",)},
+                         app_token_env="SLACK_APP_TOKEN", allow=("U0ALICE",))),
     ({"webhook_url_env": "SLACK_WEBHOOK_URL"},
      slack.SlackSettings(mode="webhook", webhook_url_env="SLACK_WEBHOOK_URL")),
 ], ids=["token-defaults", "token-everything", "webhook"])

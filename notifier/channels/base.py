@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from notifier.core.models import MessageGroup, Notification, Payload
+from notifier.core.models import MessageGroup, Notification, Payload, ThreadRef
 
 if TYPE_CHECKING:
+    from notifier.core.incidents import Conversation
     from notifier.render import Renderer
     from notifier.strict_toml import TableReader
 
@@ -32,8 +33,12 @@ class Channel(Protocol):
 
     name: str
 
-    def send(self, notification: Notification) -> None:
-        """Deliver one notification or raise ChannelError(retryable=...)."""
+    def send(self, notification: Notification) -> ThreadRef | None:
+        """Deliver one notification or raise ChannelError(retryable=...).
+
+        Returns where the message went when it became the first of its thread (Slack's
+        channel id and ``ts``), so later messages of the thread can reply to it; else None.
+        """
 
     def close(self) -> None:
         """Release clients and sockets."""
@@ -55,3 +60,8 @@ class ChannelType:
     parse: Callable[[TableReader], Any]
     create: Callable[[str, Any], Channel]
     compose: Callable[[Renderer, MessageGroup, datetime], tuple[Payload, ...]]
+    threaded: Callable[[Any], bool] = lambda settings: False
+    """Whether a channel with these settings keeps one conversation per incident."""
+    compose_incident: Callable[[Renderer, Any, MessageGroup, Conversation, datetime, str | None],
+                               tuple[Payload, ...]] | None = None
+    """``compose`` for a threaded channel: (renderer, settings, group, conversation, now, job owner)."""

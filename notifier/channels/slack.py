@@ -24,8 +24,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -39,10 +40,14 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
 from notifier.channels.base import ChannelType
-from notifier.channels.slack_blocks import Message, compose
-from notifier.core.models import Notification, Payload
+from notifier.channels.slack_blocks import Message, add_note, compose
+from notifier.channels.slack_threads import LOST_PARENT_NOTE, compose_incident
+from notifier.core.incidents import Conversation
+from notifier.core.models import SEVERITIES, MessageGroup, Notification, Payload, ThreadRef
 from notifier.errors import ChannelError, ConfigError
 from notifier.httputil import get_header, parse_retry_after
+from notifier.render import Renderer, worst_severity
+from notifier.rulefile import check_mentions
 from notifier.secrets import Secret, read_secret
 from notifier.strict_toml import TableReader
 
@@ -90,6 +95,30 @@ class SlackSettings:
     timeout: float = 10.0
     username: str | None = None
     icon_emoji: str | None = None
+    thread: bool = False  # one thread per incident (bot token only); parse() defaults it on there
+    broadcast_resolved: bool = False  # the reply that resolves the incident is also shown in the channel
+    mention: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # severity -> mentions, first message only
+    app_token_env: str | None = None  # Socket Mode (buttons): here or in [slack]
+    app_token_file: str | None = None
+    allow: tuple[str, ...] = ()  # who may click: user ids (U.., W..) and user-group ids (S..); empty: everyone
+    owners: Mapping[str, str] = field(default_factory=dict)  # [slack.owners]: DataArts job owner -> Slack user id
+
+    @property
+    def buttons(self) -> bool:
+        """Messages carry buttons only when a Socket Mode app token can receive their clicks."""
+        return self.mode == "token" and bool(self.app_token_env or self.app_token_file)
+
+    @property
+    def app_token_source(self) -> str:
+        return f"file {self.app_token_file}" if self.app_token_file else f"environment variable {self.app_token_env}"
+
+    def mentions_for(self, severity: str | None, owner: str | None,
+                     rule_mentions: Sequence[str] = ()) -> tuple[str, ...]:
+        """Who the first message of an incident pings: by severity, the rules' own, and the job's owner."""
+        out = [*self.mention.get(severity or "", ()), *rule_mentions]
+        if owner and owner in self.owners:
+            out.append(f"<@{self.owners[owner]}>")
+        return tuple(dict.fromkeys(out))
 
     @property
     def secret_source(self) -> str:
@@ -110,9 +139,14 @@ def parse(reader: TableReader) -> SlackSettings:
     timeout = reader.seconds("timeout", 10.0, positive=True)
     username = reader.str("username", None)
     icon_emoji = reader.str("icon_emoji", None)
+    thread = reader.bool("thread", None)
+    broadcast = reader.bool("broadcast_resolved", False)
+    mention = parse_mention(reader, "mention")
+    app_env, app_file = reader.env_or_file("app_token")
+    allow = _allow(reader)
     reader.finish(known=("type",))
 
-    common = dict(timeout=timeout, username=username, icon_emoji=icon_emoji)
+    common = dict(timeout=timeout, username=username, icon_emoji=icon_emoji, mention=mention, allow=allow)
     if webhook_env or webhook_file:
         key = "webhook_url_env" if webhook_env else "webhook_url_file"
         if token_env or token_file:
@@ -123,13 +157,74 @@ def parse(reader: TableReader) -> SlackSettings:
                                           "remove `channel`, or use a bot token (token_env) to choose the channel")
         if base_url is not None:
             raise reader.error("base_url", "base_url is for the bot token mode; a webhook URL is already complete")
+        for key, value in (("thread", thread), ("broadcast_resolved", broadcast or None),
+                           ("app_token_env", app_env), ("app_token_file", app_file)):
+            if value:
+                raise reader.error(key, "an incoming webhook cannot thread, edit or receive button clicks "
+                                        "(Slack answers it without a message ts): use a bot token (token_env)")
         return SlackSettings(mode="webhook", webhook_url_env=webhook_env, webhook_url_file=webhook_file, **common)
     if not channel or not channel.strip():
         raise reader.error("channel", "required with a bot token: the Slack channel to post to, "
                                       "e.g. \"#data-alerts\" or a channel ID like \"C0123456789\"")
     return SlackSettings(mode="token", channel=channel.strip(),
                          token_env=None if token_file else (token_env or DEFAULT_TOKEN_ENV), token_file=token_file,
-                         base_url=_parse_base_url(reader, base_url), **common)
+                         base_url=_parse_base_url(reader, base_url), thread=True if thread is None else thread,
+                         broadcast_resolved=broadcast, app_token_env=app_env, app_token_file=app_file, **common)
+
+
+def parse_mention(reader: TableReader, key: str) -> dict[str, tuple[str, ...]]:
+    """``mention = { critical = ["<!subteam^S0123>"], warning = [] }``, or a list for every severity."""
+    if not reader.has(key):
+        return {}
+    if not isinstance(reader.data[key], Mapping):
+        return dict.fromkeys(SEVERITIES, check_mentions(reader, key, reader.str_list(key)))
+    table = reader.table(key)
+    out = {severity: check_mentions(table, severity, table.str_list(severity, ())) for severity in SEVERITIES}
+    table.finish()
+    return {severity: who for severity, who in out.items() if who}
+
+
+def _allow(reader: TableReader) -> tuple[str, ...]:
+    allow = reader.str_list("allow", ())
+    for who in allow:
+        if not re.fullmatch(r"[UWS][A-Z0-9]{2,}", who):
+            raise reader.error("allow", "expected Slack user ids (U0123ABCD) or user-group ids (S0123ABCD), "
+                                        f"got {who!r}")
+    return allow
+
+
+@dataclass(frozen=True, slots=True)
+class SlackShared:
+    """``[slack]``: what every Slack channel shares: the Socket Mode app token, who may click, job owners."""
+
+    app_token_env: str | None = None
+    app_token_file: str | None = None
+    allow: tuple[str, ...] = ()
+    owners: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_shared(reader: TableReader) -> SlackShared:
+    app_env, app_file = reader.env_or_file("app_token")
+    allow = _allow(reader)
+    owners_table = reader.optional_table("owners")
+    owners = {}
+    for owner in owners_table.data:
+        user = owners_table.str(owner)
+        if not re.fullmatch(r"[UW][A-Z0-9]{2,}", user):
+            raise owners_table.error(owner, f"expected the owner's Slack user id (U0123ABCD), got {user!r}")
+        owners[owner] = user
+    reader.finish()
+    return SlackShared(app_token_env=app_env, app_token_file=app_file, allow=allow, owners=owners)
+
+
+def with_shared(settings: SlackSettings, shared: SlackShared) -> SlackSettings:
+    """A channel's own keys win; ``[slack]`` fills what it left out (webhook channels take only the owners)."""
+    if settings.mode == "webhook":
+        return replace(settings, owners=shared.owners)
+    own_token = settings.app_token_env or settings.app_token_file
+    return replace(settings, owners=shared.owners, allow=settings.allow or shared.allow,
+                   app_token_env=settings.app_token_env if own_token else shared.app_token_env,
+                   app_token_file=settings.app_token_file if own_token else shared.app_token_file)
 
 
 def _parse_base_url(reader: TableReader, value: str | None) -> str | None:
@@ -183,18 +278,54 @@ class ShortRateLimitHandler(RateLimitErrorRetryHandler):
 
 
 
+class Pacer:
+    """About one post a second per Slack channel, shared by every channel entry that posts to it.
+
+    ``wait`` reserves the next free slot under a lock and sleeps until it, so two entries
+    posting to one Slack channel from two delivery threads are paced together.
+    """
+
+    def __init__(self, sleep: Sleep = time.sleep, monotonic: Monotonic = time.monotonic,
+                 interval: float = MIN_POST_INTERVAL) -> None:
+        self._sleep, self._monotonic, self._interval = sleep, monotonic, interval
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+
+    def wait(self, key: str) -> None:
+        with self._lock:
+            now = self._monotonic()
+            slot = max(now, self._next.get(key, now))
+            self._next[key] = slot + self._interval
+        if slot > now:
+            self._sleep(slot - now)
+
+
+SHARED_PACER = Pacer()
+"""The process's pacer: every Slack channel entry built without its own clock uses it."""
+
+
+class _ParentGone(Exception):
+    """The thread's first message is gone (deleted, or never known): the message starts a new thread."""
+
+
+_GONE_ERRORS = frozenset({"message_not_found", "cant_update_message", "thread_not_found", "edit_window_closed"})
+
+
 class SlackChannel:
     """A live Slack destination; one instance per ``[channels.NAME]``, safe to share between threads."""
 
     def __init__(self, name: str, settings: SlackSettings, *, token: Secret | None = None,
                  webhook_url: Secret | None = None, sleep: Sleep = time.sleep,
-                 monotonic: Monotonic = time.monotonic, max_inline_wait: float = MAX_INLINE_RETRY_AFTER) -> None:
+                 monotonic: Monotonic = time.monotonic, max_inline_wait: float = MAX_INLINE_RETRY_AFTER,
+                 pacer: Pacer | None = None) -> None:
         self.name = name
         self.settings = settings
         self._sleep = sleep
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._last_post: dict[str, float] = {}
+        self._pacer = pacer if pacer is not None else (
+            SHARED_PACER if sleep is time.sleep and monotonic is time.monotonic else Pacer(sleep, monotonic))
+        self._space = settings.base_url or "slack"  # pacing keys: one workspace's channel, not another's
         handlers: list[RetryHandler] = [ShortRateLimitHandler(max_wait=max_inline_wait, sleep=sleep)]
         self._client: WebClient | None = None
         self._webhook: WebhookClient | None = None
@@ -214,24 +345,90 @@ class SlackChannel:
     def _where(self) -> str:
         return self.settings.channel or "the incoming webhook"
 
-    def send(self, notification: Notification) -> None:
-        """Post one stored payload; ChannelError(retryable=...) says whether the outbox should retry."""
-        message = _outgoing(notification.payload, self.name, notification.id)
-        key = self.settings.channel or "webhook"
+    def send(self, notification: Notification) -> ThreadRef | None:
+        """Post one stored payload; ChannelError(retryable=...) says whether the outbox should retry.
+
+        A payload of a thread (``"thread"``, bot token only) is the incident's first message
+        (posted, its ts returned) or a reply: the parent is edited first (an edit can be
+        repeated harmlessly, a reply cannot), then the reply is posted in its thread. When the
+        parent is gone or unknown, the reply is posted to the channel saying so, and becomes
+        the new parent.
+        """
+        payload = notification.payload
+        message = _outgoing(payload, self.name, notification.id)
+        route = payload.get("channel")
+        target = route if isinstance(route, str) and route else self.settings.channel
+        thread = payload.get("thread")
         with self._lock:
-            self._pace(key)
-            try:
+            if not isinstance(thread, Mapping) or self._client is None:
+                self._send(message, notification.id, target)
+                return None
+            parent = notification.parent
+            if not thread.get("opens") and parent is not None:
                 try:
-                    self._post(message)
-                except _PayloadRejected as exc:
-                    log.error("slack refused the message layout, sending it as plain text: channel=%s error=%s "
-                              "notification=%s", self.name, exc.error, notification.id)
-                    self._post({"text": message["text"] or "notifier: see `notifier alerts`"})
+                    if isinstance(thread.get("parent"), Mapping):
+                        self.update(parent, thread["parent"])
+                    self._send(message, notification.id, parent.place, thread_ts=parent.ts,
+                               reply_broadcast=bool(thread.get("broadcast")) or None)
+                    return None
+                except _ParentGone as exc:
+                    log.warning("slack thread parent is gone, starting a new thread: channel=%s thread=%s error=%s",
+                                self.name, thread.get("id"), exc)
+            if not thread.get("opens"):
+                message = add_note(message, LOST_PARENT_NOTE)
+            return self._send(message, notification.id, target)
+
+    def update(self, ref: ThreadRef, message: Mapping[str, Any]) -> None:
+        """Edit a posted message (``chat.update``); _ParentGone when Slack no longer has it."""
+        assert self._client is not None
+        try:
+            self._client.chat_update(channel=ref.place, ts=ref.ts, text=message.get("text") or "",
+                                     blocks=message.get("blocks"), attachments=message.get("attachments"))
+        except SlackApiError as exc:
+            if _api_code(exc) in _GONE_ERRORS:
+                raise _ParentGone(_api_code(exc)) from exc
+            raise self._api_error(exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
+
+    def reply(self, ref: ThreadRef, text: str) -> None:
+        """A plain reply in a thread (what a button click did)."""
+        self._pacer.wait(f"{self._space}/{ref.place}")
+        self._post({"text": text}, ref.place, thread_ts=ref.ts)
+
+    def ephemeral(self, place: str, user: str, text: str) -> None:
+        """A message only ``user`` sees (``chat.postEphemeral``): "you may not do that"."""
+        assert self._client is not None
+        try:
+            self._client.chat_postEphemeral(channel=place, user=user, text=text)
+        except SlackApiError as exc:
+            raise self._api_error(exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
+
+    def group_members(self, group: str) -> frozenset[str]:
+        """The user ids in a Slack user group (``usergroups.users.list``, scope usergroups:read)."""
+        assert self._client is not None
+        try:
+            return frozenset(self._client.usergroups_users_list(usergroup=group).get("users") or ())
+        except SlackApiError as exc:
+            raise self._api_error(exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
+
+    def _send(self, message: Message, notification_id: int, target: str | None, **thread: Any) -> ThreadRef | None:
+        """Post (paced per Slack channel), falling back to plain text when Slack refuses the layout."""
+        self._pacer.wait(f"{self._space}/{target or 'webhook'}")
+        try:
+            try:
+                return self._post(message, target, **thread)
             except _PayloadRejected as exc:
-                raise self._permanent(exc.error, "the message was refused even as plain text: "
-                                                 "check the template with `notifier check`") from exc
-            finally:
-                self._last_post[key] = self._monotonic()
+                log.error("slack refused the message layout, sending it as plain text: channel=%s error=%s "
+                          "notification=%s", self.name, exc.error, notification_id)
+                return self._post({"text": message["text"] or "notifier: see `notifier alerts`"}, target, **thread)
+        except _PayloadRejected as exc:
+            raise self._permanent(exc.error, "the message was refused even as plain text: "
+                                             "check the template with `notifier check`") from exc
 
     def check(self) -> str:
         """Ask Slack who the token belongs to (``auth.test``); ``notifier test-channel`` prints it before sending."""
@@ -248,34 +445,32 @@ class SlackChannel:
     def close(self) -> None:
         """Nothing to release: slack_sdk opens one connection per request."""
 
-    def _pace(self, key: str) -> None:
-        last = self._last_post.get(key)
-        if last is None:
-            return
-        wait = MIN_POST_INTERVAL - (self._monotonic() - last)
-        if wait > 0:
-            self._sleep(wait)
-
-    def _post(self, message: Message) -> None:
+    def _post(self, message: Message, target: str | None = None, *, thread_ts: str | None = None,
+              reply_broadcast: bool | None = None) -> ThreadRef | None:
         extra = {k: v for k, v in (("username", self.settings.username),
                                    ("icon_emoji", self.settings.icon_emoji)) if v}
         try:
             if self._client is not None:
-                self._client.chat_postMessage(channel=self.settings.channel or "", unfurl_links=False,
-                                              unfurl_media=False, username=self.settings.username or None,
-                                              icon_emoji=self.settings.icon_emoji or None, **message)
-                return
+                resp = self._client.chat_postMessage(
+                    channel=target or self.settings.channel or "", unfurl_links=False, unfurl_media=False,
+                    username=self.settings.username or None, icon_emoji=self.settings.icon_emoji or None,
+                    thread_ts=thread_ts, reply_broadcast=reply_broadcast, **message)
+                place, ts = resp.get("channel"), resp.get("ts")
+                return ThreadRef(place, ts) if isinstance(place, str) and isinstance(ts, str) else None
             assert self._webhook is not None
-            resp = self._webhook.send_dict({**message, **extra, "unfurl_links": False, "unfurl_media": False})
+            webhook = self._webhook.send_dict({**message, **extra, "unfurl_links": False, "unfurl_media": False})
         except SlackApiError as exc:
+            if thread_ts is not None and _api_code(exc) in _GONE_ERRORS:
+                raise _ParentGone(_api_code(exc)) from exc
             raise self._api_error(exc) from exc
         except SlackClientError as exc:  # its text may hold the webhook URL: say only what kind it was
             raise self._permanent(type(exc).__name__, "the Slack client refused the request; "
                                   f"check the URL in {self.settings.secret_source}") from exc
         except (OSError, http.client.HTTPException) as exc:  # URLError, refused, reset, timeout
             raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
-        if resp.status_code != 200 or resp.body.strip() != "ok":
-            raise self._webhook_error(resp.status_code, resp.body.strip(), resp.headers)
+        if webhook.status_code != 200 or webhook.body.strip() != "ok":
+            raise self._webhook_error(webhook.status_code, webhook.body.strip(), webhook.headers)
+        return None
 
     def _api_error(self, exc: SlackApiError) -> Exception:
         resp = exc.response
@@ -351,6 +546,11 @@ def _outgoing(payload: Payload, channel: str, notification_id: int) -> Message:
     return message
 
 
+def _api_code(exc: SlackApiError) -> str:
+    data = exc.response.data if isinstance(exc.response.data, dict) else {}
+    return _error_code(data.get("error"), exc.response.status_code)
+
+
 def _error_code(value: object, status: int) -> str:
     """Slack's error code ("channel_not_found"), or "HTTP 502" when the answer was not one (an HTML page)."""
     return value if isinstance(value, str) and re.fullmatch(r"[a-z_]{1,64}", value) else f"HTTP {status}"
@@ -381,4 +581,14 @@ def create(name: str, settings: SlackSettings, *, environ: Mapping[str, str] | N
     return SlackChannel(name, settings, webhook_url=url, sleep=sleep, monotonic=monotonic)
 
 
-TYPE = ChannelType(name="slack", parse=parse, create=create, compose=compose)
+def _compose_incident(renderer: Renderer, settings: SlackSettings, group: MessageGroup, conversation: Conversation,
+                      now: datetime, owner: str | None) -> tuple[Payload, ...]:
+    mentions = settings.mentions_for(worst_severity(group), owner,
+                                     [m for a in group.alerts for m in a.mentions]) if conversation.opens else ()
+    return compose_incident(renderer, group, conversation, now, mentions=mentions, buttons=settings.buttons,
+                            broadcast=settings.broadcast_resolved)
+
+
+TYPE = ChannelType(name="slack", parse=parse, create=create, compose=compose,
+                   threaded=lambda settings: settings.mode == "token" and settings.thread,
+                   compose_incident=_compose_incident)

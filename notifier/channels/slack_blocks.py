@@ -78,9 +78,11 @@ def compose(renderer: Renderer, group: MessageGroup, now: datetime) -> tuple[Pay
         if len(pages) > 1:
             message = _number_page(message, number, len(pages))
         if omitted and number == len(pages):
-            message = _add_note(message, f":warning: …and {omitted} more alerts of {mrkdwn_escape(group.group)} "
+            message = add_note(message, f":warning: …and {omitted} more alerts of {mrkdwn_escape(group.group)} "
                                          "not shown here: `notifier alerts` lists them all.")
         out.append(fit_limits(message))
+    if group.route:  # a rule's slack_channel: the channel entry posts there instead of its own
+        return tuple({**message, "channel": group.route} for message in out)
     return tuple(out)
 
 
@@ -190,7 +192,7 @@ def fit_limits(message: Mapping[str, Any]) -> Message:
     if attachments:
         out["attachments"] = attachments
     if dropped:
-        out = _add_note(out, f"…and {dropped} more blocks not shown (Slack allows {MAX_BLOCKS} per message).")
+        out = add_note(out, f"…and {dropped} more blocks not shown (Slack allows {MAX_BLOCKS} per message).")
     return out
 
 
@@ -244,7 +246,7 @@ def _number_page(message: Message, number: int, total: int) -> Message:
     return dict(message, text=first + suffix + newline + rest, blocks=blocks)
 
 
-def _add_note(message: Message, note: str) -> Message:
+def add_note(message: Message, note: str) -> Message:
     """Append a context line to the last attachment (or the blocks) and to the text."""
     block = {"type": "context", "elements": [{"type": "mrkdwn", "text": note}]}
     out = dict(message, text=f"{message.get('text') or ''}\n{note}".strip())

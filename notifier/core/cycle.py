@@ -188,8 +188,8 @@ class Grouping:
 
 
 def group_alerts(alerts: Sequence[Alert], channels: Collection[str]) -> Grouping:
-    """One message per channel, job and template: alerts of one job in one cycle go out together."""
-    groups: dict[tuple[str, str, str], list[Alert]] = defaultdict(list)
+    """One message per channel, route, job and template: alerts of one job in one cycle go out together."""
+    groups: dict[tuple[str, str | None, str, str], list[Alert]] = defaultdict(list)
     unknown: dict[tuple[str, str], None] = {}
     unrouted: list[Alert] = []
     for alert in alerts:
@@ -203,8 +203,9 @@ def group_alerts(alerts: Sequence[Alert], channels: Collection[str]) -> Grouping
             if channel not in channels:
                 unknown[(channel, alert.rule)] = None
                 continue
-            groups[(channel, alert.job, alert.template)].append(alert)
+            groups[(channel, alert.route, alert.job, alert.template)].append(alert)
     return Grouping(
-        groups=tuple(MessageGroup(channel=c, group=j, alerts=tuple(a), template=t) for (c, j, t), a in groups.items()),
+        groups=tuple(MessageGroup(channel=c, group=j, alerts=tuple(a), template=t, route=r)
+                     for (c, r, j, t), a in groups.items()),
         unknown=tuple(unknown), unrouted=tuple(unrouted),
     )

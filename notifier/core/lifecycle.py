@@ -196,7 +196,8 @@ def firing_alert(rule: Rule, state: AlertState, entity: EntityState | None,
         state=entity.status, previous_state=entity.previous_status, since=entity.since,
         starts_at=state.active_since, log_path=entity.log_path, summary=text,
         job_status=_job_status(entities, state.job), counters=dict(entity.counters),
-        template=rule.template, channels=rule.channels, sent_before=state.notified,
+        template=rule.template, channels=rule.channels, route=rule.slack_channel,
+        mentions=rule.mention, sent_before=state.notified,
     )
 
 
@@ -224,7 +225,8 @@ def resolved_alert(rule: Rule, old: AlertState, entities: Mapping[EntityKey, Ent
         job=old.job, node=old.node or None, node_type=node_type if old.node else None,
         state=state, previous_state=previous_state, since=since, starts_at=old.active_since, ends_at=now,
         log_path=log_path, summary=text, job_status=_job_status(entities, old.job), counters=counters,
-        template=rule.template, channels=rule.channels,
+        template=rule.template, channels=rule.channels, route=rule.slack_channel,
+        mentions=rule.mention,
     )
 
 
@@ -244,5 +246,6 @@ def _event_alert(rule: Rule, ev: Event, entities: Mapping[EntityKey, EntityState
         since=current.since if current is not None else t.at, starts_at=t.at,
         log_path=entity.log_path if entity is not None else None, summary=text,
         job_status=_job_status(entities, t.job), counters=dict(entity.counters) if entity is not None else {},
-        event=True, template=rule.template, channels=rule.channels,
+        event=True, template=rule.template, channels=rule.channels, route=rule.slack_channel,
+        mentions=rule.mention,
     )

@@ -268,6 +268,8 @@ class Rule:
     inhibits: tuple[str, ...] = ()
     summary: str | None = None  # optional one-line str.format; placeholders: core.summary.SUMMARY_FIELDS
     resolved_summary: str | None = None  # built-in rules only: the same for the resolved message
+    slack_channel: str | None = None  # posts to this Slack channel instead of the channel entry's own
+    mention: tuple[str, ...] = ()  # Slack mentions for the first message of an incident
     file: str = ""  # where it was defined, for error messages
 
     @property
@@ -356,6 +358,8 @@ class Alert:
     sent_before: int = 0  # firing messages already sent for this alert: > 0 makes this one a repeat
     template: str = "default"
     channels: tuple[str, ...] = ()
+    route: str | None = None  # the rule's slack_channel: a destination inside the channel entry
+    mentions: tuple[str, ...] = ()  # the rule's mentions, for the first message of an incident
 
 
 # --- notifications --------------------------------------------------------------------
@@ -368,6 +372,7 @@ class MessageGroup:
     group: str  # the job name
     alerts: tuple[Alert, ...]
     template: str = "default"
+    route: str | None = None  # where inside the channel (a Slack channel); None: the channel's default
 
 
 Payload = Mapping[str, Any]
@@ -375,8 +380,20 @@ Payload = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadRef:
+    """Where a conversation's first message is: Slack's channel id and message ``ts``."""
+
+    place: str
+    ts: str
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
-    """One message queued for one channel; ``id`` orders messages per channel."""
+    """One message queued for one channel; ``id`` orders messages per channel.
+
+    A payload with ``"thread": {"id": ...}`` belongs to a conversation; ``parent`` is
+    where its first message went, filled in by the deliverer (None: not known).
+    """
 
     id: int
     channel: str
@@ -386,3 +403,11 @@ class Notification:
     attempts: int = 0
     next_attempt_at: datetime | None = None
     last_error: str | None = None
+    parent: ThreadRef | None = None
+
+    @property
+    def thread(self) -> str | None:
+        """The conversation this message belongs to (an incident id), or None."""
+        thread = self.payload.get("thread")
+        value = thread.get("id") if isinstance(thread, Mapping) else None
+        return value if isinstance(value, str) else None
