@@ -22,10 +22,11 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from notifier.channels import CHANNEL_TYPES
 from notifier.clock import utcnow
-from notifier.config import ChannelConfig, SourceConfig
+from notifier.config import ChannelConfig, Config, SourceConfig
 from notifier.core.cycle import group_alerts, plan_cycle
 from notifier.core.flap import FlapState
 from notifier.core.incidents import Conversation, Incident, IncidentKey, plan_incidents
@@ -51,6 +52,15 @@ from notifier.state import JOBS_MISSING_KEY, SOURCE_FAILING_SINCE_KEY, SOURCE_FA
 from notifier.statefile import from_ms, to_ms
 
 log = logging.getLogger(__name__)
+
+
+class ButtonHealth(Protocol):
+    """What the poller asks a Socket Mode listener (``slack_actions.ButtonListener``)."""
+
+    names: tuple[str, ...]
+
+    def down(self) -> tuple[str, datetime] | None:
+        """Why and since when the connection is down; None while it is up."""
 
 def compose(runtime: Runtime, groups: Sequence[MessageGroup], now: datetime,
             conversations: Sequence[Conversation | None] = (), owners: Mapping[str, str] | None = None,
@@ -156,6 +166,7 @@ class Poller:
     unwritable_since: datetime | None = None  # the state file refused a commit (in memory: it cannot be stored)
     flaps: dict[str, FlapState] = field(default_factory=dict)
     incidents: dict[IncidentKey, Incident] = field(default_factory=dict)  # open conversations (Slack threads)
+    buttons: tuple[ButtonHealth, ...] = ()  # Socket Mode connections: one down too long is a failing channel
 
     def __post_init__(self) -> None:
         self.entities = EntitiesByJob.group(self.store.load_entities())
@@ -167,6 +178,21 @@ class Poller:
                         for job, (cycles, ms) in json.loads(self.store.get_meta(JOBS_MISSING_KEY) or "{}").items()}
         self.flaps = self.store.load_flaps()
         self.incidents = self.store.threads.open_incidents()
+
+    def watch_buttons(self, buttons: Sequence[ButtonHealth]) -> None:
+        """Report these Socket Mode connections as failing channels when they stay down (``[meta] channel_stuck``)."""
+        self.buttons = tuple(buttons)
+
+    def _failing_channels(self, config: Config, now: datetime) -> dict[str, tuple[str, datetime]]:
+        failing = {c: why for c, why in self.store.outbox.failing_channels(now, config.meta.channel_stuck).items()
+                   if c in config.channels}
+        for listener in self.buttons:
+            down = listener.down()
+            if down is not None and (now - down[1]).total_seconds() >= config.meta.channel_stuck:
+                error, since = down
+                failing[f"{'+'.join(listener.names)} (Slack buttons)"] = (
+                    f"the Socket Mode connection for the buttons is down: {error}", since)
+        return failing
 
     async def fetch(self, wiring: Wiring) -> Fetched:
         """The I/O half of a cycle: resolve the watched jobs and fetch them all."""
@@ -201,8 +227,7 @@ class Poller:
             source_failures=Streak(failures, failing_since) if failing_since is not None else None,
             source_error=source_failure(fetched.discovery_error, result.errors) if source_failed else None,
             auth_error=_auth_error(fetched, config.source), missing=missing,
-            failing_channels={c: why for c, why in self.store.outbox.failing_channels(
-                now, config.meta.channel_stuck).items() if c in config.channels},
+            failing_channels=self._failing_channels(config, now),
         )
         mutes = (*self.store.silences.current(now), *config.maintenance)
         plan = plan_cycle(runtime.all_rules, self.entities, self.alerts, result, fetched.watched, now,

@@ -38,6 +38,7 @@ from notifier.logs import event
 from notifier.metrics import Metrics, MetricsServer, outbox_gauges, severities
 from notifier.metrics import serve as serve_metrics
 from notifier.sdnotify import Notifier
+from notifier.slack_actions import listeners_for
 from notifier.watch import Signature, describe_change, settled, signature, watched_files
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,9 @@ class Daemon:
         config = self.app.runtime.config
         self._applied = await asyncio.to_thread(_signature_of, config)
         endpoint = self._start_metrics()
+        buttons = [b.start() for b in listeners_for(self.app.wiring.channels, self.app.store, self.app.clock,
+                                                     lambda: self.app.wiring.channels)]
+        self.app.poller.watch_buttons(buttons)
         self._install_signals(loop)
         scheduler = self._start_scheduler(loop, max_cycles)
         delivery = loop.create_task(self.deliver_forever())
@@ -265,6 +269,8 @@ class Daemon:
             self.systemd.close()
             if endpoint is not None:
                 endpoint.close()
+            for listener in buttons:
+                await asyncio.to_thread(listener.close)
             for sig in _SIGNALS:
                 loop.remove_signal_handler(sig)
 

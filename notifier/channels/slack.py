@@ -317,9 +317,10 @@ class SlackChannel:
     def __init__(self, name: str, settings: SlackSettings, *, token: Secret | None = None,
                  webhook_url: Secret | None = None, sleep: Sleep = time.sleep,
                  monotonic: Monotonic = time.monotonic, max_inline_wait: float = MAX_INLINE_RETRY_AFTER,
-                 pacer: Pacer | None = None) -> None:
+                 pacer: Pacer | None = None, app_token: Secret | None = None) -> None:
         self.name = name
         self.settings = settings
+        self.app_token = app_token  # Socket Mode (buttons): ``notifier.slack_actions`` connects with it
         self._sleep = sleep
         self._monotonic = monotonic
         self._lock = threading.Lock()
@@ -440,7 +441,19 @@ class SlackChannel:
             raise self._api_error(exc) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
-        return f"bot {resp.get('user')} in team {resp.get('team')}"
+        identity = f"bot {resp.get('user')} in team {resp.get('team')}"
+        if self.app_token is None:
+            return f"{identity}; no app token, so no buttons (set app_token_env for Socket Mode)"
+        try:  # the only way to prove an app-level token: ask for a Socket Mode URL (it is not connected to)
+            self._client.apps_connections_open(app_token=self.app_token.reveal())
+        except SlackApiError as exc:
+            code = _api_code(exc)
+            raise self._permanent(code, f"the app token in {self.settings.app_token_source} was refused: it must be "
+                                        "an app-level token (xapp-...) with connections:write, and Socket Mode "
+                                        "must be on in the app's settings") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
+        return f"{identity}; app token ok (Socket Mode, buttons on)"
 
     def close(self) -> None:
         """Nothing to release: slack_sdk opens one connection per request."""
@@ -572,7 +585,15 @@ def create(name: str, settings: SlackSettings, *, environ: Mapping[str, str] | N
     where = f"channels.{name}"
     if settings.mode == "token":
         token = read_secret(env=settings.token_env, file=settings.token_file, what=where, environ=environ)
-        return SlackChannel(name, settings, token=token, sleep=sleep, monotonic=monotonic)
+        app_token = None
+        if settings.buttons:
+            app_token = read_secret(env=settings.app_token_env, file=settings.app_token_file, what=where,
+                                    environ=environ)
+            assert app_token is not None
+            if not app_token.reveal().startswith("xapp-"):
+                raise ConfigError(f"the app token in {settings.app_token_source} is not an app-level token: "
+                                  "it must start with xapp- (Basic Information > App-Level Tokens)", where=where)
+        return SlackChannel(name, settings, token=token, sleep=sleep, monotonic=monotonic, app_token=app_token)
     url = read_secret(env=settings.webhook_url_env, file=settings.webhook_url_file, what=where, environ=environ)
     assert url is not None
     parts = urlsplit(url.reveal())
