@@ -271,12 +271,15 @@ def _describe(exc: BaseException) -> str:
 
 
 def listeners_for(channels: Mapping[str, Any], store: StateStore, clock: Clock,
-                  current: Callable[[], Mapping[str, Any]]) -> list[ButtonListener]:
-    """One listener per distinct app token among the Slack channels that have one (not started)."""
+                  current: Callable[[], Mapping[str, Any]], **options: Any) -> list[ButtonListener]:
+    """One listener per distinct app token among the Slack channels that have one (not started).
+
+    ``current`` gives the channels in use now (a reload replaces them); ``options`` go to ButtonListener.
+    """
     by_token: dict[str, list[SlackChannel]] = {}
     for channel in channels.values():
         if isinstance(channel, SlackChannel) and channel.app_token is not None:
             by_token.setdefault(channel.app_token.reveal(), []).append(channel)
     return [ButtonListener(token, tuple(c.name for c in group), current, store, clock,
-                           base_url=group[0].settings.base_url)
+                           base_url=group[0].settings.base_url, **options)
             for token, group in by_token.items()]

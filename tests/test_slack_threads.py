@@ -160,8 +160,9 @@ def test_thread_off_keeps_top_level_posts(make_pipeline, sim, clock, slack_serve
 
 @pytest.mark.parametrize("key", ["thread = true", "broadcast_resolved = true", 'app_token_env = "SLACK_APP_TOKEN"'])
 def test_an_incoming_webhook_cannot_thread_and_says_why(key: str) -> None:
-    from notifier.strict_toml import TableReader
     import tomllib
+
+    from notifier.strict_toml import TableReader
 
     table = tomllib.loads(f'type = "slack"\nwebhook_url_env = "SLACK_WEBHOOK_URL"\n{key}\n')
     with pytest.raises(ConfigError, match="incoming webhook cannot thread"):
