@@ -448,4 +448,5 @@ def test_a_refused_layout_is_resent_as_plain_text(
 
 def test_check_asks_who_the_token_is(channel: slack.SlackChannel) -> None:
     """check() calls auth.test and reports the bot and team."""
-    assert channel.check() == "bot notifier in team Test; no app token, so no buttons (set app_token_env for Socket Mode)"
+    assert channel.check() == ("bot notifier in team Test; no app token, so no buttons "
+                               "(set app_token_env for Socket Mode)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -359,3 +360,35 @@ def test_json_logs_put_the_fields_in_keys_and_no_secret_anywhere(write_config, s
     assert retry["channel"] == "down" and "error" in retry
     everything = result.stderr + result.stdout
     assert not [value for value in (*secrets.values(), "HOOK-SECRET") if value in everything]
+
+
+def test_slack_thread_survives_kill_9_between_parent_reply_and_resolve(write_config, sim, slack_server) -> None:
+    """`notifier run` killed with SIGKILL twice: the reply and the resolve still land in the first message's thread."""
+    channels = f'[channels.team]\ntype = "slack"\nchannel = "#data-alerts"\nbase_url = "{slack_server.base_url}"\n'
+    config = config_for(write_config, sim.url, channels, interval="1s")
+    env = {"SLACK_BOT_TOKEN": "xoxb-test"}
+
+    def run_until(posts: int, updates: int) -> None:
+        proc = subprocess.Popen([sys.executable, "-m", "notifier", "run", "-c", str(config)], cwd=ROOT,
+                                env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: len(slack_server.posts) >= posts and len(slack_server.updates) >= updates,
+                       what=f"{posts} posts and {updates} edits")
+            wait_until(lambda: outbox_rows(config)[-1][1] == "delivered", what="the delivery mark")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    run_until(posts=1, updates=0)
+    parent = slack_server.posts[0]
+    sim.set_node_status("job_sms", "DIS_INPUT", "EXCEPTION")
+    run_until(posts=2, updates=1)
+    sim.set_node_status("job_sms", "DIS_INPUT", "NORMAL")
+    sim.set_node_status("job_sms", "DLI_SMS_GES", "NORMAL")
+    run_until(posts=3, updates=2)
+    assert [p.body.get("thread_ts") for p in slack_server.posts] == [None, parent.ts, parent.ts]
+    final = slack_server.message(parent.ts)
+    assert final is not None and "RESOLVED" in final["text"] + json.dumps(final["blocks"])
+    with sqlite3.connect(config.parent / "state.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT COUNT(*) FROM incident").fetchone() == (0,)

@@ -90,7 +90,7 @@ def test_silence_4h_from_slack_silences_the_job_edits_the_message_and_replies(
 
     ack = click(socket_mode_server, slack_with_socket, parent.ts, "Silence 4h")
     assert set(ack) == {"envelope_id"}
-    (edit,) = slack_with_socket.wait_updates(1)
+    slack_with_socket.wait_updates(1)
     slack_with_socket.wait_for(2)
     (silence,) = p.store.silences.current(clock())
     assert (silence.author, silence.comment, silence.matchers.job, silence.matchers.rule) == (
@@ -153,7 +153,7 @@ def test_a_user_outside_the_allowlist_changes_nothing(setup, slack_with_socket, 
 
 def test_a_dropped_connection_is_reconnected_and_polling_never_waits(
         setup, sim, clock, slack_with_socket, socket_mode_server) -> None:
-    p, listener = setup()
+    p, _ = setup()
     p.cycle()
     socket_mode_server.drop_connections()
     p.cycle()  # polling and delivery go on while the buttons reconnect

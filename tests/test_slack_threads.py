@@ -194,7 +194,8 @@ def _firing(node: str, notified: int = 1) -> AlertState:
 
 
 def _entities(*nodes: str) -> EntitiesByJob:
-    rows = [EntityState("job_sms", "", "NORMAL", START)] + [EntityState("job_sms", n, "EXCEPTION", START) for n in nodes]
+    nodes_ = (EntityState("job_sms", n, "EXCEPTION", START) for n in nodes)
+    rows = [EntityState("job_sms", "", "NORMAL", START), *nodes_]
     return EntitiesByJob.group({e.key: e for e in rows})
 
 
