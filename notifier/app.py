@@ -213,7 +213,7 @@ class Poller:
         result = await client.fetch_all(names)
         return Fetched(result=result, names=names, watched=watched, at=now, discovery_error=discovery_error,
                        discovery_auth=discovery_auth, requests=client.stats.requests - before[0],
-                       retries=client.stats.retries - before[1])
+                       retries=client.stats.retries - before[1], owners=dict(client.owners))
 
     def apply(self, wiring: Wiring, fetched: Fetched) -> CycleReport:
         """The synchronous half of a cycle: plan, compose, commit, then adopt the new view."""
@@ -245,8 +245,9 @@ class Poller:
             log.error("no other channel to tell that a channel is failing: %s", alert.summary)
         threaded = threaded_channels(runtime)
         incidents = plan_incidents(grouping.groups, threaded, self.incidents, plan.alerts, runtime.all_rules,
-                                   plan.entities, now, new_incident_id)
-        notifications = compose(runtime, grouping.groups, now, incidents.conversations, fetched.owners)
+                                   plan.entities, now, new_incident_id, previous=self.alerts)
+        notifications = compose(runtime, (*grouping.groups, *(g for g, _ in incidents.quiet_ends)), now,
+                                (*incidents.conversations, *(c for _, c in incidents.quiet_ends)), fetched.owners)
         if self.unwritable_since is not None:  # this commit is the first that can say it works again
             notifications += compose(runtime, self._state_groups(runtime, "", now, resolved=True), now)
         try:

@@ -163,6 +163,7 @@ class Daemon:
         try:
             self.app.store.outbox.purge_delivered(before)
             self.app.store.silences.purge(before)
+            self.app.store.threads.purge(before)
         except NotifierError as exc:  # the next cycle tries again
             log.warning("housekeeping failed: %s", exc)
 

@@ -240,15 +240,15 @@ def test_retry_after_http_date_needs_now() -> None:
 # --- parse_job_list --------------------------------------------------------------------
 
 def test_job_list_page() -> None:
-    """A list page yields the total and the names, skipping entries without a name."""
-    body = _body(total=2500, jobs=[{"name": "a", "jobType": "REAL_TIME"}, {"name": ""}, {"owner": "x"}, "z",
-                                   {"name": "b", "status": "STARTING"}])
-    assert parse_job_list(body) == (2500, ("a", "b"))
+    """A list page yields the total, the names (skipping entries without one) and the owners it names."""
+    body = _body(total=2500, jobs=[{"name": "a", "jobType": "REAL_TIME", "owner": "alice"}, {"name": ""},
+                                   {"owner": "x"}, "z", {"name": "b", "status": "STARTING", "owner": 7}])
+    assert parse_job_list(body) == (2500, ("a", "b"), {"a": "alice"})
 
 
 def test_job_list_without_total_counts_the_page() -> None:
     """A missing total is taken as this page's size rather than failing."""
-    assert parse_job_list(_body(jobs=[{"name": "a"}])) == (1, ("a",))
+    assert parse_job_list(_body(jobs=[{"name": "a"}])) == (1, ("a",), {})
 
 
 @pytest.mark.parametrize("body", [

@@ -69,7 +69,8 @@ def assert_valid_block_kit(message: Mapping[str, Any]) -> None:
     for block in blocks:
         parsed = Block.parse(dict(block))
         assert parsed is not None, f"slack_sdk does not know this block type: {block.get('type')!r}"
-        parsed.validate_json()  # raises SlackObjectFormationError on any limit or missing field
+        parsed.validate_json()  # the block's own limits (header text 150, section text 3000, ...)
+        parsed.to_dict()  # validate_json does not look inside elements: to_dict validates each (button text 75, ...)
 
 
 def header(message: Mapping[str, Any]) -> str:
@@ -221,10 +222,11 @@ def test_acknowledge_click_on_a_fresh_parent_keeps_the_silence_buttons() -> None
 
 
 @pytest.mark.parametrize("block", [
-    {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": []},
+    {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": [
+        {"type": "button", "action_id": ACK_ACTION, "text": {"type": "plain_text", "text": "x" * 76}, "value": "v"}]},
     {"type": "header", "text": {"type": "plain_text", "text": "x" * 151}},
     {"type": "no_such_block"},
-], ids=["empty-actions", "long-header", "unknown-type"])
+], ids=["long-button-text", "long-header", "unknown-type"])
 def test_the_validator_itself_rejects_what_slack_rejects(block: dict[str, Any]) -> None:
     """assert_valid_block_kit is not a no-op: slack_sdk refuses these."""
     with pytest.raises(Exception):  # noqa: B017 (AssertionError or SlackObjectFormationError)

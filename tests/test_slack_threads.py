@@ -47,10 +47,11 @@ def make_pipeline(write_config: WriteConfig, sim: Simulator, clock: LinkedClock,
                   slack_server: SlackServer) -> Iterator[MakePipeline]:
     made: list[Pipeline] = []
 
-    def make(rules: str = NODE_EXCEPTION, extra: str = "") -> Pipeline:
+    def make(rules: str = NODE_EXCEPTION, extra: str = "", jobs: str = 'names = ["job_sms"]') -> Pipeline:
         channels = (f'[channels.team]\ntype = "slack"\nchannel = "#data-alerts"\n'
                     f'base_url = "{slack_server.base_url}"\n{extra}')
-        made.append(Pipeline(write_config(source=source_toml(sim.url), rules=rules, channels=channels), clock))
+        made.append(Pipeline(write_config(source=source_toml(sim.url), rules=rules, channels=channels, jobs=jobs),
+                             clock))
         return made[-1]
 
     yield make
@@ -233,3 +234,35 @@ def test_plan_leaves_unthreaded_channels_and_unannounced_alerts_alone() -> None:
     stale = Incident("old", "team", "", "job_sms", START)
     closed = plan_incidents((), {"team"}, {stale.key: stale}, {}, (RULE,), _entities(), START, lambda: "x")
     assert closed.closed == (stale,)
+
+
+def test_an_incident_that_ends_silenced_still_shows_resolved_on_its_parent(
+        make_pipeline, sim, clock, slack_server) -> None:
+    """Silenced, the resolve is not posted; the parent is still edited, so the channel shows no stale CRITICAL."""
+    from notifier.core.mutes import Matchers, Silence
+
+    p = make_pipeline()
+    p.cycle()
+    parent = slack_server.posts[0]
+    now = clock()
+    p.store.silences.add(Silence(id="s1", matchers=Matchers(job="job_sms"), starts_at=now,
+                                 ends_at=now + timedelta(hours=4), created_at=now, comment="test"))
+    sim.set_node_status("job_sms", "DLI_SMS_GES", "NORMAL")
+    step(p, clock)
+    assert len(slack_server.posts) == 1
+    (edit,) = slack_server.updates
+    assert edit.ts == parent.ts and "RESOLVED" in header(edit.body)
+    assert not any(b["type"] == "actions" for b in edit.body["blocks"])
+
+
+def test_the_jobs_owner_and_the_rules_mentions_are_pinged_in_the_first_message(
+        make_pipeline, sim, clock, slack_server) -> None:
+    """The list API's owner is mapped through [slack.owners]; a rule's own mention joins the channel's."""
+    p = make_pipeline(NODE_EXCEPTION + 'mention = ["<@U0RULE>"]\n', jobs="discover = true\ninclude = [\"job_sms\"]",
+                      extra='[slack.owners]\nsimulator = "U0OWNER"\n')
+    p.cycle()
+    first = slack_server.posts[0].body
+    assert "<@U0OWNER>" in first["text"] and "<@U0RULE>" in first["text"]
+    sim.set_node_status("job_sms", "DIS_INPUT", "EXCEPTION")
+    step(p, clock)
+    assert "U0OWNER" not in str(slack_server.posts[1].body) and "U0RULE" not in str(slack_server.posts[1].body)

@@ -365,6 +365,14 @@ class SlackChannel:
                 self._send(message, notification.id, target)
                 return None
             parent = notification.parent
+            if thread.get("edit_only"):  # the incident ended quietly: show it on the parent, post nothing
+                if parent is not None and isinstance(thread.get("parent"), Mapping):
+                    try:
+                        self.update(parent, thread["parent"])
+                    except _ParentGone:
+                        log.info("slack thread parent is gone; nothing to edit: channel=%s thread=%s", self.name,
+                                 thread.get("id"))
+                return None
             if not thread.get("opens") and parent is not None:
                 try:
                     if isinstance(thread.get("parent"), Mapping):

@@ -39,8 +39,11 @@ def compose_incident(renderer: Renderer, group: MessageGroup, conversation: Conv
                      mentions: Sequence[str] = (), buttons: bool = False,
                      broadcast: bool = False) -> tuple[Payload, ...]:
     """The group's messages as the first message of its incident or as replies in its thread."""
-    pages = [dict(p) for p in compose(renderer, group, now)]
     incident = conversation.incident
+    if conversation.edit_only:
+        parent = parent_message(renderer, group, conversation, now, buttons=buttons)
+        return ({"text": parent["text"], "thread": {"id": incident.id, "parent": parent, "edit_only": True}},)
+    pages = [dict(p) for p in compose(renderer, group, now)]
     out: list[Payload] = []
     for number, page in enumerate(pages):
         if conversation.opens and number == 0:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from notifier.core.lifecycle import firing_alert
+from notifier.core.lifecycle import firing_alert, resolved_alert
 from notifier.core.models import Alert, AlertState, EntitiesByJob, MessageGroup, Rule
 
 IncidentKey = tuple[str, str, str]
@@ -52,6 +52,7 @@ class Conversation:
     closes: bool  # nothing of the incident fires after this cycle
     current: tuple[Alert, ...]  # every announced alert of the incident firing now (the parent shows them)
     nodes: int  # nodes the job has now, for "3 of 5 nodes"
+    edit_only: bool = False  # the incident ended without a message (its resolve was muted): only edit the parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class IncidentPlan:
     conversations: tuple[Conversation | None, ...]  # one per group given, None: not threaded
     opened: tuple[Incident, ...]
     closed: tuple[Incident, ...]
+    quiet_ends: tuple[tuple[MessageGroup, Conversation], ...] = ()  # closed without a message: edit their parent
 
 
 def key_of(group: MessageGroup) -> IncidentKey:
@@ -82,11 +84,14 @@ def announced(states: Mapping[str, AlertState], rules: Sequence[Rule],
 
 def plan_incidents(groups: Sequence[MessageGroup], threaded: Collection[str], open_: Mapping[IncidentKey, Incident],
                    states: Mapping[str, AlertState], rules: Sequence[Rule], entities: EntitiesByJob,
-                   now: datetime, new_id: Callable[[], str]) -> IncidentPlan:
+                   now: datetime, new_id: Callable[[], str],
+                   previous: Mapping[str, AlertState] | None = None) -> IncidentPlan:
     """Decide, for this cycle's groups, which open an incident, which continue one, and which incidents close.
 
-    ``states`` are the alert states after the cycle; a group with nothing firing and no
-    open incident (e.g. a resolve after the state was reset) is not threaded.
+    ``states`` are the alert states after the cycle, ``previous`` those before it; a group
+    with nothing firing and no open incident (e.g. a resolve after the state was reset) is
+    not threaded. An incident that ends with no message this cycle (its resolve was
+    silenced) still gets its parent edited to "RESOLVED": a quiet end (``quiet_ends``).
     """
     firing = announced(states, rules, threaded)
     by_name = {rule.name: rule for rule in rules}
@@ -112,4 +117,15 @@ def plan_incidents(groups: Sequence[MessageGroup], threaded: Collection[str], op
                                 nodes=sum(1 for node in entities.job(key[2]) if node[1])))
     # an incident opened by a message that leaves nothing firing (an event) is over at once: never stored
     closed = tuple(i for k, i in incidents.items() if k not in firing and i not in opened)
-    return IncidentPlan(conversations=tuple(out), opened=tuple(i for i in opened if i.key in firing), closed=closed)
+    spoken = {key_of(g) for g, c in zip(groups, out, strict=True) if c is not None}
+    before = announced(previous or {}, rules, threaded)
+    quiet: list[tuple[MessageGroup, Conversation]] = []
+    for incident in closed:
+        gone = [s for s in before.get(incident.key, ()) if s.rule in by_name]
+        if incident.key in spoken or not gone:
+            continue
+        resolved = tuple(resolved_alert(by_name[s.rule], s, entities, now) for s in gone)
+        group = MessageGroup(incident.channel, incident.job, resolved, resolved[0].template, incident.route or None)
+        quiet.append((group, Conversation(incident, opens=False, closes=True, current=(), nodes=0, edit_only=True)))
+    return IncidentPlan(conversations=tuple(out), opened=tuple(i for i in opened if i.key in firing), closed=closed,
+                        quiet_ends=tuple(quiet))

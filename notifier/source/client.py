@@ -144,6 +144,7 @@ class DgcClient:
             user, password = iam_credentials
             self.iam = TokenSource(config, self._http, user=user, password=password, clock=clock)
         self.stats = ClientStats()
+        self.owners: dict[str, str] = {}  # job -> its owner, as the last job list said (for Slack mentions)
 
     async def __aenter__(self) -> DgcClient:
         return self
@@ -193,7 +194,8 @@ class DgcClient:
         offset, useful_pages, by_page = 0, 0, False
         while True:
             query = (("jobType", "REAL_TIME"), ("limit", LIST_PAGE_SIZE), ("offset", offset))
-            total, page = self._parsed(parse.parse_job_list, await self._get("/jobs", query, job=None))
+            total, page, owners = self._parsed(parse.parse_job_list, await self._get("/jobs", query, job=None))
+            self.owners.update(owners)
             before = len(names)
             names.update(dict.fromkeys(page))
             if len(names) >= total:

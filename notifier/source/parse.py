@@ -142,10 +142,11 @@ def _epoch_ms(value: Any) -> datetime | None:
 
 # --- job list -------------------------------------------------------------------------
 
-def parse_job_list(body: bytes) -> tuple[int, tuple[str, ...]]:
-    """Parse a ``GET /v1/{project_id}/jobs`` page into (total, job names on this page).
+def parse_job_list(body: bytes) -> tuple[int, tuple[str, ...], dict[str, str]]:
+    """Parse a ``GET /v1/{project_id}/jobs`` page into (total, job names on this page, job -> owner).
 
     Entries without a usable name are skipped; a missing ``total`` counts this page only.
+    The owner (who to ping in Slack, through ``[slack.owners]``) is kept when it is a string.
     """
     data = _json_object(None, body, what="job list")
     jobs = data.get("jobs")
@@ -154,10 +155,12 @@ def parse_job_list(body: bytes) -> tuple[int, tuple[str, ...]]:
     if not isinstance(jobs, list):
         raise _bad(None, "job list response has no list of jobs", body)
     names = tuple(j["name"] for j in jobs if isinstance(j, dict) and isinstance(j.get("name"), str) and j["name"])
+    owners = {j["name"]: j["owner"] for j in jobs if isinstance(j, dict) and isinstance(j.get("name"), str)
+              and isinstance(j.get("owner"), str) and j["owner"]}
     total = data.get("total")
     if isinstance(total, bool) or not isinstance(total, int):
         total = len(names)
-    return total, names
+    return total, names, owners
 
 
 # --- errors ---------------------------------------------------------------------------
