@@ -229,9 +229,10 @@ class Poller:
             auth_error=_auth_error(fetched, config.source), missing=missing,
             failing_channels=self._failing_channels(config, now),
         )
-        mutes = (*self.store.silences.current(now), *config.maintenance)
+        silences, acks = self.store.silences.current(now), self.store.silences.acks()
+        mutes = (*silences, *config.maintenance)
         plan = plan_cycle(runtime.all_rules, self.entities, self.alerts, result, fetched.watched, now,
-                          mutes=mutes, acked=self.store.silences.acks().keys(), health=health,
+                          mutes=mutes, acked=acks.keys(), health=health,
                           meta_policy=config.meta, flaps=self.flaps, flap_policy=config.noise)
         for job in plan.forgotten:
             log.info("job no longer watched, forgetting its state job=%s", job)
@@ -245,7 +246,8 @@ class Poller:
             log.error("no other channel to tell that a channel is failing: %s", alert.summary)
         threaded = threaded_channels(runtime)
         incidents = plan_incidents(grouping.groups, threaded, self.incidents, plan.alerts, runtime.all_rules,
-                                   plan.entities, now, new_incident_id, previous=self.alerts)
+                                   plan.entities, now, new_incident_id, previous=self.alerts, silences=silences,
+                                   acks={fp: ack.author or "-" for fp, ack in acks.items()})
         notifications = compose(runtime, (*grouping.groups, *(g for g, _ in incidents.quiet_ends)), now,
                                 (*incidents.conversations, *(c for _, c in incidents.quiet_ends)), fetched.owners)
         if self.unwritable_since is not None:  # this commit is the first that can say it works again

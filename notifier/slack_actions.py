@@ -205,12 +205,12 @@ class ButtonListener:
         if click.action == ACK_ACTION:
             firing = [a for a in self._store.load_alerts().values() if a.job == click.job and a.phase == "firing"]
             self._store.silences.ack(Ack(a.fingerprint, now, click.username, COMMENT) for a in firing)
-            status = f"Acknowledged by <@{click.user}>: no more reminders; the resolve is still sent."
+            status, kind = f"Acknowledged by <@{click.user}>: no more reminders; the resolve is still sent.", "ack"
             acknowledged = True
             details = f"alerts={len(firing)}"
         elif click.action == UNSILENCE_ACTION:
             expired = bool(click.silence) and self._store.silences.expire(str(click.silence), now)
-            status, silenced = f"Unsilenced by <@{click.user}>.", None
+            status, silenced, kind = f"Unsilenced by <@{click.user}>.", None, "silence"
             details = f"silence={click.silence} expired={expired}"
         else:
             duration = SILENCE_ACTIONS[click.action]
@@ -220,12 +220,13 @@ class ButtonListener:
             self._store.silences.add(silence)
             status = (f"Silenced for {format_duration(duration)} by <@{click.user}> (until "
                       f"{timestamp(silence.ends_at)}; `notifier silence expire {silence.id}`).")
-            silenced = silence.id
+            silenced, kind = silence.id, "silence"
             details = f"silence={silence.id}"
         event(log, logging.INFO, "slack action", action=click.action, user=click.user, username=click.username,
               job=click.job, incident=click.incident, result=details)
         value = json.dumps({"i": click.incident, "j": click.job, "c": click.channel}, separators=(",", ":"))
-        edited = with_status(with_actions(click.message, value, silenced=silenced, acknowledged=acknowledged), status)
+        edited = with_status(with_actions(click.message, value, silenced=silenced, acknowledged=acknowledged),
+                             None if click.action == UNSILENCE_ACTION else status, kind)
         try:
             channel.update(click.ref, {k: edited[k] for k in ("text", "blocks", "attachments") if k in edited})
         except Exception as exc:  # noqa: BLE001 (the action is done; the edit is a courtesy)

@@ -204,3 +204,19 @@ def test_clicks_are_acknowledged_before_the_work(setup, slack_with_socket, socke
     finally:
         gate.set()
     slack_with_socket.wait_updates(1)
+
+
+def test_a_redrawn_parent_keeps_saying_who_acknowledged(setup, sim, clock, slack_with_socket,
+                                                        socket_mode_server) -> None:
+    """A second node failing after an ack re-draws the parent: the ack is still shown, Acknowledge is back."""
+    p, _ = setup()
+    p.cycle()
+    parent = slack_with_socket.posts[0]
+    click(socket_mode_server, slack_with_socket, parent.ts, "Acknowledge", user="U0BOB", username="bob")
+    slack_with_socket.wait_updates(1)
+    sim.set_node_status("job_sms", "DIS_INPUT", "EXCEPTION")
+    clock.advance(60)
+    p.cycle()
+    now = slack_with_socket.message(parent.ts)
+    assert now is not None and "1 of 2 alerts acknowledged by bob" in json.dumps(now)
+    assert "Acknowledge" in buttons(now)

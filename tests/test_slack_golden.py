@@ -85,7 +85,7 @@ def buttons(message: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def status_lines(message: Mapping[str, Any]) -> list[str]:
-    return [e["text"] for b in message.get("blocks", ()) if b.get("block_id") == "notifier_status"
+    return [e["text"] for b in message.get("blocks", ()) if str(b.get("block_id")).startswith("notifier_status")
             for e in b["elements"]]
 
 
@@ -182,7 +182,7 @@ def silenced(parent: Mapping[str, Any]) -> dict[str, Any]:
     duration = 4 * 3600.0
     status = (f"Silenced for {format_duration(duration)} by <@U0ALICE> (until "
               f"{timestamp(NOW + timedelta(seconds=duration))}; `notifier silence expire {SILENCE_ID}`).")
-    return with_status(with_actions(parent, VALUE, silenced=SILENCE_ID), status)
+    return with_status(with_actions(parent, VALUE, silenced=SILENCE_ID), status, "silence")
 
 
 def test_silence_4h_click_replaces_the_silence_buttons_with_unsilence() -> None:
@@ -198,25 +198,25 @@ def test_silence_4h_click_replaces_the_silence_buttons_with_unsilence() -> None:
         "Silenced for 4h by <@U0ALICE> (until 2019-03-01 07:16 UTC; `notifier silence expire abc123`)."]
     # the status line sits right above the buttons
     kinds = [b.get("block_id") for b in edited["blocks"]]
-    assert kinds[-2:] == ["notifier_status", ACTIONS_BLOCK_ID]
+    assert kinds[-2:] == ["notifier_status_silence", ACTIONS_BLOCK_ID]
     assert header(edited) == ":red_circle: CRITICAL  job_sms: 2 of 5 nodes in EXCEPTION"
     check_golden("slack_thread_parent_silenced.json", edited)
 
 
 def test_acknowledge_click_removes_acknowledge() -> None:
-    """Acknowledge on the silenced parent: Acknowledge goes, Unsilence stays, one status line (the latest)."""
+    """Acknowledge on the silenced parent: Acknowledge goes, Unsilence stays, both status lines stay."""
     status = "Acknowledged by <@U0ALICE>: no more reminders; the resolve is still sent."
     edited = with_status(with_actions(silenced(firing_parent()), VALUE, silenced=SILENCE_ID, acknowledged=True),
-                         status)
+                         status, "ack")
     assert_valid_block_kit(edited)
 
     assert buttons(edited) == [(UNSILENCE_ACTION, "Unsilence")]
-    assert status_lines(edited) == [status]
+    assert len(status_lines(edited)) == 2 and status_lines(edited)[-1] == status
     check_golden("slack_thread_parent_acknowledged.json", edited)
 
 
 def test_acknowledge_click_on_a_fresh_parent_keeps_the_silence_buttons() -> None:
-    edited = with_status(with_actions(firing_parent(), VALUE, acknowledged=True), "Acknowledged by <@U0ALICE>.")
+    edited = with_status(with_actions(firing_parent(), VALUE, acknowledged=True), "Acknowledged by <@U0ALICE>.", "ack")
     assert_valid_block_kit(edited)
     assert [t for _, t in buttons(edited)] == ["Silence 1h", "Silence 4h"]
 

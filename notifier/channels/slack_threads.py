@@ -25,7 +25,15 @@ from notifier.channels.slack_blocks import MAX_HEADER_TEXT, RESOLVED_ICON, Messa
 from notifier.core.durations import format_duration
 from notifier.core.incidents import Conversation
 from notifier.core.models import MessageGroup, Payload
-from notifier.render import SEVERITY_COLOR, SEVERITY_EMOJI, Renderer, headline, mrkdwn_escape, worst_severity
+from notifier.render import (
+    SEVERITY_COLOR,
+    SEVERITY_EMOJI,
+    Renderer,
+    headline,
+    mrkdwn_escape,
+    timestamp,
+    worst_severity,
+)
 
 ACTIONS_BLOCK_ID = "notifier_actions"
 ACK_ACTION = "notifier_ack"
@@ -79,9 +87,25 @@ def parent_message(renderer: Renderer, group: MessageGroup, conversation: Conver
         color = SEVERITY_COLOR.get(worst, "#757575")
     message = _with_title(message, title, color)
     message = _with_context(message, f"Opened {incident.opened_at:%Y-%m-%d %H:%M} UTC · updates in the thread")
-    if buttons and not conversation.closes:
-        message = with_actions(message, action_value(incident.id, incident.job, group.channel))
+    if conversation.closes:
+        return message
+    silence, acked = conversation.silence, conversation.acked_by
+    if buttons:
+        message = with_actions(message, action_value(incident.id, incident.job, group.channel),
+                               silenced=silence.id if silence else None,
+                               acknowledged=bool(acked) and len(acked) == len(conversation.current))
+    if silence is not None:
+        message = with_status(message, silence_line(silence.author or "-", silence.ends_at, silence.id), "silence")
+    if acked:
+        who = ", ".join(sorted(set(acked.values())))
+        whole = len(acked) == len(conversation.current)
+        message = with_status(message, f"Acknowledged by {who}" if whole else
+                              f"{len(acked)} of {len(conversation.current)} alerts acknowledged by {who}", "ack")
     return message
+
+
+def silence_line(who: str, until: datetime, silence_id: str) -> str:
+    return f"Silenced until {timestamp(until)} by {who} (`notifier silence expire {silence_id}`)"
 
 
 def status_line(group: MessageGroup, nodes: int) -> str:
@@ -121,10 +145,13 @@ def with_actions(message: Mapping[str, Any], value: str, **state: Any) -> Messag
     return {**message, "blocks": [*blocks, elements] if elements["elements"] else blocks}
 
 
-def with_status(message: Mapping[str, Any], status: str) -> Message:
-    """``message`` with one status line ("Silenced for 4h by <@U1>") above its buttons, replacing an earlier one."""
-    blocks = [b for b in message.get("blocks", ()) if b.get("block_id") != "notifier_status"]
-    line = {"type": "context", "block_id": "notifier_status", "elements": [{"type": "mrkdwn", "text": status}]}
+def with_status(message: Mapping[str, Any], status: str | None, kind: str) -> Message:
+    """``message`` with its ``kind`` status line ("silence", "ack") above the buttons: replaced, or removed (None)."""
+    block_id = f"notifier_status_{kind}"
+    blocks = [b for b in message.get("blocks", ()) if b.get("block_id") != block_id]
+    if status is None:
+        return {**message, "blocks": blocks}
+    line = {"type": "context", "block_id": block_id, "elements": [{"type": "mrkdwn", "text": status}]}
     at = next((i for i, b in enumerate(blocks) if b.get("block_id") == ACTIONS_BLOCK_ID), len(blocks))
     return {**message, "blocks": [*blocks[:at], line, *blocks[at:]]}
 
@@ -147,7 +174,7 @@ def _with_title(message: Mapping[str, Any], title: str, color: str) -> Message:
     else:
         blocks[index] = header
     attachments = [dict(a, color=color) for a in message.get("attachments", ())]
-    out: Message = {**message, "text": mrkdwn_escape(title.split("  ", 1)[-1]), "blocks": blocks}
+    out: Message = {**message, "text": mrkdwn_escape(" ".join(title.split()[1:])), "blocks": blocks}
     if attachments:
         out["attachments"] = attachments
     return out

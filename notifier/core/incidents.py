@@ -18,11 +18,12 @@ parent is delivered; here it is all plain data with ``now`` and ``new_id`` passe
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from notifier.core.lifecycle import firing_alert, resolved_alert
 from notifier.core.models import Alert, AlertState, EntitiesByJob, MessageGroup, Rule
+from notifier.core.mutes import Silence
 
 IncidentKey = tuple[str, str, str]
 """(channel, route, job); route is "" for the channel's own destination."""
@@ -53,6 +54,8 @@ class Conversation:
     current: tuple[Alert, ...]  # every announced alert of the incident firing now (the parent shows them)
     nodes: int  # nodes the job has now, for "3 of 5 nodes"
     edit_only: bool = False  # the incident ended without a message (its resolve was muted): only edit the parent
+    silence: Silence | None = None  # an active silence that mutes every alert the parent shows
+    acked_by: Mapping[str, str] = field(default_factory=dict)  # fingerprint -> who acknowledged it (shown alerts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +88,16 @@ def announced(states: Mapping[str, AlertState], rules: Sequence[Rule],
 def plan_incidents(groups: Sequence[MessageGroup], threaded: Collection[str], open_: Mapping[IncidentKey, Incident],
                    states: Mapping[str, AlertState], rules: Sequence[Rule], entities: EntitiesByJob,
                    now: datetime, new_id: Callable[[], str],
-                   previous: Mapping[str, AlertState] | None = None) -> IncidentPlan:
+                   previous: Mapping[str, AlertState] | None = None, silences: Sequence[Silence] = (),
+                   acks: Mapping[str, str] | None = None) -> IncidentPlan:
     """Decide, for this cycle's groups, which open an incident, which continue one, and which incidents close.
 
     ``states`` are the alert states after the cycle, ``previous`` those before it; a group
     with nothing firing and no open incident (e.g. a resolve after the state was reset) is
     not threaded. An incident that ends with no message this cycle (its resolve was
     silenced) still gets its parent edited to "RESOLVED": a quiet end (``quiet_ends``).
+    ``silences`` and ``acks`` (fingerprint -> author) let a re-drawn parent keep saying
+    who silenced or acknowledged what.
     """
     firing = announced(states, rules, threaded)
     by_name = {rule.name: rule for rule in rules}
@@ -113,8 +119,12 @@ def plan_incidents(groups: Sequence[MessageGroup], threaded: Collection[str], op
         current = tuple(
             firing_alert(by_name[s.rule], s, entities.get((s.job, s.node)), entities, now, reminder=False)
             for s in sorted(firing.get(key, ()), key=lambda s: (s.node, s.rule)))
+        silence = next((s for s in silences if current and s.starts_at <= now < s.ends_at
+                        and all(s.matchers.match(a.rule, a.job, a.node) for a in current)), None)
         out.append(Conversation(incident, opens=opens, closes=key not in firing, current=current,
-                                nodes=sum(1 for node in entities.job(key[2]) if node[1])))
+                                nodes=sum(1 for node in entities.job(key[2]) if node[1]), silence=silence,
+                                acked_by={a.fingerprint: (acks or {})[a.fingerprint] for a in current
+                                          if a.fingerprint in (acks or {})}))
     # an incident opened by a message that leaves nothing firing (an event) is over at once: never stored
     closed = tuple(i for k, i in incidents.items() if k not in firing and i not in opened)
     spoken = {key_of(g) for g, c in zip(groups, out, strict=True) if c is not None}
