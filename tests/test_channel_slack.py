@@ -450,3 +450,22 @@ def test_check_asks_who_the_token_is(channel: slack.SlackChannel) -> None:
     """check() calls auth.test and reports the bot and team."""
     assert channel.check() == ("bot notifier in team Test; no app token, so no buttons "
                                "(set app_token_env for Socket Mode)")
+
+
+def test_check_proves_the_app_token_too(slack_server: SlackServer, clock: FakeClock, token_env: None,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`notifier test-channel` checks both tokens: auth.test for the bot, apps.connections.open for the app."""
+    settings = parse({"channel": "#data-alerts", "base_url": slack_server.base_url,
+                      "app_token_env": "SLACK_APP_TOKEN"})
+    slack_server.socket_url = "ws://127.0.0.1:9/link/"
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-test")
+    good = slack.TYPE.create("team-slack", settings, sleep=clock.sleep, monotonic=clock.monotonic)
+    assert good.check() == "bot notifier in team Test; app token ok (Socket Mode, buttons on)"
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-revoked")
+    bad = slack.TYPE.create("team-slack", settings, sleep=clock.sleep, monotonic=clock.monotonic)
+    with pytest.raises(ChannelError, match="environment variable SLACK_APP_TOKEN was refused") as info:
+        bad.check()
+    assert "xapp-revoked" not in str(info.value) and not info.value.retryable
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xoxb-not-an-app-token")
+    with pytest.raises(ConfigError, match="must start with xapp-"):
+        slack.TYPE.create("team-slack", settings)

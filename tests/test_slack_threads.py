@@ -266,3 +266,38 @@ def test_the_jobs_owner_and_the_rules_mentions_are_pinged_in_the_first_message(
     sim.set_node_status("job_sms", "DIS_INPUT", "EXCEPTION")
     step(p, clock)
     assert "U0OWNER" not in str(slack_server.posts[1].body) and "U0RULE" not in str(slack_server.posts[1].body)
+
+
+def test_routes_send_each_job_to_its_teams_slack_channel(make_pipeline, slack_server) -> None:
+    p = make_pipeline(extra='routes = { "job_orders*" = "#orders", "job_s*" = "#sms-team" }\n')
+    p.cycle()
+    assert [post.channel for post in slack_server.posts] == ["#sms-team"]
+
+
+@pytest.mark.parametrize(("extra", "where", "message"), [
+    ('mention = { critical = ["@oncall"] }', "channels.team.mention", "Slack mention syntax"),
+    ('mention = { urgent = ["<!here>"] }', "channels.team.mention", "unknown key"),
+    ('allow = ["alice"]', "channels.team", "user ids"),
+    ('routes = { "job_*" = "payments" }', "channels.team.routes", "Slack channel"),
+    ('[slack.owners]\nalice = "alice@example.com"', "slack.owners", "Slack user id"),
+    ('[slack]\napp_token_env = "A"\napp_token_file = "/run/x"', "slack", "not both"),
+])
+def test_bad_slack_settings_name_the_table_and_key(write_config, sim, extra, where, message) -> None:
+    from notifier.config import load_config
+
+    channels = f'[channels.team]\ntype = "slack"\nchannel = "#data-alerts"\n{extra}\n'
+    path = write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION, channels=channels)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert where in str(info.value) and message in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_bad_rule_slack_channel_or_mention_is_a_rule_file_error(write_config, sim) -> None:
+    from notifier.runtime import load_runtime
+
+    for bad, message in (('slack_channel = "payments"', "Slack channel"), ('mention = ["bob"]', "mention")):
+        path = write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION + bad + "\n",
+                            channels='[channels.team]\ntype = "console"\n')
+        with pytest.raises(ConfigError, match=message) as info:
+            load_runtime(path)
+        assert "rules.toml" in str(info.value)

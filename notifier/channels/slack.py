@@ -19,6 +19,7 @@ log line: errors are built from Slack's error code, not from the client's except
 
 from __future__ import annotations
 
+import fnmatch
 import http.client
 import logging
 import re
@@ -47,7 +48,7 @@ from notifier.core.models import SEVERITIES, MessageGroup, Notification, Payload
 from notifier.errors import ChannelError, ConfigError
 from notifier.httputil import get_header, parse_retry_after
 from notifier.render import Renderer, worst_severity
-from notifier.rulefile import check_mentions
+from notifier.rulefile import SLACK_CHANNEL, check_mentions
 from notifier.secrets import Secret, read_secret
 from notifier.strict_toml import TableReader
 
@@ -102,6 +103,11 @@ class SlackSettings:
     app_token_file: str | None = None
     allow: tuple[str, ...] = ()  # who may click: user ids (U.., W..) and user-group ids (S..); empty: everyone
     owners: Mapping[str, str] = field(default_factory=dict)  # [slack.owners]: DataArts job owner -> Slack user id
+    routes: tuple[tuple[str, str], ...] = ()  # (job glob, Slack channel): first match wins, else `channel`
+
+    def target(self, job: str) -> str | None:
+        """The Slack channel a job's messages go to: the first matching route, else ``channel``."""
+        return next((where for glob, where in self.routes if fnmatch.fnmatchcase(job, glob)), self.channel)
 
     @property
     def buttons(self) -> bool:
@@ -144,6 +150,7 @@ def parse(reader: TableReader) -> SlackSettings:
     mention = parse_mention(reader, "mention")
     app_env, app_file = reader.env_or_file("app_token")
     allow = _allow(reader)
+    routes = _routes(reader)
     reader.finish(known=("type",))
 
     common = dict(timeout=timeout, username=username, icon_emoji=icon_emoji, mention=mention, allow=allow)
@@ -157,7 +164,7 @@ def parse(reader: TableReader) -> SlackSettings:
                                           "remove `channel`, or use a bot token (token_env) to choose the channel")
         if base_url is not None:
             raise reader.error("base_url", "base_url is for the bot token mode; a webhook URL is already complete")
-        for key, value in (("thread", thread), ("broadcast_resolved", broadcast or None),
+        for key, value in (("thread", thread), ("broadcast_resolved", broadcast or None), ("routes", routes),
                            ("app_token_env", app_env), ("app_token_file", app_file)):
             if value:
                 raise reader.error(key, "an incoming webhook cannot thread, edit or receive button clicks "
@@ -169,7 +176,24 @@ def parse(reader: TableReader) -> SlackSettings:
     return SlackSettings(mode="token", channel=channel.strip(),
                          token_env=None if token_file else (token_env or DEFAULT_TOKEN_ENV), token_file=token_file,
                          base_url=_parse_base_url(reader, base_url), thread=True if thread is None else thread,
-                         broadcast_resolved=broadcast, app_token_env=app_env, app_token_file=app_file, **common)
+                         broadcast_resolved=broadcast, app_token_env=app_env, app_token_file=app_file, routes=routes,
+                         **common)
+
+
+def _routes(reader: TableReader) -> tuple[tuple[str, str], ...]:
+    """``routes = { "payments_*" = "#payments" }``: ten teams, one app, one channel entry."""
+    table = reader.table("routes", None)
+    if table is None:
+        return ()
+    out = []
+    for glob in table.data:
+        where = table.str(glob)
+        if not glob.strip():
+            raise table.error(glob, "a job glob must not be empty")
+        if not SLACK_CHANNEL.fullmatch(where):
+            raise table.error(glob, f'expected a Slack channel like "#payments" or "C0123456789", got {where!r}')
+        out.append((glob, where))
+    return tuple(out)
 
 
 def parse_mention(reader: TableReader, key: str) -> dict[str, tuple[str, ...]]:
@@ -357,8 +381,8 @@ class SlackChannel:
         """
         payload = notification.payload
         message = _outgoing(payload, self.name, notification.id)
-        route = payload.get("channel")
-        target = route if isinstance(route, str) and route else self.settings.channel
+        route = payload.get("channel")  # a rule's slack_channel; else the entry's routes by job
+        target = route if isinstance(route, str) and route else self.settings.target(notification.group)
         thread = payload.get("thread")
         with self._lock:
             if not isinstance(thread, Mapping) or self._client is None:
