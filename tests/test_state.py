@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from notifier import statefile
 from notifier.core.models import AlertState, EntityState, fingerprint
 from notifier.errors import StateError
 from notifier.outbox import NewNotification
@@ -335,3 +336,25 @@ def test_concurrent_cycles_and_marks_are_safe(store: StateStore) -> None:
     assert errors == []
     delivered = store.outbox.rows(("delivered",))
     assert len(delivered) == 200 and all(r.attempts == 1 for r in delivered)
+
+
+@pytest.mark.parametrize("version", range(statefile.SCHEMA_VERSION))
+def test_every_earlier_schema_migrates_to_the_current_one_keeping_its_alerts(tmp_path: Path, version: int) -> None:
+    """A state file of each earlier version opens, migrates in place and keeps the firing alert it held."""
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    for step in statefile.MIGRATIONS[:version]:
+        for statement in step:
+            conn.execute(statement)
+    if version:
+        conn.execute("INSERT INTO alert (fingerprint, rule, job, node, phase, active_since, fired_at, "
+                     "last_notified_at) VALUES ('fp1', 'r', 'j', 'n', 'firing', 1, 2, 3)")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+    path.chmod(0o600)
+    with StateStore.open(path) as store:
+        assert list(store.load_alerts()) == (["fp1"] if version else [])
+        assert store.threads.open_incidents() == {} and store.threads.ref("x") is None
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (statefile.SCHEMA_VERSION,)
