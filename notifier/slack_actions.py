@@ -52,6 +52,7 @@ from notifier.state import StateStore
 
 log = logging.getLogger(__name__)
 _SDK_LOG = logging.getLogger(f"{__name__}.sdk")
+_SDK_LOG.setLevel(logging.CRITICAL)  # it repeats our own lines at ERROR, and its DEBUG lines hold the WSS URL
 
 COMMENT = "from Slack"
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 60.0
@@ -168,6 +169,7 @@ class ButtonListener:
 
     def _on_error(self, error: Exception) -> None:
         self._set_error(_describe(error))
+        event(log, logging.WARNING, "slack buttons connection error", error=self._last_error)
 
     def _set_error(self, error: str) -> None:
         with self._lock:

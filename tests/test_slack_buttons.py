@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
@@ -220,3 +221,17 @@ def test_a_redrawn_parent_keeps_saying_who_acknowledged(setup, sim, clock, slack
     now = slack_with_socket.message(parent.ts)
     assert now is not None and "1 of 2 alerts acknowledged by bob" in json.dumps(now)
     assert "Acknowledge" in buttons(now)
+
+
+def test_a_refused_connection_is_retried_with_backoff_and_reported_down_meanwhile(
+        setup, slack_with_socket, socket_mode_server, caplog) -> None:
+    slack_with_socket.fail_next("internal_error", times=2, method="apps.connections.open")
+    socket_mode_server.drop_connections()
+    with caplog.at_level("WARNING", logger="notifier.slack_actions"):
+        p, listener = setup()
+    assert slack_with_socket.connection_opens >= 3  # two refusals, then the connection that is up now
+    assert "slack buttons cannot connect, will retry" in caplog.text and "internal_error" in caplog.text
+    deadline = time.monotonic() + 10  # the supervisor notices the connection within its 0.2 s check
+    while listener.down() is not None:
+        assert time.monotonic() < deadline, "the listener never reported the connection up"
+        time.sleep(0.02)
