@@ -228,7 +228,7 @@ def test_a_refused_connection_is_retried_with_backoff_and_reported_down_meanwhil
     slack_with_socket.fail_next("internal_error", times=2, method="apps.connections.open")
     socket_mode_server.drop_connections()
     with caplog.at_level("WARNING", logger="notifier.slack_actions"):
-        p, listener = setup()
+        _, listener = setup()
     assert slack_with_socket.connection_opens >= 3  # two refusals, then the connection that is up now
     assert "slack buttons cannot connect, will retry" in caplog.text and "internal_error" in caplog.text
     deadline = time.monotonic() + 10  # the supervisor notices the connection within its 0.2 s check
