@@ -301,6 +301,12 @@ class Poller:
                 log.error("could not tell channel %s that the state file is not writable: %s", n.channel, exc)
 
 
+def _app_tokens(config: Config) -> dict[str, tuple[str | None, str | None]]:
+    """Where each Slack channel's app token comes from: the Socket Mode listeners start with the service."""
+    return {name: (ch.settings.app_token_env, ch.settings.app_token_file)
+            for name, ch in config.channels.items() if ch.type == "slack"}
+
+
 def _streaks_json(streaks: dict[str, Streak]) -> str:
     return json.dumps({job: [s.cycles, to_ms(s.since)] for job, s in sorted(streaks.items())})
 
@@ -432,7 +438,8 @@ class App:
         new, running = wiring.config, self.runtime.config
         for what, changed in (("state path", new.state_path != running.state_path),
                               ("[schedule] interval", new.interval != running.interval),
-                              ("[metrics] listen", new.metrics != running.metrics)):
+                              ("[metrics] listen", new.metrics != running.metrics),
+                              ("a Slack app token (buttons)", _app_tokens(new) != _app_tokens(running))):
             if changed:
                 log.warning("%s changed; it takes effect after a restart (systemctl restart notifier)", what)
         old, self.wiring = self.wiring, wiring

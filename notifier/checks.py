@@ -121,7 +121,7 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
                     problems.append(f"template {template!r} for channel {name!r} ({channel.type}): {exc}")
                     break
 
-    warnings = _unmatched_job_globs(runtime.rules, config)
+    warnings = [*_unmatched_job_globs(runtime.rules, config), *_slack_warnings(runtime.rules, config)]
     summary = (f"ok: {config.path}: {len(runtime.rules)} rules, {len(config.channels)} channels, "
                f"{rendered} sample messages rendered")
     if listed is not None:
@@ -131,6 +131,22 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
         summary += f"; online: {len(listed)} REAL_TIME jobs listed, {len(watched)} would be watched"
     return CheckReport(problems=tuple(problems), source_errors=tuple(source_errors), warnings=tuple(warnings),
                        summary=summary)
+
+
+def _slack_warnings(rules: Sequence[Rule], config: Config) -> list[str]:
+    """Slack keys that would silently do nothing."""
+    bot = {name for name, ch in config.channels.items() if ch.type == "slack" and ch.settings.mode == "token"}
+    out = []
+    for rule in rules:
+        if (rule.slack_channel or rule.mention) and not bot & set(rule.channels):
+            key = "slack_channel" if rule.slack_channel else "mention"
+            out.append(f"{rule.file}: rule {rule.name!r}: {key}: none of its channels is a Slack channel with a "
+                       "bot token, so it has no effect")
+    owners = any(ch.type == "slack" and ch.settings.owners for ch in config.channels.values())
+    if owners and not config.jobs.discover:
+        out.append(f"{config.path}: slack.owners: job owners come from the list API, which notifier only asks with "
+                   "[jobs] discover = true: nobody will be pinged as an owner")
+    return out
 
 
 async def _ask_source(config: Config, *, online: bool) -> tuple[str, ...] | None:

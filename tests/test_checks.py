@@ -260,3 +260,15 @@ def test_a_rule_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     result = notifier("check", "-c", str(config))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "r.toml: not UTF-8" in result.stderr
+
+
+def test_check_warns_about_slack_keys_that_would_do_nothing(write_config, sim, monkeypatch) -> None:
+    """A rule's slack_channel on a non-Slack channel, and owners without discovery, are said, not ignored."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    channels = ('[channels.hook]\ntype = "console"\n[channels.team]\ntype = "slack"\nchannel = "#ops"\n'
+                '[slack.owners]\nalice = "U0ALICE"\n')
+    rules = NODE_EXCEPTION + 'channels = ["hook"]\nslack_channel = "#payments"\n'
+    report = check(write_config(source=source_toml(sim.url), rules=rules, channels=channels))
+    assert report.exit_code == EXIT_OK, report.problems
+    assert any("slack_channel: none of its channels is a Slack channel" in w for w in report.warnings)
+    assert any("slack.owners" in w and "discover = true" in w for w in report.warnings)
