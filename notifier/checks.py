@@ -142,6 +142,13 @@ def _slack_warnings(rules: Sequence[Rule], config: Config) -> list[str]:
             key = "slack_channel" if rule.slack_channel else "mention"
             out.append(f"{rule.file}: rule {rule.name!r}: {key}: none of its channels is a Slack channel with a "
                        "bot token, so it has no effect")
+    for name, ch in sorted(config.channels.items()):
+        if ch.type == "slack" and ch.settings.mention and not ch.settings.thread:
+            out.append(f"{config.path}: channels.{name}: mention: mentions go in an incident's first message, "
+                       "which needs thread = true: with thread = false nobody is pinged")
+        if ch.type == "slack" and ch.settings.allow and not ch.settings.buttons:
+            out.append(f"{config.path}: channels.{name}: allow: there are no buttons without an app token "
+                       "(app_token_env here or in [slack])")
     owners = any(ch.type == "slack" and ch.settings.owners for ch in config.channels.values())
     if owners and not config.jobs.discover:
         out.append(f"{config.path}: slack.owners: job owners come from the list API, which notifier only asks with "

@@ -38,13 +38,6 @@ class Threads:
             return None if row is None else ThreadRef(place=row[0], ts=row[1])
         return self._file.read("read a thread", read)
 
-    def by_ts(self, place: str, ts: str) -> str | None:
-        """The thread whose parent is this Slack message (a button click names the message), or None."""
-        def read(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT id FROM thread WHERE place = ? AND ts = ?", (place, ts)).fetchone()
-            return None if row is None else str(row[0])
-        return self._file.read("read a thread", read)
-
     def purge(self, before: datetime) -> int:
         """Housekeeping: forget threads recorded before ``before`` whose incident is closed."""
         return self._file.write("purge threads", lambda conn: conn.execute(

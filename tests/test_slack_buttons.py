@@ -235,3 +235,15 @@ def test_a_refused_connection_is_retried_with_backoff_and_reported_down_meanwhil
     while listener.down() is not None:
         assert time.monotonic() < deadline, "the listener never reported the connection up"
         time.sleep(0.02)
+
+
+def test_the_post_that_replaces_a_deleted_parent_keeps_the_buttons(setup, sim, clock, slack_with_socket) -> None:
+    p, _ = setup()
+    p.cycle()
+    slack_with_socket.delete_message(slack_with_socket.posts[0].ts)
+    sim.set_node_status("job_sms", "DIS_INPUT", "EXCEPTION")
+    clock.advance(60)
+    p.cycle()
+    fallback = slack_with_socket.posts[1]
+    assert "thread_ts" not in fallback.body
+    assert set(buttons(fallback.body)) == {"Acknowledge", "Silence 1h", "Silence 4h"}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from notifier.channels import slack
 from notifier.core.incidents import Incident, plan_incidents
-from notifier.core.models import AlertState, EntitiesByJob, EntityState, MessageGroup, Rule
+from notifier.core.models import AlertState, EntitiesByJob, EntityState, MessageGroup, Rule, ThreadRef
 from notifier.errors import ConfigError
 from notifier.render import SEVERITY_COLOR
 from notifier.simulator import ManualClock, Simulator, load_scenario
@@ -17,7 +18,7 @@ from tests.conftest import WriteConfig
 from tests.pipeline_support import NODE_EXCEPTION, LinkedClock, Pipeline, source_toml
 from tests.support import fakes
 from tests.support.fakes import START, FakeClock
-from tests.support.slack_server import SlackServer
+from tests.support.slack_server import CHANNEL_ID, SlackServer
 
 MakePipeline = Callable[..., Pipeline]
 
@@ -301,3 +302,14 @@ def test_a_bad_rule_slack_channel_or_mention_is_a_rule_file_error(write_config, 
         with pytest.raises(ConfigError, match=message) as info:
             load_runtime(path)
         assert "rules.toml" in str(info.value)
+
+
+def test_a_channel_named_by_name_and_by_id_is_paced_as_one(slack_server: SlackServer) -> None:
+    """Top-level posts go to "#ops", replies to Slack's id for it: one pace, once Slack said they are the same."""
+    pace = FakeClock()
+    settings = slack.SlackSettings(mode="token", channel="#ops", token_env="T", base_url=slack_server.base_url)
+    channel = slack.create("a", settings, environ={"T": "xoxb-test"}, sleep=pace.sleep, monotonic=pace.monotonic)
+    channel.send(fakes.notification({"text": "x", "thread": {"id": "i", "opens": True}}, channel="a"))
+    parent = ThreadRef(CHANNEL_ID, slack_server.posts[0].ts)  # where Slack said the parent went
+    channel.send(replace(fakes.notification({"text": "y", "thread": {"id": "i"}}, id=2, channel="a"), parent=parent))
+    assert pace.sleeps == [1.0] and slack_server.posts[1].body["thread_ts"] == parent.ts

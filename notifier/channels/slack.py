@@ -42,7 +42,7 @@ from slack_sdk.webhook import WebhookClient
 
 from notifier.channels.base import ChannelType
 from notifier.channels.slack_blocks import Message, add_note, compose
-from notifier.channels.slack_threads import LOST_PARENT_NOTE, compose_incident
+from notifier.channels.slack_threads import ACTIONS_BLOCK_ID, LOST_PARENT_NOTE, compose_incident
 from notifier.core.incidents import Conversation
 from notifier.core.models import SEVERITIES, MessageGroup, Notification, Payload, ThreadRef
 from notifier.errors import ChannelError, ConfigError
@@ -165,7 +165,8 @@ def parse(reader: TableReader) -> SlackSettings:
         if base_url is not None:
             raise reader.error("base_url", "base_url is for the bot token mode; a webhook URL is already complete")
         for key, value in (("thread", thread), ("broadcast_resolved", broadcast or None), ("routes", routes),
-                           ("app_token_env", app_env), ("app_token_file", app_file)):
+                           ("mention", mention), ("allow", allow), ("app_token_env", app_env),
+                           ("app_token_file", app_file)):
             if value:
                 raise reader.error(key, "an incoming webhook cannot thread, edit or receive button clicks "
                                         "(Slack answers it without a message ts): use a bot token (token_env)")
@@ -314,9 +315,21 @@ class Pacer:
         self._sleep, self._monotonic, self._interval = sleep, monotonic, interval
         self._lock = threading.Lock()
         self._next: dict[str, float] = {}
+        self._ids: dict[str, str] = {}  # "#data-alerts" -> "C0123": a channel named two ways is one channel
+
+    def learn(self, space: str, name: str, place: str) -> None:
+        """Slack said which channel id a name posts to: pace both as one from now on."""
+        alias, key = f"{space}/{name}", f"{space}/{place}"
+        with self._lock:
+            if alias != key and self._ids.get(alias) != key:
+                self._ids[alias] = key
+                if alias in self._next:  # the slot the name reserved now belongs to the channel
+                    self._next[key] = max(self._next[key], self._next[alias]) if key in self._next \
+                        else self._next[alias]
 
     def wait(self, key: str) -> None:
         with self._lock:
+            key = self._ids.get(key, key)
             now = self._monotonic()
             slot = max(now, self._next.get(key, now))
             self._next[key] = slot + self._interval
@@ -407,8 +420,12 @@ class SlackChannel:
                 except _ParentGone as exc:
                     log.warning("slack thread parent is gone, starting a new thread: channel=%s thread=%s error=%s",
                                 self.name, thread.get("id"), exc)
-            if not thread.get("opens"):
+            if not thread.get("opens"):  # it becomes the new parent: say so, and bring the buttons along
                 message = add_note(message, LOST_PARENT_NOTE)
+                parent_blocks = thread["parent"].get("blocks", ()) if isinstance(thread.get("parent"), Mapping) else ()
+                actions = [b for b in parent_blocks if isinstance(b, Mapping) and b.get("block_id") == ACTIONS_BLOCK_ID]
+                if actions:
+                    message = {**message, "blocks": [*message.get("blocks", ()), *actions]}
             return self._send(message, notification.id, target)
 
     def update(self, ref: ThreadRef, message: Mapping[str, Any]) -> None:
@@ -445,7 +462,9 @@ class SlackChannel:
         try:
             return frozenset(self._client.usergroups_users_list(usergroup=group).get("users") or ())
         except SlackApiError as exc:
-            raise self._api_error(exc) from exc
+            raise ChannelError(f"slack channel {self.name}: cannot list the members of user group {group}: "
+                               f"{_api_code(exc)} (the app needs the usergroups:read scope)",
+                               retryable=_api_code(exc) in _TRANSIENT_ERRORS) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
 
@@ -454,11 +473,14 @@ class SlackChannel:
         self._pacer.wait(f"{self._space}/{target or 'webhook'}")
         try:
             try:
-                return self._post(message, target, **thread)
+                ref = self._post(message, target, **thread)
             except _PayloadRejected as exc:
                 log.error("slack refused the message layout, sending it as plain text: channel=%s error=%s "
                           "notification=%s", self.name, exc.error, notification_id)
-                return self._post({"text": message["text"] or "notifier: see `notifier alerts`"}, target, **thread)
+                ref = self._post({"text": message["text"] or "notifier: see `notifier alerts`"}, target, **thread)
+            if ref is not None and target:
+                self._pacer.learn(self._space, target, ref.place)
+            return ref
         except _PayloadRejected as exc:
             raise self._permanent(exc.error, "the message was refused even as plain text: "
                                              "check the template with `notifier check`") from exc
@@ -480,9 +502,12 @@ class SlackChannel:
             self._client.apps_connections_open(app_token=self.app_token.reveal())
         except SlackApiError as exc:
             code = _api_code(exc)
-            raise self._permanent(code, f"the app token in {self.settings.app_token_source} was refused: it must be "
-                                        "an app-level token (xapp-...) with connections:write, and Socket Mode "
-                                        "must be on in the app's settings") from exc
+            if exc.response.status_code == 429 or exc.response.status_code >= 500 or code in _TRANSIENT_ERRORS:
+                raise ChannelError(f"slack channel {self.name}: checking the app token failed: Slack answered "
+                                   f"{code}; try again", retryable=True) from exc
+            raise ChannelError(f"slack channel {self.name}: the app token in {self.settings.app_token_source} was "
+                               f"refused ({code}): it must be an app-level token (xapp-...) with connections:write, "
+                               "and Socket Mode must be on in the app's settings", retryable=False) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
         return f"{identity}; app token ok (Socket Mode, buttons on)"
