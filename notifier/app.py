@@ -29,7 +29,7 @@ from notifier.clock import utcnow
 from notifier.config import ChannelConfig, Config, SourceConfig
 from notifier.core.cycle import group_alerts, plan_cycle
 from notifier.core.flap import FlapState
-from notifier.core.incidents import Conversation, Incident, IncidentKey, plan_incidents
+from notifier.core.incidents import Conversation, Drawn, Incident, IncidentKey, plan_incidents
 from notifier.core.meta import STATE_UNWRITABLE, Health, Streak, missing_streaks, state_alert
 from notifier.core.models import (
     AlertState,
@@ -94,6 +94,12 @@ def _render(renderer: Renderer, channel: ChannelConfig, group: MessageGroup, con
     if conversation is not None and kind.compose_incident is not None:
         return kind.compose_incident(renderer, channel.settings, group, conversation, now, owner)
     return kind.compose(renderer, group, now)
+
+
+def routed_channels(runtime: Runtime) -> frozenset[str]:
+    """Channels where a rule's ``slack_channel`` picks the destination (Slack with a bot token)."""
+    return frozenset(name for name, ch in runtime.config.channels.items()
+                     if ch.type == "slack" and ch.settings.mode == "token")
 
 
 def new_incident_id() -> str:
@@ -166,6 +172,7 @@ class Poller:
     unwritable_since: datetime | None = None  # the state file refused a commit (in memory: it cannot be stored)
     flaps: dict[str, FlapState] = field(default_factory=dict)
     incidents: dict[IncidentKey, Incident] = field(default_factory=dict)  # open conversations (Slack threads)
+    drawn: dict[str, Drawn] = field(default_factory=dict)  # what each open incident's parent shows (in memory)
     buttons: tuple[ButtonHealth, ...] = ()  # Socket Mode connections: one down too long is a failing channel
 
     def __post_init__(self) -> None:
@@ -239,7 +246,7 @@ class Poller:
         for alert in plan.notify:  # what was decided, one line each: the journal answers "did it fire?"
             event(log, logging.INFO, f"alert {alert.status}", rule=alert.rule, job=alert.job, node=alert.node,
                   severity=alert.severity, fingerprint=alert.fingerprint)
-        grouping = group_alerts(plan.notify, config.channels)
+        grouping = group_alerts(plan.notify, config.channels, routed_channels(runtime))
         for channel, rule in grouping.unknown:
             log.warning("alert names an unknown channel, skipped channel=%s rule=%s", channel, rule)
         for alert in grouping.unrouted:
@@ -247,9 +254,9 @@ class Poller:
         threaded = threaded_channels(runtime)
         incidents = plan_incidents(grouping.groups, threaded, self.incidents, plan.alerts, runtime.all_rules,
                                    plan.entities, now, new_incident_id, previous=self.alerts, silences=silences,
-                                   acks={fp: ack.author or "-" for fp, ack in acks.items()})
-        notifications = compose(runtime, (*grouping.groups, *(g for g, _ in incidents.quiet_ends)), now,
-                                (*incidents.conversations, *(c for _, c in incidents.quiet_ends)), fetched.owners)
+                                   acks={fp: ack.author or "-" for fp, ack in acks.items()}, drawn=self.drawn)
+        notifications = compose(runtime, (*grouping.groups, *(g for g, _ in incidents.edits)), now,
+                                (*incidents.conversations, *(c for _, c in incidents.edits)), fetched.owners)
         if self.unwritable_since is not None:  # this commit is the first that can say it works again
             notifications += compose(runtime, self._state_groups(runtime, "", now, resolved=True), now)
         try:
@@ -272,6 +279,8 @@ class Poller:
         for incident in incidents.closed:
             self.incidents.pop(incident.key, None)
         self.incidents.update((incident.key, incident) for incident in incidents.opened)
+        self.drawn = {**{k: v for k, v in self.drawn.items() if k not in {i.id for i in incidents.closed}},
+                      **incidents.drawn}
         report = CycleReport(
             at=now, jobs=len(fetched.names), fetched=len(result.snapshots), errors=result.errors,
             transitions=len(plan.transitions), notifications=len(notifications),

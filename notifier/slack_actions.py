@@ -18,10 +18,12 @@ meta-alert when the connection stays down.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +40,7 @@ from notifier.channels.slack_threads import (
     ACTIONS_BLOCK_ID,
     SILENCE_ACTIONS,
     UNSILENCE_ACTION,
+    action_value,
     with_actions,
     with_status,
 )
@@ -57,6 +60,8 @@ _SDK_LOG.setLevel(logging.CRITICAL)  # it repeats our own lines at ERROR, and it
 COMMENT = "from Slack"
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 60.0
 """Seconds between reconnect attempts: doubling from the first to the last, with jitter."""
+STABLE_AFTER = 30.0
+"""A connection that lasted this long resets the backoff; one that drops sooner keeps it growing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,6 @@ class ButtonListener:
         self._lock = threading.Lock()
         self._down_since: datetime | None = clock()
         self._last_error = "not connected yet"
-        self._members: dict[str, frozenset[str]] = {}
         web = WebClient(base_url=base_url or WebClient.BASE_URL, logger=_SDK_LOG)
         self._client = SocketModeClient(app_token=app_token, web_client=web, auto_reconnect_enabled=False,
                                         ping_interval=ping_interval, logger=_SDK_LOG,
@@ -141,15 +145,18 @@ class ButtonListener:
             return None if self._down_since is None else (self._last_error, self._down_since)
 
     def _supervise(self) -> None:
+        """Keep one connection up; back off while connecting fails or a connection keeps dropping at once."""
         delay = self._backoff[0]
         rng = random.Random()
+        connected_at: float | None = None
         while not self._stop.is_set():
             if self._client.is_connected():
                 with self._lock:
                     if self._down_since is not None:
                         event(log, logging.INFO, "slack buttons connected", channels=",".join(self.names))
                     self._down_since = None
-                delay = self._backoff[0]
+                if connected_at is not None and time.monotonic() - connected_at >= STABLE_AFTER:
+                    delay = self._backoff[0]  # it held: the next outage starts from the shortest wait again
                 self._stop.wait(0.2)
                 continue
             with self._lock:
@@ -157,10 +164,15 @@ class ButtonListener:
                     self._down_since = self._clock()
                     event(log, logging.WARNING, "slack buttons disconnected, reconnecting",
                           channels=",".join(self.names))
+            if connected_at is not None and time.monotonic() - connected_at < STABLE_AFTER:
+                self._stop.wait(delay / 2 + rng.uniform(0, delay / 2))  # it dropped at once: do not hammer
+                delay = min(self._backoff[1], delay * 2)
             try:
                 self._client.connect_to_new_endpoint(force=True)
+                connected_at = time.monotonic()
                 continue
             except Exception as exc:  # noqa: BLE001 (any failure: wait and try again)
+                connected_at = None
                 self._set_error(_describe(exc))
                 event(log, logging.WARNING, "slack buttons cannot connect, will retry", error=self._last_error,
                       retry_in_s=round(delay, 1))
@@ -178,7 +190,11 @@ class ButtonListener:
     # --- clicks -----------------------------------------------------------------------
 
     def _on_request(self, client: Any, request: SocketModeRequest) -> None:
-        client.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))  # within 3 s: first
+        try:  # within 3 s, so first; if it fails Slack sends the envelope again and the click is handled then
+            client.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))
+        except Exception as exc:  # noqa: BLE001
+            event(log, logging.WARNING, "slack click not acknowledged, Slack will send it again", error=_describe(exc))
+            return
         if request.type != "interactive":
             return
         click = parse_click(request.payload)
@@ -216,7 +232,7 @@ class ButtonListener:
             details = f"silence={click.silence} expired={expired}"
         else:
             duration = SILENCE_ACTIONS[click.action]
-            silence = Silence(id=new_silence_id(), matchers=Matchers(job=click.job), starts_at=now,
+            silence = Silence(id=new_silence_id(), matchers=Matchers(job=glob.escape(click.job)), starts_at=now,
                               ends_at=now + timedelta(seconds=duration), created_at=now, comment=COMMENT,
                               author=click.username)
             self._store.silences.add(silence)
@@ -226,7 +242,7 @@ class ButtonListener:
             details = f"silence={silence.id}"
         event(log, logging.INFO, "slack action", action=click.action, user=click.user, username=click.username,
               job=click.job, incident=click.incident, result=details)
-        value = json.dumps({"i": click.incident, "j": click.job, "c": click.channel}, separators=(",", ":"))
+        value = action_value(click.incident, click.job, click.channel)
         edited = with_status(with_actions(click.message, value, silenced=silenced, acknowledged=acknowledged),
                              None if click.action == UNSILENCE_ACTION else status, kind)
         try:

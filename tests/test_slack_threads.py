@@ -313,3 +313,31 @@ def test_a_channel_named_by_name_and_by_id_is_paced_as_one(slack_server: SlackSe
     parent = ThreadRef(CHANNEL_ID, slack_server.posts[0].ts)  # where Slack said the parent went
     channel.send(replace(fakes.notification({"text": "y", "thread": {"id": "i"}}, id=2, channel="a"), parent=parent))
     assert pace.sleeps == [1.0] and slack_server.posts[1].body["thread_ts"] == parent.ts
+
+
+def test_a_silence_or_ack_from_the_cli_is_drawn_on_the_parent_by_the_next_cycle(
+        make_pipeline, sim, clock, slack_server) -> None:
+    """The parent is a picture of the state file: `notifier ack` (or a click an older edit overwrote) shows up."""
+    from notifier.silences import Ack
+
+    p = make_pipeline()
+    p.cycle()
+    parent = slack_server.posts[0]
+    (alert,) = p.store.load_alerts().values()
+    p.store.silences.ack([Ack(alert.fingerprint, clock(), "carol", "looking")])
+    step(p, clock)
+    (edit,) = slack_server.updates
+    assert edit.ts == parent.ts and "Acknowledged by carol" in str(edit.body)
+    step(p, clock)
+    assert len(slack_server.updates) == 1 and len(slack_server.posts) == 1  # drawn once, not every cycle
+
+
+def test_a_rules_slack_channel_does_not_split_other_channels_messages() -> None:
+    from notifier.core.cycle import group_alerts
+    from tests.test_channel_slack import NODE
+
+    plain = replace(NODE, channels=("team", "hook"))
+    routed = replace(plain, route="#payments", fingerprint="f2", node="DIS_INPUT")
+    grouping = group_alerts((plain, routed), ("team", "hook"), routed={"team"})
+    by_channel = {(g.channel, g.route): len(g.alerts) for g in grouping.groups}
+    assert by_channel == {("team", None): 1, ("team", "#payments"): 1, ("hook", None): 2}

@@ -402,18 +402,17 @@ class SlackChannel:
                 self._send(message, notification.id, target)
                 return None
             parent = notification.parent
-            if thread.get("edit_only"):  # the incident ended quietly: show it on the parent, post nothing
-                if parent is not None and isinstance(thread.get("parent"), Mapping):
+            if thread.get("edit_only"):  # only the parent changes (a quiet end, a silence): post nothing
+                if parent is not None:
                     try:
-                        self.update(parent, thread["parent"])
+                        self._edit_parent(parent, thread)
                     except _ParentGone:
                         log.info("slack thread parent is gone; nothing to edit: channel=%s thread=%s", self.name,
                                  thread.get("id"))
                 return None
             if not thread.get("opens") and parent is not None:
                 try:
-                    if isinstance(thread.get("parent"), Mapping):
-                        self.update(parent, thread["parent"])
+                    self._edit_parent(parent, thread)
                     self._send(message, notification.id, parent.place, thread_ts=parent.ts,
                                reply_broadcast=bool(thread.get("broadcast")) or None)
                     return None
@@ -427,6 +426,17 @@ class SlackChannel:
                 if actions:
                     message = {**message, "blocks": [*message.get("blocks", ()), *actions]}
             return self._send(message, notification.id, target)
+
+    def _edit_parent(self, parent: ThreadRef, thread: Mapping[str, Any]) -> None:
+        """Edit the parent to the payload's ``parent`` content; a layout Slack refuses is skipped, not retried."""
+        content = thread.get("parent")
+        if not isinstance(content, Mapping):
+            return
+        try:
+            self.update(parent, content)
+        except _PayloadRejected as exc:  # an edit is a courtesy: it must not hold the channel's queue
+            log.error("slack refused the edited first message, leaving it as it was: channel=%s thread=%s error=%s",
+                      self.name, thread.get("id"), exc.error)
 
     def update(self, ref: ThreadRef, message: Mapping[str, Any]) -> None:
         """Edit a posted message (``chat.update``); _ParentGone when Slack no longer has it."""
@@ -470,7 +480,7 @@ class SlackChannel:
 
     def _send(self, message: Message, notification_id: int, target: str | None, **thread: Any) -> ThreadRef | None:
         """Post (paced per Slack channel), falling back to plain text when Slack refuses the layout."""
-        self._pacer.wait(f"{self._space}/{target or 'webhook'}")
+        self._pacer.wait(f"{self._space}/{target}" if target else f"webhook/{self.name}")
         try:
             try:
                 ref = self._post(message, target, **thread)

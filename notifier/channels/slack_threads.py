@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from notifier.channels.slack_blocks import MAX_HEADER_TEXT, RESOLVED_ICON, Message, compose, fit_text
+from notifier.channels.slack_blocks import MAX_HEADER_TEXT, RESOLVED_ICON, Message, compose, fit_limits, fit_text
 from notifier.core.durations import format_duration
 from notifier.core.incidents import Conversation
 from notifier.core.models import MessageGroup, Payload
@@ -58,14 +58,16 @@ def compose_incident(renderer: Renderer, group: MessageGroup, conversation: Conv
             message = _with_mentions(page, mentions)
             if buttons and not conversation.closes:
                 message = with_actions(message, action_value(incident.id, incident.job, group.channel))
-            out.append({**message, "thread": {"id": incident.id, "opens": True}})
+            fitted = fit_limits(message)  # mentions and buttons added blocks: fit again, keeping the route
+            out.append({**fitted, **({"channel": page["channel"]} if "channel" in page else {}),
+                        "thread": {"id": incident.id, "opens": True}})
             continue
         thread: dict[str, Any] = {"id": incident.id}
         if number == 0:
             thread["parent"] = parent_message(renderer, group, conversation, now, buttons=buttons)
             if conversation.closes and broadcast:
                 thread["broadcast"] = True
-        out.append({**page, "thread": thread})
+        out.append({**page, "thread": thread})  # page: already within limits (compose)
     return tuple(out)
 
 
@@ -88,7 +90,7 @@ def parent_message(renderer: Renderer, group: MessageGroup, conversation: Conver
     message = _with_title(message, title, color)
     message = _with_context(message, f"Opened {incident.opened_at:%Y-%m-%d %H:%M} UTC · updates in the thread")
     if conversation.closes:
-        return message
+        return fit_limits(message)
     silence, acked = conversation.silence, conversation.acked_by
     if buttons:
         message = with_actions(message, action_value(incident.id, incident.job, group.channel),
@@ -101,7 +103,7 @@ def parent_message(renderer: Renderer, group: MessageGroup, conversation: Conver
         whole = len(acked) == len(conversation.current)
         message = with_status(message, f"Acknowledged by {who}" if whole else
                               f"{len(acked)} of {len(conversation.current)} alerts acknowledged by {who}", "ack")
-    return message
+    return fit_limits(message)
 
 
 def silence_line(who: str, until: datetime, silence_id: str) -> str:

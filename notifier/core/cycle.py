@@ -187,8 +187,12 @@ class Grouping:
     unrouted: tuple[Alert, ...] = ()
 
 
-def group_alerts(alerts: Sequence[Alert], channels: Collection[str]) -> Grouping:
-    """One message per channel, route, job and template: alerts of one job in one cycle go out together."""
+def group_alerts(alerts: Sequence[Alert], channels: Collection[str], routed: Collection[str] | None = None) -> Grouping:
+    """One message per channel, route, job and template: alerts of one job in one cycle go out together.
+
+    A rule's route (``slack_channel``) splits messages only on ``routed`` channels (None: all);
+    elsewhere it means nothing, and the job's alerts stay one message.
+    """
     groups: dict[tuple[str, str | None, str, str], list[Alert]] = defaultdict(list)
     unknown: dict[tuple[str, str], None] = {}
     unrouted: list[Alert] = []
@@ -203,7 +207,8 @@ def group_alerts(alerts: Sequence[Alert], channels: Collection[str]) -> Grouping
             if channel not in channels:
                 unknown[(channel, alert.rule)] = None
                 continue
-            groups[(channel, alert.route, alert.job, alert.template)].append(alert)
+            route = alert.route if routed is None or channel in routed else None
+            groups[(channel, route, alert.job, alert.template)].append(alert)
     return Grouping(
         groups=tuple(MessageGroup(channel=c, group=j, alerts=tuple(a), template=t, route=r)
                      for (c, r, j, t), a in groups.items()),

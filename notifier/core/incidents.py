@@ -63,7 +63,8 @@ class IncidentPlan:
     conversations: tuple[Conversation | None, ...]  # one per group given, None: not threaded
     opened: tuple[Incident, ...]
     closed: tuple[Incident, ...]
-    quiet_ends: tuple[tuple[MessageGroup, Conversation], ...] = ()  # closed without a message: edit their parent
+    edits: tuple[tuple[MessageGroup, Conversation], ...] = ()  # parents to redraw without a message
+    drawn: Mapping[str, Drawn] = field(default_factory=dict)  # incident id -> what its parent shows after this cycle
 
 
 def key_of(group: MessageGroup) -> IncidentKey:
@@ -89,53 +90,81 @@ def plan_incidents(groups: Sequence[MessageGroup], threaded: Collection[str], op
                    states: Mapping[str, AlertState], rules: Sequence[Rule], entities: EntitiesByJob,
                    now: datetime, new_id: Callable[[], str],
                    previous: Mapping[str, AlertState] | None = None, silences: Sequence[Silence] = (),
-                   acks: Mapping[str, str] | None = None) -> IncidentPlan:
+                   acks: Mapping[str, str] | None = None, drawn: Mapping[str, Drawn] | None = None) -> IncidentPlan:
     """Decide, for this cycle's groups, which open an incident, which continue one, and which incidents close.
 
     ``states`` are the alert states after the cycle, ``previous`` those before it; a group
     with nothing firing and no open incident (e.g. a resolve after the state was reset) is
-    not threaded. An incident that ends with no message this cycle (its resolve was
-    silenced) still gets its parent edited to "RESOLVED": a quiet end (``quiet_ends``).
-    ``silences`` and ``acks`` (fingerprint -> author) let a re-drawn parent keep saying
-    who silenced or acknowledged what.
+    not threaded. The parent is a picture of the incident, redrawn when what it shows
+    changes even without a message (``edits``): an incident that ends silenced shows
+    "RESOLVED", and one silenced or acknowledged since it was last drawn (``drawn``:
+    incident id -> what its parent showed) says so, also when a reply drawn before a
+    button click overwrote the click's own edit.
     """
     firing = announced(states, rules, threaded)
     by_name = {rule.name: rule for rule in rules}
+    acks = acks or {}
+    drawn = drawn or {}
     incidents = dict(open_)
     opened: list[Incident] = []
     out: list[Conversation | None] = []
-    for group in groups:
-        key = key_of(group)
-        incident = incidents.get(key)
-        opens = False
-        if group.channel not in threaded or (incident is None and not any(a.status == "firing" for a in group.alerts)):
-            out.append(None)
-            continue
-        if incident is None:
-            incident = Incident(new_id(), *key, opened_at=now)
-            incidents[key] = incident
-            opened.append(incident)
-            opens = True
+
+    def conversation(incident: Incident, *, opens: bool = False, edit_only: bool = False) -> Conversation:
+        key = incident.key
         current = tuple(
             firing_alert(by_name[s.rule], s, entities.get((s.job, s.node)), entities, now, reminder=False)
             for s in sorted(firing.get(key, ()), key=lambda s: (s.node, s.rule)))
         silence = next((s for s in silences if current and s.starts_at <= now < s.ends_at
                         and all(s.matchers.match(a.rule, a.job, a.node) for a in current)), None)
-        out.append(Conversation(incident, opens=opens, closes=key not in firing, current=current,
-                                nodes=sum(1 for node in entities.job(key[2]) if node[1]), silence=silence,
-                                acked_by={a.fingerprint: (acks or {})[a.fingerprint] for a in current
-                                          if a.fingerprint in (acks or {})}))
+        return Conversation(incident, opens=opens, closes=key not in firing, current=current,
+                            nodes=sum(1 for node in entities.job(key[2]) if node[1]), edit_only=edit_only,
+                            silence=silence, acked_by={a.fingerprint: acks[a.fingerprint] for a in current
+                                                       if a.fingerprint in acks})
+
+    for group in groups:
+        key = key_of(group)
+        incident = incidents.get(key)
+        if group.channel not in threaded or (incident is None and not any(a.status == "firing" for a in group.alerts)):
+            out.append(None)
+            continue
+        opens = incident is None
+        if incident is None:
+            incident = Incident(new_id(), *key, opened_at=now)
+            incidents[key] = incident
+            opened.append(incident)
+        out.append(conversation(incident, opens=opens))
+
     # an incident opened by a message that leaves nothing firing (an event) is over at once: never stored
     closed = tuple(i for k, i in incidents.items() if k not in firing and i not in opened)
-    spoken = {key_of(g) for g, c in zip(groups, out, strict=True) if c is not None}
+    spoken = {c.incident.id for c in out if c is not None}
     before = announced(previous or {}, rules, threaded)
-    quiet: list[tuple[MessageGroup, Conversation]] = []
-    for incident in closed:
+    edits: list[tuple[MessageGroup, Conversation]] = []
+    for incident in closed:  # ended without a message: the parent still says RESOLVED
         gone = [s for s in before.get(incident.key, ()) if s.rule in by_name]
-        if incident.key in spoken or not gone:
+        if incident.id in spoken or not gone:
             continue
         resolved = tuple(resolved_alert(by_name[s.rule], s, entities, now) for s in gone)
         group = MessageGroup(incident.channel, incident.job, resolved, resolved[0].template, incident.route or None)
-        quiet.append((group, Conversation(incident, opens=False, closes=True, current=(), nodes=0, edit_only=True)))
+        edits.append((group, Conversation(incident, opens=False, closes=True, current=(), nodes=0, edit_only=True)))
+    for key, incident in incidents.items():  # silenced or acknowledged since the parent was drawn
+        if incident.id in spoken or key not in firing:
+            continue
+        redraw = conversation(incident, edit_only=True)
+        if drawing(redraw) != drawn.get(incident.id, PLAIN):
+            first = redraw.current[0]
+            group = MessageGroup(incident.channel, incident.job, redraw.current, first.template, first.route)
+            edits.append((group, redraw))
+    shown = {c.incident.id: drawing(c) for c in (*(c for c in out if c is not None), *(c for _, c in edits))
+             if not c.closes}
     return IncidentPlan(conversations=tuple(out), opened=tuple(i for i in opened if i.key in firing), closed=closed,
-                        quiet_ends=tuple(quiet))
+                        edits=tuple(edits), drawn=shown)
+
+
+Drawn = tuple[str | None, tuple[tuple[str, str], ...]]
+"""What a parent shows beyond its alerts: the silence id, and who acknowledged which alert."""
+PLAIN: Drawn = (None, ())
+
+
+def drawing(conversation: Conversation) -> Drawn:
+    silence = conversation.silence.id if conversation.silence is not None else None
+    return (silence, tuple(sorted(conversation.acked_by.items())))
