@@ -137,16 +137,24 @@ def _slack_warnings(rules: Sequence[Rule], config: Config) -> list[str]:
     """Slack keys that would silently do nothing."""
     bot = {name for name, ch in config.channels.items() if ch.type == "slack" and ch.settings.mode == "token"}
     out = []
+    threaded = {name for name in bot if config.channels[name].settings.thread}
     for rule in rules:
-        if (rule.slack_channel or rule.mention) and not bot & set(rule.channels):
-            key = "slack_channel" if rule.slack_channel else "mention"
-            out.append(f"{rule.file}: rule {rule.name!r}: {key}: none of its channels is a Slack channel with a "
-                       "bot token, so it has no effect")
+        for key, value in (("slack_channel", rule.slack_channel), ("mention", rule.mention)):
+            if value and not bot & set(rule.channels):
+                out.append(f"{rule.file}: rule {rule.name!r}: {key}: none of its channels is a Slack channel with a "
+                           "bot token, so it has no effect")
+        if rule.mention and bot & set(rule.channels) and not threaded & set(rule.channels):
+            out.append(f"{rule.file}: rule {rule.name!r}: mention: mentions go in an incident's first message, "
+                       "which needs thread = true on its Slack channel")
     for name, ch in sorted(config.channels.items()):
-        if ch.type == "slack" and ch.settings.mention and not ch.settings.thread:
-            out.append(f"{config.path}: channels.{name}: mention: mentions go in an incident's first message, "
-                       "which needs thread = true: with thread = false nobody is pinged")
-        if ch.type == "slack" and ch.settings.allow and not ch.settings.buttons:
+        if ch.type != "slack" or ch.settings.mode != "token":
+            continue
+        unthreaded = (("mention", ch.settings.mention), ("broadcast_resolved", ch.settings.broadcast_resolved),
+                      ("app_token_env", ch.settings.buttons))
+        for key in (k for k, value in unthreaded if value and not ch.settings.thread):
+            out.append(f"{config.path}: channels.{name}: {key}: it works on an incident's thread, "
+                       "which needs thread = true: with thread = false it has no effect")
+        if ch.settings.allow and not ch.settings.buttons:
             out.append(f"{config.path}: channels.{name}: allow: there are no buttons without an app token "
                        "(app_token_env here or in [slack])")
     owners = any(ch.type == "slack" and ch.settings.owners for ch in config.channels.values())

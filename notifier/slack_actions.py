@@ -174,8 +174,8 @@ class ButtonListener:
             except Exception as exc:  # noqa: BLE001 (any failure: wait and try again)
                 connected_at = None
                 self._set_error(_describe(exc))
-                event(log, logging.WARNING, "slack buttons cannot connect, will retry", error=self._last_error,
-                      retry_in_s=round(delay, 1))
+                event(log, logging.WARNING, "slack buttons cannot connect, will retry", channels=",".join(self.names),
+                      error=self._last_error, retry_in_s=round(delay, 1))
             self._stop.wait(delay / 2 + rng.uniform(0, delay / 2))
             delay = min(self._backoff[1], delay * 2)
 

@@ -466,6 +466,11 @@ def test_check_proves_the_app_token_too(slack_server: SlackServer, clock: FakeCl
     with pytest.raises(ChannelError, match="environment variable SLACK_APP_TOKEN was refused") as info:
         bad.check()
     assert "xapp-revoked" not in str(info.value) and not info.value.retryable
+    assert "bot notifier in team Test (bot token ok)" in str(info.value)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-wrong")
+    wrong_bot = slack.TYPE.create("team-slack", settings, sleep=clock.sleep, monotonic=clock.monotonic)
+    with pytest.raises(ChannelError, match=r"checking the bot token \(auth.test\) failed: invalid_auth"):
+        wrong_bot.check()
     monkeypatch.setenv("SLACK_APP_TOKEN", "xoxb-not-an-app-token")
     with pytest.raises(ConfigError, match="must start with xapp-"):
         slack.TYPE.create("team-slack", settings)

@@ -272,3 +272,12 @@ def test_check_warns_about_slack_keys_that_would_do_nothing(write_config, sim, m
     assert report.exit_code == EXIT_OK, report.problems
     assert any("slack_channel: none of its channels is a Slack channel" in w for w in report.warnings)
     assert any("slack.owners" in w and "discover = true" in w for w in report.warnings)
+
+
+def test_check_warns_about_thread_keys_on_an_entry_with_thread_false(write_config, sim, monkeypatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    channels = ('[channels.team]\ntype = "slack"\nchannel = "#ops"\nthread = false\nbroadcast_resolved = true\n'
+                'mention = ["<!here>"]\n')
+    report = check(write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION, channels=channels))
+    said = [w for w in report.warnings if "needs thread = true" in w]
+    assert [w.split(": ")[2] for w in said] == ["mention", "broadcast_resolved"]

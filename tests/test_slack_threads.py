@@ -341,3 +341,11 @@ def test_a_rules_slack_channel_does_not_split_other_channels_messages() -> None:
     grouping = group_alerts((plain, routed), ("team", "hook"), routed={"team"})
     by_channel = {(g.channel, g.route): len(g.alerts) for g in grouping.groups}
     assert by_channel == {("team", None): 1, ("team", "#payments"): 1, ("hook", None): 2}
+
+
+def test_a_typo_of_mention_gets_a_did_you_mean(write_config, sim) -> None:
+    from notifier.config import load_config
+
+    channels = '[channels.team]\ntype = "slack"\nchannel = "#data-alerts"\nmentions = ["<!here>"]\n'
+    with pytest.raises(ConfigError, match="did you mean 'mention'"):
+        load_config(write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION, channels=channels))

@@ -199,7 +199,7 @@ def _routes(reader: TableReader) -> tuple[tuple[str, str], ...]:
 
 def parse_mention(reader: TableReader, key: str) -> dict[str, tuple[str, ...]]:
     """``mention = { critical = ["<!subteam^S0123>"], warning = [] }``, or a list for every severity."""
-    if not reader.has(key):
+    if reader.raw(key, None) is None:  # read, so a typo of it gets a "did you mean"
         return {}
     if not isinstance(reader.data[key], Mapping):
         return dict.fromkeys(SEVERITIES, check_mentions(reader, key, reader.str_list(key)))
@@ -499,12 +499,13 @@ class SlackChannel:
         """Ask Slack who the token belongs to (``auth.test``); ``notifier test-channel`` prints it before sending."""
         if self._client is None:
             return "incoming webhook (nothing to check without posting)"
+        doing = "checking the bot token (auth.test)"
         try:
             resp = self._client.auth_test()
         except SlackApiError as exc:
-            raise self._api_error(exc) from exc
+            raise self._api_error(exc, doing) from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
+            raise self._transient(f"cannot reach Slack: {_describe(exc)}", doing=doing) from exc
         identity = f"bot {resp.get('user')} in team {resp.get('team')}"
         if self.app_token is None:
             return f"{identity}; no app token, so no buttons (set app_token_env for Socket Mode)"
@@ -513,13 +514,14 @@ class SlackChannel:
         except SlackApiError as exc:
             code = _api_code(exc)
             if exc.response.status_code == 429 or exc.response.status_code >= 500 or code in _TRANSIENT_ERRORS:
-                raise ChannelError(f"slack channel {self.name}: checking the app token failed: Slack answered "
-                                   f"{code}; try again", retryable=True) from exc
-            raise ChannelError(f"slack channel {self.name}: the app token in {self.settings.app_token_source} was "
-                               f"refused ({code}): it must be an app-level token (xapp-...) with connections:write, "
-                               "and Socket Mode must be on in the app's settings", retryable=False) from exc
+                raise ChannelError(f"slack channel {self.name}: {identity} (bot token ok), but checking the app token "
+                                   f"failed: Slack answered {code}; try again", retryable=True) from exc
+            raise ChannelError(f"slack channel {self.name}: {identity} (bot token ok), but the app token in "
+                               f"{self.settings.app_token_source} was refused ({code}): it must be an app-level "
+                               "token (xapp-...) with connections:write, and Socket Mode must be on in the app's "
+                               "settings", retryable=False) from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise self._transient(f"cannot reach Slack: {_describe(exc)}") from exc
+            raise self._transient(f"cannot reach Slack: {_describe(exc)}", doing="checking the app token") from exc
         return f"{identity}; app token ok (Socket Mode, buttons on)"
 
     def close(self) -> None:
@@ -552,25 +554,26 @@ class SlackChannel:
             raise self._webhook_error(webhook.status_code, webhook.body.strip(), webhook.headers)
         return None
 
-    def _api_error(self, exc: SlackApiError) -> Exception:
+    def _api_error(self, exc: SlackApiError, doing: str | None = None) -> Exception:
         resp = exc.response
         data = resp.data if isinstance(resp.data, dict) else {}
-        return self._classify(resp.status_code, _error_code(data.get("error"), resp.status_code), resp.headers)
+        return self._classify(resp.status_code, _error_code(data.get("error"), resp.status_code), resp.headers,
+                              doing)
 
     def _webhook_error(self, status: int, body: str, headers: Mapping[str, Any]) -> Exception:
         return self._classify(status, _error_code(body, status), headers)
 
-    def _classify(self, status: int, error: str, headers: Mapping[str, Any]) -> Exception:
+    def _classify(self, status: int, error: str, headers: Mapping[str, Any], doing: str | None = None) -> Exception:
         if status == 429 or error in ("ratelimited", "rate_limited"):
             wait = parse_retry_after(get_header(headers, "retry-after"))
             after = "no Retry-After" if wait is None else f"Retry-After {wait:g} s"
-            return self._transient(f"rate limited by Slack ({error}, {after})", retry_after=wait)
+            return self._transient(f"rate limited by Slack ({error}, {after})", retry_after=wait, doing=doing)
         if status >= 500 or error in _TRANSIENT_ERRORS:
             return self._transient(f"Slack answered {error}"
-                                   + ("" if error.startswith("HTTP ") else f" (HTTP {status})"))
+                                   + ("" if error.startswith("HTTP ") else f" (HTTP {status})"), doing=doing)
         if error in _REJECTED_PAYLOAD:
             return _PayloadRejected(error)
-        return self._permanent(error, self._fix(error))
+        return self._permanent(error, self._fix(error), doing=doing)
 
     def _fix(self, error: str) -> str:
         table = f"[channels.{self.name}]"
@@ -603,14 +606,14 @@ class SlackChannel:
             return f"a workspace admin restricted posting to {channel}"
         return "see https://docs.slack.dev/reference/methods/chat.postMessage#errors"
 
-    def _permanent(self, error: str, fix: str) -> ChannelError:
-        message = f"slack channel {self.name}: posting to {self._where} failed: {error}: {fix}"
+    def _permanent(self, error: str, fix: str, *, doing: str | None = None) -> ChannelError:
+        message = f"slack channel {self.name}: {doing or f'posting to {self._where}'} failed: {error}: {fix}"
         log.error("%s", message)
         return ChannelError(message, retryable=False)
 
-    def _transient(self, what: str, *, retry_after: float | None = None) -> ChannelError:
-        return ChannelError(f"slack channel {self.name}: posting to {self._where} failed: {what}; will retry",
-                            retryable=True, retry_after=retry_after)
+    def _transient(self, what: str, *, retry_after: float | None = None, doing: str | None = None) -> ChannelError:
+        return ChannelError(f"slack channel {self.name}: {doing or f'posting to {self._where}'} failed: {what}; "
+                            "will retry", retryable=True, retry_after=retry_after)
 
 
 def _outgoing(payload: Payload, channel: str, notification_id: int) -> Message:
@@ -654,8 +657,13 @@ def create(name: str, settings: SlackSettings, *, environ: Mapping[str, str] | N
         token = read_secret(env=settings.token_env, file=settings.token_file, what=where, environ=environ)
         app_token = None
         if settings.buttons:
-            app_token = read_secret(env=settings.app_token_env, file=settings.app_token_file, what=where,
-                                    environ=environ)
+            key = "app_token_file" if settings.app_token_file else "app_token_env"
+            try:
+                app_token = read_secret(env=settings.app_token_env, file=settings.app_token_file, what=where,
+                                        environ=environ)
+            except ConfigError as exc:  # it may come from [slack]: say so
+                raise ConfigError(f"{exc.detail} (the Socket Mode app token, set here or in [slack])", where=where,
+                                  key=key) from None
             assert app_token is not None
             if not app_token.reveal().startswith("xapp-"):
                 raise ConfigError(f"the app token in {settings.app_token_source} is not an app-level token: "

@@ -497,13 +497,21 @@ def slack_server() -> Iterator[SlackServer]:
 
 
 def main() -> None:
-    """``python -m tests.support.slack_server [PORT]``: a local Slack to try `notifier test-channel` against."""
+    """``python -m tests.support.slack_server [PORT]``: a local Slack to try `notifier test-channel` against.
+
+    It serves Socket Mode too (``apps.connections.open`` hands out a local WebSocket), so an app
+    token ``xapp-test`` checks out and ``notifier run`` connects its buttons.
+    """
     import sys
     import time
 
+    from tests.support.socket_mode_server import SocketModeServer
+
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8099
-    with SlackServer(port=port) as server:
-        print(f"Slack-compatible API at {server.base_url} (token xoxb-test); Ctrl-C stops", flush=True)
+    with SlackServer(port=port) as server, SocketModeServer() as sockets:
+        server.socket_url = sockets.url
+        print(f"Slack-compatible API at {server.base_url} (bot token xoxb-test, app token xapp-test); "
+              "Ctrl-C stops", flush=True)
         seen = 0
         try:
             while True:
