@@ -3,6 +3,7 @@ becomes a silence or an acknowledgement in the state file, an edited message and
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 import time
@@ -11,6 +12,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from notifier import silencecli
 from notifier.channels import slack
 from notifier.simulator import ManualClock, Simulator, load_scenario
 from notifier.slack_actions import ButtonListener, listeners_for
@@ -83,7 +85,7 @@ def click(server: SocketModeServer, slack_server: SlackServer, ts: str, text: st
 
 
 def test_silence_4h_from_slack_silences_the_job_edits_the_message_and_replies(
-        setup, sim, clock, slack_with_socket, socket_mode_server) -> None:
+        setup, sim, clock, slack_with_socket, socket_mode_server, capsys) -> None:
     p, _ = setup()
     p.cycle()
     (parent,) = slack_with_socket.posts
@@ -102,6 +104,9 @@ def test_silence_4h_from_slack_silences_the_job_edits_the_message_and_replies(
     assert set(buttons(now)) == {"Acknowledge", "Unsilence"}
     reply = slack_with_socket.posts[1]
     assert reply.body["thread_ts"] == parent.ts and silence.id in reply.body["text"]
+    silencecli._list(argparse.Namespace(), p.store, (), clock())  # what `notifier silence list` prints, at `now`
+    listed = capsys.readouterr().out
+    assert silence.id in listed and "rule=*" not in listed and "job=job_sms" in listed and "alice: from Slack" in listed
 
     sim.set_node_status("job_sms", "DIS_INPUT", "EXCEPTION")  # silenced: nothing is posted for the job
     clock.advance(60)
