@@ -78,6 +78,17 @@ class Outbox:
 
     def __init__(self, file: StateFile) -> None:
         self._file = file
+        self._instance: str | None = None
+
+    @property
+    def instance(self) -> str:
+        """This state file's random id (schema v4), the first half of every notification key."""
+        if self._instance is None:
+            def read(conn: sqlite3.Connection) -> str:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'instance_id'").fetchone()
+                return str(row[0]) if row else "0"
+            self._instance = self._file.read("read the state file id", read)
+        return self._instance
 
     def pending(self, channel: str, now: datetime, limit: int = 100) -> tuple[Notification, ...]:
         """The channel's pending notifications in id order, up to the first one not yet due.
@@ -92,6 +103,8 @@ class Outbox:
         return self._pending(channel, _FAR_FUTURE_MS, limit)
 
     def _pending(self, channel: str, now_ms: int, limit: int) -> tuple[Notification, ...]:
+        instance = self.instance
+
         def read(conn: sqlite3.Connection) -> tuple[Notification, ...]:
             rows = conn.execute(
                 f"SELECT {_NOTIFICATION_COLUMNS} FROM outbox WHERE status = 'pending' AND channel = ? "
@@ -102,7 +115,8 @@ class Outbox:
                     break
                 out.append(Notification(id=id_, channel=chan, group=grp, payload=json.loads(payload),
                                         created_at=from_ms(created), attempts=attempts,
-                                        next_attempt_at=opt_dt(next_at), last_error=last_error))
+                                        next_attempt_at=opt_dt(next_at), last_error=last_error,
+                                        key=f"{instance}-{id_}"))
             return tuple(out)
         return self._file.read("read the outbox", read)
 

@@ -148,7 +148,13 @@ _V3: tuple[str, ...] = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+_V4: tuple[str, ...] = (
+    # names this state file in every notification key ("<instance>-<outbox id>"): a second or a reset state
+    # file numbers its outbox from 1 again, and a receiver deduplicating on the key must not drop its alerts
+    "INSERT INTO meta (key, value) VALUES ('instance_id', lower(hex(randomblob(8))))",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """Forward migrations: ``MIGRATIONS[i]`` takes ``user_version`` i to i + 1. Append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

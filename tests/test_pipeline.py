@@ -232,6 +232,8 @@ def test_channel_down_queues_then_delivers_each_once_in_order(make_pipeline, sim
         p.cycle()
         kinds = [(r.json["alerts"][0]["rule"], r.headers["x-notifier-id"]) for r in back.requests]
     assert [k for k, _ in kinds] == ["node-exception", "job-stopped", "job-stopped"]
-    ids = [int(i) for _, i in kinds]
+    instance = p.store.outbox.instance
+    assert all(i.startswith(f"{instance}-") for _, i in kinds)
+    ids = [int(i.rsplit("-", 1)[1]) for _, i in kinds]
     assert ids == sorted(ids) and len(set(ids)) == 3
     assert p.store.outbox.rows(("pending",)) == ()

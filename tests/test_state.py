@@ -358,3 +358,17 @@ def test_every_earlier_schema_migrates_to_the_current_one_keeping_its_alerts(tmp
         assert store.threads.open_incidents() == {} and store.threads.ref("x") is None
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (statefile.SCHEMA_VERSION,)
+
+
+def test_notification_keys_are_unique_across_state_files(tmp_path: Path) -> None:
+    """Two state files (or one reset) both number their outbox from 1; their keys still differ."""
+    keys = []
+    for name in ("a.db", "b.db"):
+        with StateStore.open(tmp_path / name) as store:
+            store.commit_cycle(CycleWrite(at=T0, notifications=(NewNotification("hook", "job", {"text": "x"}),)))
+            (row,) = store.outbox.pending_all("hook")
+            assert row.id == 1 and row.key == f"{store.outbox.instance}-1" and len(store.outbox.instance) == 16
+            keys.append(row.idempotency_key)
+        with StateStore.open(tmp_path / name) as store:  # the same file keeps its id across restarts
+            assert store.outbox.pending_all("hook")[0].key == keys[-1]
+    assert keys[0] != keys[1]

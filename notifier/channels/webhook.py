@@ -7,8 +7,9 @@ fallback when a template fails or does not produce a JSON object.
 
 Delivery: one POST of ``json.dumps(payload)`` in compact form, optionally signed with
 HMAC-SHA256 over exactly those bytes (``X-Notifier-Signature: sha256=<hex>``), with the
-notification id in ``Idempotency-Key``/``X-Notifier-Id`` so a receiver can drop the
-duplicates that at-least-once delivery produces. ``notifier.httputil`` decides what is
+notification key in ``Idempotency-Key``/``X-Notifier-Id`` (``<state file id>-<outbox id>``,
+unique across state files and restarts) so a receiver can drop the duplicates that
+at-least-once delivery produces. ``notifier.httputil`` decides what is
 retryable (and reads ``Retry-After``); the URL (which may hold a secret) only ever appears redacted.
 """
 
@@ -220,7 +221,7 @@ class WebhookChannel:
         headers.update({
             "Content-Type": "application/json",
             "User-Agent": f"notifier/{__version__}",
-            **{h: str(notification.id) for h in ID_HEADERS},
+            **{h: notification.idempotency_key for h in ID_HEADERS},
         })
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = sign(self._secret.reveal().encode(), body)

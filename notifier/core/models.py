@@ -404,6 +404,12 @@ class Notification:
     next_attempt_at: datetime | None = None
     last_error: str | None = None
     parent: ThreadRef | None = None
+    key: str = ""  # unique across state files and restarts: "<state file instance>-<id>" (outbox.py)
+
+    @property
+    def idempotency_key(self) -> str:
+        """What a receiver deduplicates on (``Idempotency-Key``): the key, or the bare id for a hand-made one."""
+        return self.key or str(self.id)
 
     @property
     def thread(self) -> str | None:
