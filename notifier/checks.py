@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from pathlib import Path
 
 import jinja2
 
+from notifier import statefile
 from notifier.channels import CHANNEL_TYPES
 from notifier.clock import utcnow
 from notifier.config import Config
 from notifier.core.models import Rule
-from notifier.errors import ConfigError, NotifierError, SourceError, TemplateError
+from notifier.errors import ConfigError, NotifierError, SourceError, StateError, TemplateError
 from notifier.httputil import redact_url
 from notifier.render import Renderer, sample_groups
 from notifier.runtime import close_channels, create_channels, load_runtime
@@ -88,6 +90,7 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
         close_channels(create_channels(config))
     except NotifierError as exc:
         problems.append(str(exc))
+    problems.extend(state_problems(config))
 
     listed: tuple[str, ...] | None = None
     try:
@@ -131,6 +134,32 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
         summary += f"; online: {len(listed)} REAL_TIME jobs listed, {len(watched)} would be watched"
     return CheckReport(problems=tuple(problems), source_errors=tuple(source_errors), warnings=tuple(warnings),
                        summary=summary)
+
+
+def state_problems(config: Config) -> list[str]:
+    """Whether the state file could be used, without creating or changing anything.
+
+    ``check`` is the unit's ExecStartPre: a state path the service cannot use must fail here,
+    not later with the service half started.
+    """
+    path = config.state_path
+    where = f"{config.path}: state: path: {path}"
+    if path.exists():
+        if path.is_dir():
+            return [f"{where}: is a directory"]
+        try:
+            report = statefile.inspect(path)
+        except StateError as exc:
+            return [f"{where}: {exc}"]
+        return [f"{where}: {report.problem}"] if report.problem else []
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return [f"{where}: {ancestor} is a file, not a directory"]
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return [f"{where}: {ancestor} is not writable by user {os.getuid()} (the state file cannot be created)"]
+    return []
 
 
 def _slack_warnings(rules: Sequence[Rule], config: Config) -> list[str]:

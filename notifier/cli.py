@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--state", type=Path, default=None, metavar="PATH",
                       help="state file path to write into the config (default /var/lib/notifier/state.db)")
     _silence_parsers(sub, common)
+    _state_parsers(sub, common)
     ack = sub.add_parser(
         "ack", parents=[common], help="acknowledge a firing alert: no more repeats, resolve still sent",
         description="Acknowledge firing alerts by fingerprint (see `notifier alerts`) or by matchers. "
@@ -153,6 +154,26 @@ def _silence_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     expire.add_argument("id", help="the silence's ID (or a unique prefix of it)")
 
 
+def _state_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                   common: argparse.ArgumentParser) -> None:
+    state = sub.add_parser("state", help="inspect or reset the state file (when it is corrupt, too new or lost)",
+                           description="The service never resets its state file by itself. These commands say "
+                                       "what is wrong with it and start over when you decide to.")
+    ssub = state.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    ssub.add_parser("check", parents=[common], help="read the state file without changing it",
+                    description="Schema version, PRAGMA integrity_check, what it holds, who holds its lock. "
+                                "Safe while the service runs. Exit 0 usable (or absent); 1 not usable; "
+                                "2 bad config.")
+    reset = ssub.add_parser("reset", parents=[common], help="move the state file aside and start an empty one",
+                            description="Refused while a notifier process holds the state file (stop the service "
+                                        "first). The old file is renamed <name>.broken-<time>, never deleted. "
+                                        "Alerts still firing are announced once more by the next cycle. "
+                                        "Exit 0 done; 1 the file is in use or its silences cannot be read; "
+                                        "2 bad config.")
+    reset.add_argument("--keep-silences", action="store_true",
+                       help="copy the silences that have not ended into the new file")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
@@ -160,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run, "once": cmd_once, "check": cmd_check, "test-channel": cmd_test_channel,
         "alerts": cmd_alerts, "simulate": cmd_simulate, "demo": cmd_demo,
         "silence": cmd_silence, "ack": cmd_ack, "test-rules": cmd_test_rules, "init": cmd_init,
+        "state": cmd_state,
     }[args.command]
     try:
         return handler(args)
@@ -337,6 +359,12 @@ def cmd_silence(args: argparse.Namespace) -> int:
     from notifier import silencecli
 
     return silencecli.run(args, _config_path(args))
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from notifier import statecli
+
+    return statecli.run(args, _config_path(args))
 
 
 def cmd_ack(args: argparse.Namespace) -> int:

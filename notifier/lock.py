@@ -16,6 +16,50 @@ from types import TracebackType
 from notifier.errors import StateError
 
 
+def usable_hint(directory: Path, exc: OSError) -> str:
+    """Why a state directory cannot be used, and what to do: the words an operator acts on."""
+    where = f"{exc.filename}" if exc.filename else str(directory)
+    if isinstance(exc, NotADirectoryError):
+        return f"{where}: a part of the path is a file, not a directory; fix [state] path"
+    if isinstance(exc, PermissionError):
+        return (f"{where}: permission denied for user {os.getuid()}; make the directory writable by the service "
+                "user (the unit's StateDirectory= does it) or fix [state] path")
+    if exc.errno == 30:  # EROFS
+        return f"{where}: the file system is read-only; fix [state] path"
+    return f"{where}: {exc.strerror or exc}"
+
+
+def _describe_holder(raw: bytes) -> str:
+    """"notifier process pid 1234", and when no such pid runs here, that it may be another host."""
+    text = raw.decode(errors="replace").strip()
+    if not text.isdigit():
+        return "another notifier process"
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return (f"pid {text}, which is not running on this host: another machine sharing this file system? "
+                "Two hosts must never share one state file")
+    except PermissionError:
+        pass  # it runs, as another user
+    return f"another notifier process (pid {text})"
+
+
+def lock_holder(state_path: Path) -> str | None:
+    """Who holds the state file's lock (without taking it for longer than a test), or None when it is free."""
+    path = Path(f"{state_path}.lock")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return f"held by {_describe_holder(os.read(fd, 32))}"
+    finally:
+        os.close(fd)
+    return None
+
+
 class ProcessLock:
     """Hold an exclusive lock on ``<state path>.lock`` for the life of the process' work."""
 
@@ -24,15 +68,19 @@ class ProcessLock:
         self._fd: int | None = None
 
     def acquire(self) -> ProcessLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        state = str(self.path)[:-5]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot use the state file {state}: {usable_hint(self.path.parent, exc)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            holder = _describe_holder(os.read(fd, 32))
             os.close(fd)
-            raise StateError(f"another notifier process (pid {holder}) is using the state file "
-                             f"{str(self.path)[:-5]}; stop it first") from None
+            raise StateError(f"the state file {state} is in use by {holder}; stop it first "
+                             "(`notifier state check` shows who holds it)") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

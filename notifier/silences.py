@@ -49,6 +49,13 @@ class Silences:
             (silence.id, m.rule, m.job, m.node, to_ms(silence.starts_at), to_ms(silence.ends_at),
              to_ms(silence.created_at), silence.author, silence.comment)))
 
+    def restore(self, rows: Iterable[tuple[object, ...]]) -> int:
+        """Insert silence rows read from another state file (``silence_rows``); ``state reset --keep-silences``."""
+        rows = list(rows)
+        self._file.write("restore silences", lambda conn: conn.executemany(
+            f"INSERT OR IGNORE INTO silence ({_SILENCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows))
+        return len(rows)
+
     def current(self, now: datetime) -> tuple[Silence, ...]:
         """Silences that are active now or will be, by start time."""
         def read(conn: sqlite3.Connection) -> tuple[Silence, ...]:
@@ -105,6 +112,12 @@ def forget_acks(conn: sqlite3.Connection, fingerprints: Collection[str]) -> None
     """Inside a cycle's transaction: an alert that resolved (or vanished) loses its ack."""
     if fingerprints:
         conn.executemany("DELETE FROM ack WHERE fingerprint = ?", ((fp,) for fp in fingerprints))
+
+
+def silence_rows(conn: sqlite3.Connection, now_ms: int) -> list[tuple[object, ...]]:
+    """The raw rows of the silences that have not ended, from any state file's connection."""
+    return [tuple(row) for row in conn.execute(f"SELECT {_SILENCE_COLUMNS} FROM silence WHERE ends_at > ?",
+                                               (now_ms,))]
 
 
 def _silence(row: tuple[Any, ...]) -> Silence:

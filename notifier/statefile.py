@@ -28,11 +28,13 @@ import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
 
 from notifier.errors import StateError
+from notifier.lock import usable_hint
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +296,7 @@ def _prepare_file(path: Path) -> None:
         os.close(fd)
         os.chmod(path, 0o600)
     except OSError as exc:
-        raise StateError(f"cannot create state file {path}: {exc}") from exc
+        raise StateError(f"cannot create state file {path}: {usable_hint(parent, exc)}") from exc
 
 
 def _check_readable(conn: sqlite3.Connection, path: Path) -> None:
@@ -304,11 +306,15 @@ def _check_readable(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: fails on non-databases
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]  # ~15 ms for 100,000 entities
     except sqlite3.DatabaseError as exc:
-        raise StateError(f"state file {path} is not a usable SQLite database ({exc}); "
-                         "it was left untouched: move it aside to start with empty state") from exc
+        raise StateError(f"state file {path} is not a usable SQLite database ({exc}); it was left untouched. "
+                         f"`notifier state check` says more; {RECOVERY}") from exc
     if problems != ["ok"]:
-        raise StateError(f"state file {path} is corrupted ({'; '.join(problems)}); it was left untouched: "
-                         "move it aside to start with empty state")
+        raise StateError(f"state file {path} is corrupted ({'; '.join(problems)}); it was left untouched. "
+                         f"`notifier state check` says more; {RECOVERY}")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:  # before any pragma writes to it: a newer notifier's file stays as it was
+        raise StateError(f"state file {path} has schema version {version}, newer than this notifier "
+                         f"knows ({SCHEMA_VERSION}); upgrade notifier (it was left untouched), or {RECOVERY}")
 
 
 def _tighten_mode(path: Path) -> None:
@@ -340,7 +346,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StateError(f"state file {path} has schema version {version}, newer than this notifier "
-                             f"knows ({SCHEMA_VERSION}); upgrade notifier or use another state file")
+                             f"knows ({SCHEMA_VERSION}); upgrade notifier (it was left untouched), or {RECOVERY}")
         if version == 0:
             tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchone()[0]
             if tables:
@@ -362,3 +368,68 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             log.info("state file schema migrated path=%s version=%d", path, target)
     except sqlite3.Error as exc:
         raise StateError(f"state file {path}: cannot migrate the schema: {exc}") from exc
+
+
+# --- inspection (``notifier state check``, ``notifier check``) -------------------------
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What a state file holds and whether this notifier can use it; nothing is changed to find out."""
+
+    path: Path
+    schema_version: int
+    integrity: tuple[str, ...]  # PRAGMA integrity_check: ("ok",) when sound
+    counts: dict[str, int]
+    problem: str | None  # why it cannot be used as it is, with the way out; None: usable
+
+    @property
+    def sound(self) -> bool:
+        return self.integrity == ("ok",)
+
+
+COUNTED = {
+    "jobs": "SELECT COUNT(*) FROM entity WHERE node = ''",
+    "nodes": "SELECT COUNT(*) FROM entity WHERE node != ''",
+    "alerts firing": "SELECT COUNT(*) FROM alert WHERE phase = 'firing'",
+    "alerts pending": "SELECT COUNT(*) FROM alert WHERE phase = 'pending'",
+    "silences": "SELECT COUNT(*) FROM silence",
+    "acks": "SELECT COUNT(*) FROM ack",
+    "outbox pending": "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
+    "outbox failed": "SELECT COUNT(*) FROM outbox WHERE status = 'failed'",
+    "open incidents": "SELECT COUNT(*) FROM incident",
+}
+
+RECOVERY = ("`notifier state reset --keep-silences` moves it aside (never deletes it) and starts an empty one "
+            "keeping the silences; alerts still firing are then announced once more")
+
+
+def inspect(path: Path) -> Inspection:
+    """Open ``path`` read-only and judge it: a database? sound? a schema this notifier knows?"""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open state file {path}: {exc}") from exc
+    try:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            integrity = tuple(row[0] for row in conn.execute("PRAGMA integrity_check(20)"))
+        except sqlite3.DatabaseError as exc:
+            return Inspection(path, 0, (str(exc),), {}, f"not a usable SQLite database ({exc}): {RECOVERY}")
+        counts: dict[str, int] = {}
+        for name, query in COUNTED.items():
+            try:
+                counts[name] = conn.execute(query).fetchone()[0]
+            except sqlite3.Error:
+                pass  # an older schema has no such table yet
+        problem = None
+        if integrity != ("ok",):
+            problem = f"corrupted ({'; '.join(integrity[:3])}): {RECOVERY}"
+        elif version > SCHEMA_VERSION:
+            problem = (f"schema version {version} is newer than this notifier knows ({SCHEMA_VERSION}): "
+                       "upgrade notifier (a downgrade cannot read it)")
+        elif not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+            problem = (f"not writable by user {os.getuid()}: give the service user write access to it and "
+                       f"to {path.parent} (SQLite writes a journal next to it)")
+        return Inspection(path, version, integrity, counts, problem)
+    finally:
+        conn.close()

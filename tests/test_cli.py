@@ -327,8 +327,11 @@ def test_every_command_says_what_it_does_and_its_exit_codes() -> None:
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     parsers = dict(sub.choices)
-    parsers.update(next(a for a in parsers["silence"]._actions if isinstance(a, argparse._SubParsersAction)).choices)
-    missing = [name for name, p in parsers.items() if name != "silence" and "Exit" not in (p.description or "")]
+    for group in ("silence", "state"):
+        parsers.update({f"{group} {name}": p for name, p in next(
+            a for a in parsers[group]._actions if isinstance(a, argparse._SubParsersAction)).choices.items()})
+    missing = [name for name, p in parsers.items()
+               if name not in ("silence", "state") and "Exit" not in (p.description or "")]
     assert missing == []
     assert all(word in parsers["run"].description for word in ("SIGTERM", "SIGHUP", "Exit 0"))
 
