@@ -99,6 +99,8 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
         hint = " (the API refused the credentials: check [source] auth and its secrets)" if exc.kind == "auth" else ""
         source_errors.append(_at(str(config.path), "source", None, f"--online: could not ask the list API at "
                                  f"{redact_url(config.source.endpoint)}: {exc}{hint}"))
+    except ConfigError as exc:
+        problems.append(str(exc.located(str(config.path), "source")))
     except NotifierError as exc:
         problems.append(f"{config.path}: source: {exc}")
 

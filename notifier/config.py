@@ -16,7 +16,7 @@ from typing import Any, Literal, TypedDict, TypeVar
 from notifier.core.flap import DEFAULT_FLAP, FlapPolicy
 from notifier.core.maintenance import MaintenanceWindow
 from notifier.core.meta import DEFAULT_META, MetaPolicy
-from notifier.strict_toml import TableReader, load_toml
+from notifier.strict_toml import TableReader, load_toml, refuse_world_writable
 from notifier.windowfile import parse_maintenance
 
 DEFAULT_CONFIG_PATH = "/etc/notifier/notifier.toml"
@@ -115,6 +115,7 @@ def default_config_path() -> Path:
 def load_config(path: Path) -> Config:
     """Load and validate ``notifier.toml``; raise ConfigError naming file, table and key."""
     path = Path(path)
+    refuse_world_writable(path)
     root = TableReader(load_toml(path), file=str(path), where="")
     base = path.resolve().parent
     config = Config(

@@ -30,6 +30,10 @@ class ConfigError(NotifierError):
         parts = [p for p in (file, where, key) if p]
         super().__init__(f"{': '.join(parts)}: {message}" if parts else message)
 
+    def located(self, file: str, where: str | None = None) -> ConfigError:
+        """The same error, naming ``file`` (and ``where`` when it had none): for errors raised below the loader."""
+        return ConfigError(self.detail, file=self.file or file, where=self.where or where, key=self.key)
+
 
 class SourceError(NotifierError):
     """Raised when a job's status could not be fetched or parsed."""

@@ -18,7 +18,7 @@ from notifier.core.counters import COUNTER_NAMES
 from notifier.core.meta import META_RULES
 from notifier.core.models import KNOWN_STATUSES, SEVERITIES, Rule, TransitionMatch, normalize_status
 from notifier.errors import ConfigError
-from notifier.strict_toml import TableReader, load_toml
+from notifier.strict_toml import TableReader, load_toml, refuse_world_writable
 
 RESERVED_PREFIX = "notifier-"
 """Rule names of this form belong to the built-in meta-alerts (``core.meta``)."""
@@ -60,6 +60,7 @@ def load_rules(rules_dir: Path, channels: Collection[str]) -> tuple[Rule, ...]:
         raise ConfigError(reason, file=str(rules_dir))
     rules: list[Rule] = []
     for path in sorted(p for p in rules_dir.glob("*.toml") if p.is_file() and not is_editor_file(p.name)):
+        refuse_world_writable(path)  # rules route alerts as much as the config does
         rules.extend(parse_rules(load_toml(path), file=str(path), channels=channels))
     return check_rules(rules)
 

@@ -43,6 +43,11 @@ class Runtime:
 def load_runtime(config_path: Path, *, strict_templates: bool = False) -> Runtime:
     """Load config, rules and templates; raise ConfigError naming file, table/rule and key."""
     config = load_config(config_path)
+    if not config.rules_dir.is_dir():
+        what = "is not a directory" if config.rules_dir.exists() else "does not exist"
+        raise ConfigError(f"the rules directory {config.rules_dir} {what} (a relative path is taken from the "
+                          f"config file's directory; `notifier init DIR` writes a starter one)",
+                          file=str(config.path), where="paths", key="rules")
     rules = load_rules(config.rules_dir, tuple(config.channels))
     if config.templates_dir is not None and not config.templates_dir.is_dir():
         raise ConfigError("templates directory does not exist", file=str(config.path), where="paths", key="templates")
@@ -88,6 +93,9 @@ class Wiring:
         channels = create_channels(runtime.config)
         try:
             client = DgcClient(runtime.config.source, clock=clock)
+        except ConfigError as exc:  # a missing AK/SK/token: name the config file
+            close_channels(channels)
+            raise exc.located(str(runtime.config.path), "source") from None
         except BaseException:
             close_channels(channels)
             raise

@@ -43,9 +43,13 @@ def read_secret(*, env: str | None, file: str | None = None, what: str,
     if file:
         path = Path(os.path.expandvars(file))
         try:
-            return Secret(path.read_text().strip())
-        except OSError as exc:
-            raise ConfigError(f"cannot read secret file {str(path)!r}: {exc.strerror}", where=what) from None
+            value = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read secret file {str(path)!r}: {reason}", where=what) from None
+        if not value:  # an empty HMAC key or token would "work" and protect nothing
+            raise ConfigError(f"secret file {str(path)!r} is empty", where=what)
+        return Secret(value)
     if env and environ.get(env):
         return Secret(environ[env])
     if required:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,17 @@ from notifier.errors import ConfigError
 
 T = TypeVar("T")
 _REQUIRED: Any = object()
+
+
+def refuse_world_writable(path: Path) -> None:
+    """A file every user may write could redirect alerts or leak secrets: refuse it (the loader is the gate)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # load_toml says what is wrong with it
+    if mode & stat.S_IWOTH:
+        raise ConfigError(f"is writable by every user (mode {stat.S_IMODE(mode):o}): anyone could change where "
+                          f"alerts go; run: chmod o-w {path}", file=str(path))
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -281,3 +281,34 @@ def test_check_warns_about_thread_keys_on_an_entry_with_thread_false(write_confi
     report = check(write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION, channels=channels))
     said = [w for w in report.warnings if "needs thread = true" in w]
     assert [w.split(": ")[2] for w in said] == ["mention", "broadcast_resolved"]
+
+
+def test_found_by_a_new_operator_each_names_the_file_and_key(write_config, sim, tmp_path: Path) -> None:
+    """World-writable config and rule files, a missing rules directory, an empty secret file, the AK stutter."""
+    hook = '[channels.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/h"\n'
+    config = write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION, channels=hook)
+
+    config.chmod(0o666)
+    report = check(config)
+    assert report.exit_code == EXIT_CONFIG and "is writable by every user" in report.problems[0]
+    config.chmod(0o644)
+    rule_file = config.parent / "rules" / "rules.toml"
+    rule_file.chmod(0o646)
+    assert f"{rule_file}: is writable by every user" in check(config).problems[0]
+    rule_file.chmod(0o644)
+
+    config.write_text(config.read_text().replace('rules = "rules"', 'rules = "missing"'))
+    (problem,) = check(config).problems
+    assert problem.startswith(f"{config}: paths: rules: the rules directory ") and "does not exist" in problem
+    config.write_text(config.read_text().replace('rules = "missing"', 'rules = "rules"'))
+
+    empty = tmp_path / "hmac-key"
+    empty.write_text("\n")
+    config.write_text(config.read_text() + f'secret_file = "{empty}"\n')
+    (problem,) = check(config).problems
+    assert "channels.hook" in problem and "is empty" in problem
+
+    config.write_text(config.read_text().replace(f'secret_file = "{empty}"\n', "")
+                      .replace('auth = "none"', 'auth = "aksk"'))
+    (problem,) = check(config).problems
+    assert problem == f"{config}: source: missing secret: set environment variable HUAWEICLOUD_SDK_AK"
