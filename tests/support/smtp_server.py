@@ -123,8 +123,10 @@ class SmtpServer:
     """An aiosmtpd server in its own thread on an ephemeral port of 127.0.0.1."""
 
     def __init__(self, *, tls: Tls = "none", certs: Certs | None = None,
-                 users: Mapping[str, str] | None = None, refuse: Mapping[str, str] | None = None) -> None:
-        """``users``: logins AUTH accepts (and then requires); ``refuse``: recipient -> SMTP reply."""
+                 users: Mapping[str, str] | None = None, refuse: Mapping[str, str] | None = None,
+                 port: int = 0) -> None:
+        """``users``: logins AUTH accepts (and then requires); ``refuse``: recipient -> SMTP reply;
+        ``port``: a fixed one (a server that "comes back" where a channel expects it), 0 for any free one."""
         if tls != "none" and certs is None:
             raise ValueError("TLS needs certs (make_certs)")
         self.host = HOST
@@ -139,7 +141,7 @@ class SmtpServer:
         if users is not None:
             kwargs.update(authenticator=_Authenticator(users), auth_required=True,
                           auth_require_tls=tls != "none")
-        self._controller = _EphemeralController(self._recorder, hostname=HOST, port=0,
+        self._controller = _EphemeralController(self._recorder, hostname=HOST, port=port,
                                                 server_hostname="smtp.test", **kwargs)
 
     def start(self) -> SmtpServer:
