@@ -112,3 +112,25 @@ def test_one_broken_channel_delays_no_other_and_catches_up_in_order(
     assert len(slack_texts) == 2 and "DLI_SMS_GES" in slack_texts[0] and "DIS_INPUT" in slack_texts[1]
     subjects = [str(m.message["Subject"]) for m in mails]
     assert len(subjects) == 2 and "DLI_SMS_GES" in subjects[0] and "DIS_INPUT" in subjects[1]
+
+
+def test_a_webhook_that_accepts_and_never_answers_times_out_and_blocks_no_one(
+        write_config: WriteConfig, sim: Simulator, clock: LinkedClock, webhook_receiver: WebhookReceiver) -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+    try:
+        channels = (webhook_toml(f"http://127.0.0.1:{silent.getsockname()[1]}/hook", name="stuck")
+                    + 'timeout = "0.3s"\n' + webhook_toml(webhook_receiver.url))
+        p = Pipeline(write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION, channels=channels), clock)
+        try:
+            report = p.cycle()
+            assert report.notifications == 2 and len(webhook_receiver.requests) == 1  # hook got its message
+            (stuck,) = p.store.outbox.rows(("pending",))
+            assert stuck.channel == "stuck" and stuck.attempts == 1 and "timed out" in (stuck.last_error or "").lower()
+        finally:
+            p.close()
+    finally:
+        silent.close()
