@@ -106,10 +106,15 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
 
     if runtime.renderer.user_dir is not None:
         for path in sorted(runtime.renderer.user_dir.glob("*.j2")):
+            if not path.is_file():
+                problems.append(f"{path}: is not a file (a directory?): the built-in template would be used instead")
+                continue
             try:
                 runtime.renderer.env.get_template(path.name)
             except jinja2.TemplateSyntaxError as exc:
                 problems.append(f"{path}:{exc.lineno}: template syntax error: {exc.message}")
+            except UnicodeDecodeError as exc:
+                problems.append(f"{path}: not UTF-8 text (byte {exc.start}): re-save it as UTF-8")
     problems.extend(_missing_templates(runtime.rules, runtime.renderer))
 
     rendered = 0

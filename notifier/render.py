@@ -99,6 +99,9 @@ class Renderer:
             raise TemplateError(f"{exc.filename or exc.name}:{exc.lineno}: {exc.message}") from exc
         except jinja2.TemplatesNotFound as exc:
             raise TemplateError(f"no template {' or '.join(names)}") from exc
+        except UnicodeDecodeError as exc:
+            raise TemplateError(f"{' or '.join(names)}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") \
+                from exc
 
     def render(self, template: str, kind: str, context: Mapping[str, Any], *, part: str | None = None) -> str:
         """Render a whole template, or one named ``{% block part %}`` of it."""

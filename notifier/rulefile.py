@@ -256,7 +256,25 @@ def _globs(r: TableReader, key: str, default: tuple[str, ...]) -> tuple[str, ...
     value = r.str_list(key, default)
     if not value:
         raise r.error(key, f"an empty list matches nothing; omit {key} to match all")
+    for glob in value:
+        if problem := glob_problem(glob):
+            raise r.error(key, f"{glob!r}: {problem}")
     return value
+
+
+def glob_problem(glob: str) -> str | None:
+    """Why a name glob cannot be what was meant: empty, or a ``[`` that never closes (fnmatch takes it literally)."""
+    if not glob.strip():
+        return "an empty glob matches no job or node; omit the key to match all"
+    i = 0
+    while i < len(glob):
+        if glob[i] == "[":
+            close = glob.find("]", i + 2 if glob[i + 1:i + 2] in ("!", "]") else i + 1)
+            if close == -1:
+                return "'[' starts a character class that never closes; to match a literal '[' write '[[]'"
+            i = close
+        i += 1
+    return None
 
 
 def _channels(r: TableReader, known: Collection[str]) -> tuple[str, ...]:

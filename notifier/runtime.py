@@ -22,6 +22,7 @@ from notifier.errors import ConfigError
 from notifier.render import Renderer
 from notifier.rulefile import load_rules
 from notifier.source.client import DgcClient
+from notifier.strict_toml import refuse_world_writable
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def load_runtime(config_path: Path, *, strict_templates: bool = False) -> Runtim
         raise ConfigError(f"the rules directory {config.rules_dir} {what} (a relative path is taken from the "
                           f"config file's directory; `notifier init DIR` writes a starter one)",
                           file=str(config.path), where="paths", key="rules")
+    refuse_world_writable(config.rules_dir)  # anyone could add a rule file to it
     rules = load_rules(config.rules_dir, tuple(config.channels))
     if config.templates_dir is not None and not config.templates_dir.is_dir():
         raise ConfigError("templates directory does not exist", file=str(config.path), where="paths", key="templates")

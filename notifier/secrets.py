@@ -43,6 +43,9 @@ def read_secret(*, env: str | None, file: str | None = None, what: str,
     if file:
         path = Path(os.path.expandvars(file))
         try:
+            if path.stat().st_mode & 0o002:
+                raise ConfigError(f"secret file {str(path)!r} is writable by every user: anyone could replace the "
+                                  f"secret; run: chmod o-w {path}", where=what)
             value = path.read_text().strip()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"

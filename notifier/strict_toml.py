@@ -141,7 +141,10 @@ class TableReader:
         env_key, file_key = f"{stem}_env", f"{stem}_file"
         if self.has(env_key) and self.has(file_key):
             raise self.error(file_key, f"set {env_key} or {file_key}, not both")
-        return self.str(env_key, default_env), self.str(file_key, None)
+        file = self.str(file_key, None)
+        if file and not file.startswith(("/", "$", "~")):  # like every other path: from the config's directory
+            file = str(Path(self.file).resolve().parent / file)
+        return self.str(env_key, default_env), file
 
     def table(self, key: builtins.str, default: Any = _REQUIRED) -> TableReader | Any:
         value = self.raw(key, default)

@@ -29,9 +29,11 @@ def check_format(text: str) -> str | None:
         parts = list(string.Formatter().parse(text))
     except ValueError as exc:
         return f"invalid format ({exc}); write literal braces as {{{{ and }}}}"
-    for _literal, field, spec, _conversion in parts:
+    for _literal, field, spec, conversion in parts:
         if field is None:
             continue
+        if conversion not in (None, "r", "s", "a"):
+            return f"unknown conversion !{conversion} in {{{field}!{conversion}}}; use !r, !s or !a, or none"
         if field not in SUMMARY_FIELDS:
             return f"unknown placeholder {{{field}}}; use {', '.join('{' + f + '}' for f in SUMMARY_FIELDS)}"
         if spec and "{" in spec:
