@@ -190,8 +190,8 @@ def test_not_found_is_not_retried(api: FakeApi) -> None:
     time = FakeClock()
     result, client = run(_config(api), lambda c: c.fetch_all(["job_sms"]), time=time)
     assert result == FetchResult(snapshots=(), errors=(FetchError(
-        job="job_sms", kind="not_found", message="job_sms: DLF.0100 The job does not exists. (HTTP 400)",
-        status_code=400, error_code="DLF.0100"),))
+        job="job_sms", kind="not_found", message="job_sms: DLF.0100 The job does not exists. - no such job in this "
+        "workspace: check the job name and [source] workspace (HTTP 400)", status_code=400, error_code="DLF.0100"),))
     assert api.count(STATUS_PATH.format("job_sms")) == 1
     assert time.sleeps == []
     assert client.stats.errors == {"not_found": 1}
@@ -415,6 +415,63 @@ def test_aksk_retry_is_signed_afresh(api: FakeApi, clock: Any) -> None:
     assert first.headers["X-Sdk-Date"] != second.headers["X-Sdk-Date"]
     assert first.headers["Authorization"] != second.headers["Authorization"]
     assert _verify(first, "MYAK", "sk") and _verify(second, "MYAK", "sk")
+
+
+# --- what errors say -------------------------------------------------------------------
+
+def test_error_answers_name_their_request_id(api: FakeApi) -> None:
+    """The X-Request-Id of a refused request is in the FetchError message: what Huawei support asks for."""
+    api.on(STATUS_PATH.format("j"), Reply(403, {"error_code": "DLF.6888", "error_msg": "No permission."},
+                                          headers={"X-Request-Id": "3b2f0c1d9e8a47b6a5c4d3e2f1a0b9c8"}))
+    result, _ = run(_config(api), lambda c: c.fetch_all(["j"]))
+    (error,) = result.errors
+    assert error.message == ("j: DLF.6888 No permission. - no permission: the IAM user lacks DataArts Studio "
+                             "rights for this workspace (HTTP 403, request id 3b2f0c1d9e8a47b6a5c4d3e2f1a0b9c8)")
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    pytest.param(b'{"status": "NORMAL", "nodes": [{"name": "N1", "totalPutRecords": "lots"}]}',
+                 "j: job status response: node 'N1' field 'totalPutRecords' must be a whole number", id="wrong-type"),
+    pytest.param(b'{"status": "NORMAL", "nod', "j: job status response is not JSON", id="truncated"),
+])
+def test_unusable_2xx_answers_name_their_request_id(api: FakeApi, body: bytes, problem: str) -> None:
+    """A 200 whose body cannot be used is a bad_response naming the field (or the problem) and the request id."""
+    api.on(STATUS_PATH.format("j"), Reply(200, body, headers={"X-Request-Id": "abc123"}))
+    result, client = run(_config(api), lambda c: c.fetch_all(["j"]))
+    (error,) = result.errors
+    assert error.kind == "bad_response" and error.message.startswith(problem), error.message
+    assert error.message.endswith("(HTTP 200, request id abc123)")
+    assert client.stats.errors == {"bad_response": 1}
+
+
+def test_a_2xx_error_document_names_its_request_id_once(api: FakeApi) -> None:
+    """An error document sent with 200 (its own request_id in the body) is named once, not twice."""
+    api.on(STATUS_PATH.format("j"), Reply(200, {"error_code": "DLF.0100", "error_msg": "gone", "request_id": "r-1"},
+                                          headers={"X-Request-Id": "r-1"}))
+    result, _ = run(_config(api), lambda c: c.fetch_all(["j"]))
+    assert result.errors[0].kind == "not_found"
+    assert result.errors[0].message.count("r-1") == 1
+
+
+def test_credentials_echoed_by_the_server_are_scrubbed(api: FakeApi) -> None:
+    """Whatever a gateway echoes back (an AK, a token), notifier's error text never carries it."""
+    environ = {"HUAWEICLOUD_SDK_AK": "AK-ECHOED-0123456789", "HUAWEICLOUD_SDK_SK": "sk-never-shown-0123456789"}
+    echo = {"error_code": "APIG.0301", "error_msg": "Incorrect IAM authentication information: Get secretKey "
+            "failed,ak:AK-ECHOED-0123456789,err:ak not exist; sk-never-shown-0123456789"}
+    api.on(STATUS_PATH.format("j"), Reply(401, echo))
+    result, _ = run(_config(api, auth="aksk"), lambda c: c.fetch_all(["j"]), environ=environ)
+    (error,) = result.errors
+    assert error.kind == "auth" and "ak:***,err:ak not exist" in error.message
+    assert all(secret not in error.message for secret in environ.values())
+
+
+def test_a_node_reporting_node_type_keeps_it(api: FakeApi) -> None:
+    """The SDK's spelling `nodeType` gives the node its type (node_types rules can match it)."""
+    api.on(STATUS_PATH.format("j"), Reply(200, {"status": "NORMAL", "starttime": "1551409465000",
+                                                "nodes": [{"name": "N", "status": "NORMAL", "nodeType": "DLI SQL"}]}))
+    snap, _ = run(_config(api), lambda c: c.fetch_status("j"))
+    assert [(n.name, n.type) for n in snap.nodes] == [("N", "DLI SQL")]
+    assert snap.start_time == datetime(2019, 3, 1, 3, 4, 25, tzinfo=timezone.utc)
 
 
 # --- concurrency and rate --------------------------------------------------------------

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from notifier.errors import SourceError
-from notifier.httputil import parse_retry_after, source_excerpt
+from notifier.httputil import HeaderMapping, parse_retry_after, source_excerpt
 from notifier.source.parse import (
     MISSING_NODE_STATUS,
     parse_error,
@@ -78,8 +78,12 @@ NODE = {"name": "N1", "status": "NORMAL", "type": "DLI SQL", "totalGetBytes": 1,
                  datetime(2019, 3, 1, 3, 4, 25, tzinfo=UTC), id="sdk-starttime-spelling"),
     pytest.param({"status": "NORMAL", "startTime": "1551409465000"}, "start_time",
                  datetime(2019, 3, 1, 3, 4, 25, tzinfo=UTC), id="time-as-digit-string"),
-    pytest.param({"status": "NORMAL", "startTime": "yesterday", "endTime": None}, "start_time", None,
-                 id="junk-time-is-none"),
+    pytest.param({"status": "NORMAL", "startTime": "", "endTime": None}, "start_time", None,
+                 id="empty-time-is-none"),
+    pytest.param({"status": "NORMAL", "lastUpdateTime": 1551409406000.0}, "last_update_time",
+                 datetime(2019, 3, 1, 3, 3, 26, tzinfo=UTC), id="float-millis"),
+    pytest.param({"status": "NORMAL", "starttime": "1551409465000", "startTime": None}, "start_time",
+                 datetime(2019, 3, 1, 3, 4, 25, tzinfo=UTC), id="sdk-string-time-when-page-spelling-is-null"),
     pytest.param({"status": "NORMAL", "endTime": 1551409500123}, "end_time",
                  datetime(2019, 3, 1, 3, 5, 0, 123000, tzinfo=UTC), id="end-time-millis"),
     pytest.param({"status": "NORMAL"}, "nodes", (), id="missing-nodes-is-zero-nodes"),
@@ -100,19 +104,109 @@ def test_status_fields(fields: dict[str, object], attr: str, expected: object) -
     pytest.param({"name": "n", "status": "NORMAL", "runningData": "not json {"}, "running_data", "not json {",
                  id="running-data-string-kept"),
     pytest.param({"name": "n", "status": "NORMAL", "logPath": ""}, "log_path", None, id="empty-log-path"),
-    pytest.param({"name": "n", "status": "NORMAL", "type": 7}, "type", "", id="non-string-type"),
+    pytest.param({"name": "n", "status": "NORMAL", "nodeType": "DLI SQL"}, "type", "DLI SQL",
+                 id="sdk-node-type"),
+    pytest.param({"name": "n", "status": "NORMAL", "type": "Create OBS", "nodeType": "OBSManager"}, "type",
+                 "Create OBS", id="page-type-wins-over-sdk-node-type"),
+    pytest.param({"name": "n", "status": "NORMAL", "type": None, "nodeType": "DLISQL"}, "type", "DLISQL",
+                 id="null-type-falls-back-to-node-type"),
+    pytest.param({"name": "n", "status": "NORMAL"}, "type", "", id="no-type"),
     pytest.param({"name": "n", "status": "NORMAL", "totalGetBytes": "12", "totalGetRecords": None,
-                  "totalPutBytes": True, "totalPutRecords": 1.5}, "counters",
-                 {"totalGetBytes": 0, "totalGetRecords": 0, "totalPutBytes": 0, "totalPutRecords": 0},
-                 id="non-int-counters-zero"),
-    pytest.param({"name": "n", "status": "NORMAL", "totalPutRecords": 7.0}, "counters",
-                 {"totalGetBytes": 0, "totalGetRecords": 0, "totalPutBytes": 0, "totalPutRecords": 7},
+                  "totalPutBytes": " 3 ", "totalPutRecords": ""}, "counters",
+                 {"totalGetBytes": 12, "totalPutBytes": 3}, id="string-counters-and-absent-ones"),
+    pytest.param({"name": "n", "status": "NORMAL", "totalPutRecords": 7.0}, "counters", {"totalPutRecords": 7},
                  id="integral-float-counter"),
+    pytest.param({"name": "n", "status": "NORMAL"}, "counters", {}, id="no-counters-is-not-zero-counters"),
 ])
 def test_node_fields(node: dict[str, object], attr: str, expected: object) -> None:
     """Node entries are read tolerantly: aliases, raw runningData, counters defaulting to 0."""
     (parsed,) = parse_status("j", _body(status="NORMAL", nodes=[node])).nodes
     assert getattr(parsed, attr) == expected
+
+
+@pytest.mark.parametrize("status", ["STARTING", "STARTTING", "NORMAL", "EXCEPTION", "STOPPING", "STOPPED",
+                                    "PAUSE", "ABNORMAL", "DISABLE", "OVERLOAD", "INIT"])
+def test_every_documented_status_is_kept(status: str) -> None:
+    """The page's five statuses and the SDK's five more come through for job and node (STARTING as STARTTING)."""
+    snap = parse_status("j", _body(status=status, nodes=[{"name": "n", "status": status}]))
+    expected = "STARTTING" if status == "STARTING" else status
+    assert (snap.status, snap.nodes[0].status) == (expected, expected)
+
+
+# What huaweicloudsdkdgc's ShowJobStatusResponse / RealTimeNodeStatus model, with the SDK's types: times and
+# the extension fields as strings, `starttime` and `nodeType` spelt its way; plus the newer API page's
+# bufferRecords and jobInstanceId. Nothing here is in the 2019 API page's example.
+SDK_SHAPED = {
+    "name": "job_sms", "status": "STARTING", "starttime": "1551409465000", "endTime": None,
+    "lastUpdateTime": "1551409406000", "createUser": "alice", "lastModifiyUser": "bob",
+    "nodes": [
+        {"name": "DIS_INPUT", "status": "OVERLOAD", "nodeType": "ExecuteDISStream", "lastInstanceStatus": "success",
+         "logPath": "obs://bucket/DIS_INPUT.job", "runningData": "{\"streamName\":\"dis-input\"}",
+         "extendCounter": "{\"a\":1}", "bufferRecords": 0, "jobInstanceId": 123456},
+        {"name": "DLI_SMS_GES", "status": "ABNORMAL", "nodeType": "DLI SQL", "lastInstanceStatus": "fail",
+         "extendCounter": None, "bufferRecords": "17", "jobInstanceId": "123456", "totalPutRecords": "208"},
+    ],
+}
+
+
+def test_sdk_shaped_answer_parses_like_the_page_shaped_one() -> None:
+    """The SDK's field names and string types give the same snapshot the API page's shape would."""
+    snap = parse_status("job_sms", json.dumps(SDK_SHAPED).encode())
+    assert (snap.status, snap.start_time, snap.last_update_time, snap.end_time) == (
+        "STARTTING", datetime(2019, 3, 1, 3, 4, 25, tzinfo=UTC), datetime(2019, 3, 1, 3, 3, 26, tzinfo=UTC), None)
+    dis, ges = snap.nodes
+    assert (dis.name, dis.status, dis.type, dis.log_path, dis.running_data, dict(dis.counters)) == (
+        "DIS_INPUT", "OVERLOAD", "ExecuteDISStream", "obs://bucket/DIS_INPUT.job", '{"streamName":"dis-input"}', {})
+    assert (ges.status, ges.type, dict(ges.counters)) == ("ABNORMAL", "DLI SQL", {"totalPutRecords": 208})
+
+
+@pytest.mark.parametrize("extra", [
+    pytest.param({"lastInstanceStatus": 3, "extendCounter": {"x": [1]}, "bufferRecords": "many",
+                  "jobInstanceId": None}, id="ignored-sdk-fields-of-any-type"),
+    pytest.param({"futureField": {"nested": [1, 2]}, "type2": 7}, id="unknown-fields"),
+])
+def test_fields_notifier_does_not_use_never_fail_a_node(extra: dict[str, object]) -> None:
+    """Fields the pipeline has no place for are ignored whatever their type: they cannot fail a job."""
+    (node,) = parse_status("j", _body(status="NORMAL", nodes=[{"name": "n", "status": "NORMAL", **extra}])).nodes
+    assert (node.name, node.status) == ("n", "NORMAL")
+
+
+@pytest.mark.parametrize(("fields", "where"), [
+    pytest.param({"status": ["NORMAL"]}, "field 'status' must be a string, got array ['NORMAL']", id="job-status"),
+    pytest.param({"status": "NORMAL", "startTime": "yesterday"},
+                 "field 'startTime' must be epoch milliseconds (a number or a string of digits), got string "
+                 "'yesterday'", id="job-start-time"),
+    pytest.param({"status": "NORMAL", "starttime": True}, "field 'starttime' must be epoch milliseconds",
+                 id="sdk-start-time-boolean"),
+    pytest.param({"status": "NORMAL", "lastUpdateTime": 1e300}, "field 'lastUpdateTime' must be epoch",
+                 id="time-out-of-range"),
+    pytest.param({"status": "NORMAL", "nodes": [{"name": "N1", "status": 3}]},
+                 "node 'N1' field 'status' must be a string, got number 3", id="node-status"),
+    pytest.param({"status": "NORMAL", "nodes": [{"name": "N1", "nodeType": 7}]},
+                 "node 'N1' field 'nodeType' must be a string, got number 7", id="node-type"),
+    pytest.param({"status": "NORMAL", "nodes": [{"name": "N1", "type": {"a": 1}}]},
+                 "node 'N1' field 'type' must be a string, got object", id="node-type-object"),
+    pytest.param({"status": "NORMAL", "nodes": [{"name": "N1", "logPath": 5}]},
+                 "node 'N1' field 'logPath' must be a string", id="log-path"),
+    pytest.param({"status": "NORMAL", "nodes": [{"name": "N1", "runningData": 5}]},
+                 "node 'N1' field 'runningData' must be a string (a JSON document) or an object", id="running-data"),
+    pytest.param({"status": "NORMAL", "nodes": [{"name": "N1", "totalPutRecords": 1.5}]},
+                 "node 'N1' field 'totalPutRecords' must be a whole number (or a string of digits), got number 1.5",
+                 id="fractional-counter"),
+    pytest.param({"status": "NORMAL", "nodes": [{"name": "N1", "totalGetBytes": True}]},
+                 "node 'N1' field 'totalGetBytes' must be a whole number", id="boolean-counter"),
+    pytest.param({"status": "NORMAL", "nodes": [{"name": "N1", "totalGetRecords": "12 records"}]},
+                 "node 'N1' field 'totalGetRecords' must be a whole number", id="wordy-counter"),
+    pytest.param({"status": "NORMAL", "nodes": [{"name": "N1", "totalGetRecords": "9" * 5000}]},
+                 "node 'N1' field 'totalGetRecords' must be a whole number", id="counter-too-long-to-convert"),
+    pytest.param({"status": "NORMAL", "startTime": "1e999"}, "field 'startTime' must be epoch", id="infinite-time"),
+])
+def test_wrong_typed_field_is_a_clear_error(fields: dict[str, object], where: str) -> None:
+    """A used field of the wrong type fails the job's answer, naming job, node and field: never a silent default."""
+    with pytest.raises(SourceError) as info:
+        parse_status("job_sms", _body(**fields))
+    assert info.value.kind == "bad_response"
+    assert str(info.value).startswith(f"job_sms: job status response: {where}"), str(info.value)
 
 
 def test_bad_node_entries_are_skipped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -134,7 +228,7 @@ def test_bad_node_entries_are_skipped_and_logged(caplog: pytest.LogCaptureFixtur
     pytest.param(b"null", "JSON null, not an object", id="json-null"),
     pytest.param(b'{"name": "job_sms", "nodes": []}', "no status", id="missing-status"),
     pytest.param(b'{"status": "", "nodes": []}', "no status", id="empty-status"),
-    pytest.param(b'{"status": 3}', "no status", id="non-string-status"),
+    pytest.param(b'{"status": null}', "no status", id="null-status"),
     pytest.param(b'{"status": "NORMAL", "nodes": {"name": "a"}}', "nodes that are not a list",
                  id="nodes-not-a-list"),
 ])
@@ -200,17 +294,58 @@ def test_error_kinds(status: int, body: bytes, kind: str, code: str | None) -> N
 
 
 def test_error_message_names_the_code() -> None:
-    """The message reads like the API doc: job, code, text and HTTP status."""
+    """The message reads like the API doc: job, code, text, what the code means and the HTTP status."""
     error = parse_error(400, b'{"error_code":"DLF.0100","error_msg":"The job does not exists."}', {},
                         job="job_sms")
-    assert str(error) == "job_sms: DLF.0100 The job does not exists. (HTTP 400)"
+    assert str(error) == ("job_sms: DLF.0100 The job does not exists. - no such job in this workspace: check the "
+                          "job name and [source] workspace (HTTP 400)")
+
+
+@pytest.mark.parametrize(("code", "meaning"), [
+    pytest.param("DLF.0100", "no such job", id="DLF.0100"),
+    pytest.param("DLF.6888", "no permission", id="DLF.6888"),
+    pytest.param("DLF.3018", "job name is not valid", id="DLF.3018"),
+    pytest.param("APIG.0301", "refused the credentials", id="APIG.0301"),
+    pytest.param("APIGW.0301", "clock more than 15 minutes off", id="APIGW.0301"),
+    pytest.param("APIG.0308", "throttled", id="APIG.0308"),
+    pytest.param("APIGW.0308", "max_requests_per_second", id="APIGW.0308"),
+])
+def test_known_codes_are_explained(code: str, meaning: str) -> None:
+    """The codes an operator meets get a few words on what they mean, in either body spelling."""
+    for body in (_body(error_code=code, error_msg="text"), _body(errorCode=code, errorMsg="text")):
+        message = str(parse_error(400, body, {}, job="j"))
+        assert message.startswith(f"j: {code} text - ") and meaning in message, message
+
+
+def test_unknown_codes_are_named_without_explanation() -> None:
+    """A code notifier does not know is quoted as the API sent it, with nothing made up."""
+    assert str(parse_error(400, _body(error_code="DLF.9999", error_msg="odd"), {})) == "DLF.9999 odd (HTTP 400)"
 
 
 def test_error_message_without_code_quotes_the_body() -> None:
-    """An error without a code says the HTTP reason and a short body excerpt, plus any request id."""
+    """An error without a code says the HTTP reason and a short body excerpt."""
     assert str(parse_error(502, b"<h1>Bad\ngateway</h1>", {})) == "Bad Gateway: <h1>Bad gateway</h1> (HTTP 502)"
-    with_id = parse_error(500, b'{"error_code": "X.1", "error_msg": "boom", "request_id": "r-42"}', {})
-    assert str(with_id) == "X.1 boom (HTTP 500, request_id=r-42)"
+
+
+@pytest.mark.parametrize(("body", "headers", "expected"), [
+    pytest.param(b'{"error_code": "X.1", "error_msg": "boom", "request_id": "r-42"}', {}, "r-42", id="body"),
+    pytest.param(b'{"error_code": "X.1", "error_msg": "boom", "requestId": "r-43"}', {}, "r-43", id="body-camel"),
+    pytest.param(b'{"error_code": "X.1", "error_msg": "boom"}', {"x-request-id": "3b2f9c"}, "3b2f9c",
+                 id="header"),
+    pytest.param(b'{"error_code": "X.1", "error_msg": "boom", "request_id": "body-id"}',
+                 httpx.Headers({"X-Request-Id": "header-id"}), "header-id", id="header-wins"),
+    pytest.param(b"<html>busy</html>", {"X-Request-Id": "html-id"}, "html-id", id="html-error-page"),
+])
+def test_error_message_names_the_request_id(body: bytes, headers: HeaderMapping, expected: str) -> None:
+    """The request id Huawei support asks for is in the message, from X-Request-Id or the body."""
+    message = str(parse_error(500, body, headers, job="j"))
+    assert message.endswith(f"(HTTP 500, request id {expected})"), message
+
+
+def test_error_message_without_request_id_says_only_the_status() -> None:
+    """No request id anywhere: the message does not invent one (a blank header counts as none)."""
+    assert str(parse_error(500, b'{"error_code": "X.1", "error_msg": "boom"}', {"X-Request-Id": " "})) == (
+        "X.1 boom (HTTP 500)")
 
 
 @pytest.mark.parametrize(("headers", "expected"), [
@@ -247,8 +382,16 @@ def test_job_list_page() -> None:
 
 
 def test_job_list_without_total_counts_the_page() -> None:
-    """A missing total is taken as this page's size rather than failing."""
+    """A missing total is taken as this page's size rather than failing; a total in a string is still read."""
     assert parse_job_list(_body(jobs=[{"name": "a"}])) == (1, ("a",), {})
+    assert parse_job_list(_body(total="1200", jobs=[{"name": "a"}])) == (1200, ("a",), {})
+
+
+def test_job_list_error_with_2xx_is_not_an_empty_list() -> None:
+    """An error document answered with 200 names its code; it must not read as "there are no jobs"."""
+    with pytest.raises(SourceError) as info:
+        parse_job_list(_body(error_code="DLF.6888", error_msg="No permission."))
+    assert (info.value.kind, info.value.error_code) == ("auth", "DLF.6888")
 
 
 @pytest.mark.parametrize("body", [

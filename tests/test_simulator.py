@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,6 +131,61 @@ def test_unknown_job_is_dlf_0100(start: Start) -> None:
     response = client.get(status_path("no_such_job"))
     assert response.status_code == 400
     assert response.json() == {"error_code": "DLF.0100", "error_msg": "The job does not exists."}
+
+
+REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@pytest.mark.parametrize(("method", "path", "fault", "status"), [
+    pytest.param("GET", status_path("job_a"), None, 200, id="status"),
+    pytest.param("GET", f"/v1/{PROJECT}/jobs?jobType=REAL_TIME", None, 200, id="list"),
+    pytest.param("GET", status_path("nope"), None, 400, id="dlf-0100"),
+    pytest.param("GET", "/v2/other", None, 404, id="apig-0101"),
+    pytest.param("GET", status_path("job_a"), {"kind": "http_error", "status": 503}, 503, id="fault-http-error"),
+    pytest.param("GET", status_path("job_a"), {"kind": "throttle"}, 429, id="fault-throttle"),
+    pytest.param("GET", status_path("job_a"), {"kind": "html"}, 502, id="fault-html"),
+    pytest.param("GET", status_path("job_a"), {"kind": "truncated_json"}, 200, id="fault-truncated"),
+    pytest.param("POST", "/v3/auth/tokens", None, 400, id="iam-bad-body"),
+])
+def test_every_answer_carries_a_request_id(start: Start, method: str, path: str, fault: dict[str, Any] | None,
+                                           status: int) -> None:
+    """X-Request-Id on every answer (32 hex digits, fresh each time), recorded with the request it answered."""
+    sim, client, _ = start()
+    if fault is not None:
+        sim.set_fault(**fault)
+    first, second = (client.request(method, path, content=b"{}" if method == "POST" else None) for _ in range(2))
+    assert first.status_code == status
+    assert REQUEST_ID.match(first.headers["x-request-id"])
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+    assert [r.request_id for r in sim.requests] == [first.headers["x-request-id"], second.headers["x-request-id"]]
+
+
+def test_gateway_errors_name_the_request_id_in_the_body(start: Start) -> None:
+    """APIG.* error bodies carry request_id (as API Gateway's do); the service's DLF.* bodies stay as documented."""
+    sim, client, _ = start()
+    sim.set_fault(kind="throttle", count=1)
+    throttled = client.get(status_path("job_a"))
+    assert throttled.json()["error_code"] == "APIG.0308"
+    assert throttled.json()["request_id"] == throttled.headers["x-request-id"]
+    assert set(client.get(status_path("nope")).json()) == {"error_code", "error_msg"}
+
+
+def test_sdk_response_style_is_shaped_as_the_sdk_models_it(start: Start) -> None:
+    """response_style = "sdk": starttime, nodeType, times and counters as strings, STARTING, the SDK's extras."""
+    _, client, clock = start(BASIC.replace("epoch_start", 'response_style = "sdk"\nepoch_start'))
+    clock.advance(2)
+    doc = client.get(status_path("job_a")).json()
+    assert {"starttime", "lastUpdateTime", "createUser", "lastModifiyUser"} <= set(doc)
+    assert "startTime" not in doc and doc["starttime"] == str(EPOCH) and doc["lastUpdateTime"] == str(EPOCH)
+    src, sql = doc["nodes"]
+    assert (src["nodeType"], sql["nodeType"]) == ("ExecuteDISStream", "DLI SQL") and "type" not in src
+    assert (src["totalGetRecords"], src["totalGetBytes"]) == ("200", "2000")
+    assert isinstance(src["lastInstanceStatus"], str) and json.loads(src["extendCounter"])["totalGetRecords"] == 200
+    assert isinstance(src["bufferRecords"], int) and isinstance(src["jobInstanceId"], int)
+    assert doc["futureField"] == "x" and sql["nodeExtra"] == 1  # extras still served
+    assert client.get(status_path("job_b")).json()["status"] == "STARTING"
+    clock.advance(20)
+    assert client.get(status_path("job_a")).json()["endTime"] == str(EPOCH + 10_000)
 
 
 @pytest.mark.parametrize(("path", "status", "code"), [
@@ -418,9 +474,11 @@ _JOB = '[[job]]\nname = "j"\n[[job.node]]\nname = "N"\ntype = "DLI SQL"\n'
     (f'project_id = "p"\n{_JOB}[[fault]]\nkind = "latency"\n', "fault[0]: delay", "required"),
     (f'project_id = "p"\n{_JOB}[[fault]]\nkind = "http_error"\njob = "nope"\n', "fault[0]: job", "no job named"),
     (f'project_id = "p"\nepoch_start = 1551409406\n{_JOB}', "epoch_start", "seconds?"),
+    (f'project_id = "p"\nresponse_style = "java"\n{_JOB}', "response_style", "must be one of 'document', 'sdk'"),
     (f'project_id = "p"\n{_JOB}extra = {{ status = "X" }}\n', "extra: status", "must not replace"),
 ], ids=["no-project", "typo", "no-jobs", "bad-duration", "unknown-node", "negative-rate", "missing-duration",
         "duplicate-node", "bad-fault-kind", "latency-without-delay", "fault-unknown-job", "epoch-in-seconds",
+        "unknown-response-style",
         "extra-replaces-field"])
 def test_bad_scenario_names_file_and_key(tmp_path: Path, text: str, where: str, message: str) -> None:
     """Every scenario error names the file, the table and the key."""
@@ -509,6 +567,7 @@ def test_serve_prints_url_and_stops_on_sigterm() -> None:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert f"project_id={PROJECT}" in first
+        assert proc.stdout.readline().strip() == "auth: none (every request is served)"
         url = first.split(" at ")[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
         assert httpx.get(url + status_path("job_sms"), timeout=5).json() == DOC_EXAMPLE

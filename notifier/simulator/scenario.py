@@ -11,6 +11,12 @@ File format (every key is checked; unknown keys are errors naming file, table an
     loop = false                 # after the last step: hold it (false) or start over (true)
     epoch_start = 1551409406000  # optional: epoch ms (or a TOML datetime) of t=0; default: start()
     list_offset = "records"      # list API `offset`: a record offset ("records") or a page ("pages")
+    response_style = "document"  # status answers as the API page shows them ("document": startTime, node `type`,
+                                 # numbers) or as huaweicloudsdkdgc models them ("sdk": starttime, nodeType,
+                                 # times and counters as strings, lastInstanceStatus, extendCounter, STARTING)
+    auth = "none"                # who is served: "none" anyone; "aksk" only requests signed SDK-HMAC-SHA256 with
+                                 # [credentials] ak/sk; "token" only X-Auth-Token = [credentials] token (or an
+                                 # unexpired token the simulated IAM issued); others get 401 APIG.0301
 
     [[job]]
     name = "job_sms"
@@ -50,6 +56,12 @@ File format (every key is checked; unknown keys are errors naming file, table an
     project = "cn-north-4"       # the project name a token may be scoped to (or by project_id)
     token_lifetime = "24h"       # expires_at = issue time + this, in scenario time
     require_token = false        # true: the status/list APIs answer 401 APIG.0301 without a valid X-Auth-Token
+
+    [credentials]                # optional: what auth = "aksk" / "token" accept; these are the defaults
+    ak = "SIMULATORAK0000000000" # (test values, not secrets: the simulator serves made-up jobs)
+    sk = "simulator-secret-key"
+    token = "simulator-token"
+    max_clock_skew = "15m"       # an X-Sdk-Date further than this from the simulator's wall clock is refused
 """
 
 from __future__ import annotations
@@ -95,6 +107,10 @@ FAULT_KINDS: tuple[str, ...] = (
 )
 Endpoint = Literal["any", "status", "list"]
 ListOffset = Literal["records", "pages"]
+AuthMode = Literal["none", "aksk", "token"]
+AUTH_MODES: tuple[str, ...] = ("none", "aksk", "token")
+ResponseStyle = Literal["document", "sdk"]
+RESPONSE_STYLES: tuple[str, ...] = ("document", "sdk")
 
 _STATUS_KEYS = frozenset({"name", "status", "startTime", "endTime", "lastUpdateTime", "nodes"})
 _NODE_KEYS = frozenset({"name", "status", "type", "logPath", "runningData", *COUNTER_NAMES})
@@ -201,6 +217,24 @@ DEFAULT_IAM = IamSettings()
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Who the DGC APIs serve: anyone (``none``), AK/SK-signed requests (``aksk``) or a token (``token``).
+
+    The API gateway in front of DataArts Factory refuses anything else with 401 APIG.0301;
+    a simulator that served every request let the client's 401 path go untested.
+    """
+
+    mode: AuthMode = "none"
+    ak: str = "SIMULATORAK0000000000"
+    sk: str = "simulator-secret-key"
+    token: str = "simulator-token"
+    max_clock_skew: float = 15 * 60.0  # the gateway's documented tolerance for X-Sdk-Date
+
+
+DEFAULT_AUTH = AuthSettings()
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """Everything the simulator serves, parsed and validated."""
 
@@ -211,6 +245,8 @@ class Scenario:
     faults: tuple[Fault, ...] = ()
     list_offset: ListOffset = "records"
     iam: IamSettings = DEFAULT_IAM
+    auth: AuthSettings = DEFAULT_AUTH
+    response_style: ResponseStyle = "document"
     name: str = "scenario"
     description: str = ""
     source: str = ""
@@ -384,15 +420,19 @@ def parse_scenario(data: Mapping[str, Any], *, file: str = "<scenario>", name: s
     loop = top.bool("loop", False)
     epoch = _instant(top, "epoch_start", None, relative=False)
     list_offset = top.choice("list_offset", ("records", "pages"), "records")
+    response_style = top.choice("response_style", RESPONSE_STYLES, "document")
+    auth_mode = top.choice("auth", AUTH_MODES, "none")
     description = top.str("description", "")
     jobs = tuple(_job(r, loop) for r in _tables(top, "job", required=True))
     _check_unique(top, "job", [(j.workspace, j.name) for j in jobs], lambda k: f"job {k[1]!r} in workspace {k[0]!r}")
     faults = tuple(_fault(r, jobs=jobs) for r in _tables(top, "fault"))
     iam = _iam(top.table("iam", None))
+    auth = _auth(auth_mode, top.table("credentials", None))
     top.finish()
     return Scenario(project_id=project_id, jobs=jobs, loop=loop,
                     epoch_start_ms=epoch.epoch_ms if epoch is not None else None, faults=faults,
-                    list_offset=list_offset, iam=iam, name=name, description=description, source=file)
+                    list_offset=list_offset, iam=iam, auth=auth, response_style=response_style, name=name,
+                    description=description, source=file)
 
 
 def _iam(r: TableReader | None) -> IamSettings:
@@ -405,6 +445,24 @@ def _iam(r: TableReader | None) -> IamSettings:
                       require_token=r.bool("require_token", d.require_token))
     r.finish()
     return iam
+
+
+def _auth(mode: AuthMode, r: TableReader | None) -> AuthSettings:
+    d = DEFAULT_AUTH
+    if r is None:
+        return replace(d, mode=mode)
+    auth = AuthSettings(mode=mode, ak=_credential(r, "ak", d.ak), sk=_credential(r, "sk", d.sk),
+                        token=_credential(r, "token", d.token),
+                        max_clock_skew=_seconds(r, "max_clock_skew", d.max_clock_skew, positive=True))
+    r.finish()
+    return auth
+
+
+def _credential(r: TableReader, key: str, default: str) -> str:
+    value: str = r.str(key, default)
+    if not value or value != value.strip():
+        raise r.error(key, f"must be a non-empty string without surrounding spaces, got {value!r}")
+    return value
 
 
 def parse_fault(fields: Mapping[str, Any], *, jobs: tuple[JobScript, ...] = (), where: str = "fault") -> Fault:

@@ -6,9 +6,16 @@ Routes (``workspace`` header selects a workspace; none means the default one):
     GET /v1/{project_id}/jobs?jobType=REAL_TIME&offset=&limit=&jobName=   the list-jobs API
     POST /v3/auth/tokens                               IAM's token API (password method; see IamSettings)
 
-With ``IamSettings.require_token`` the two DGC APIs want ``X-Auth-Token`` (a token this
-simulator issued and that has not expired or been revoked) and answer 401 ``APIG.0301``
-otherwise; by default they want no credentials at all.
+Who is served is the scenario's ``auth`` (``AuthSettings``), checked as the API gateway does
+(``notifier.simulator.auth``): ``"none"`` serves anyone; ``"aksk"`` wants an ``SDK-HMAC-SHA256``
+signature with the scenario's AK/SK and an ``X-Sdk-Date`` within 15 minutes of the wall
+clock; ``"token"`` (or ``IamSettings.require_token``) wants ``X-Auth-Token``: the scenario's
+static token or one this simulator's IAM issued that has not expired or been revoked.
+Anything else is 401 ``APIG.0301`` with the gateway's wording.
+
+Every answer carries ``X-Request-Id`` (32 hex digits, recorded with the request); gateway
+errors (``APIG.*``) also carry it as ``request_id`` in the body, as APIG does: it is what
+Huawei support asks for, so the client quotes it in its errors.
 
 Errors, as the service words them where known:
 
@@ -16,6 +23,7 @@ Errors, as the service words them where known:
     wrong project_id                           404 {"error_code": "SIM.0404", ...}   (simulator's own code)
     bad list parameters                        400 {"error_code": "SIM.0400", ...}   (simulator's own code)
     any other path                             404 {"error_code": "APIG.0101", ...}  (API Gateway's answer)
+    missing or bad credentials (auth = ...)    401 {"error_code": "APIG.0301", "error_msg": "Incorrect IAM ...", ...}
     wrong IAM user, password or domain         401 {"error_code": "IAM.0004", ...}
     methods other than GET and POST            501 (http.server's default)
 
@@ -37,6 +45,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,12 +57,15 @@ from typing import Any, TextIO, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from notifier.core.counters import COUNTER_NAMES
+from notifier.simulator.auth import TOKEN_INVALID, TOKEN_NOT_FOUND, ReceivedRequest, token_expired, verify_aksk
 from notifier.simulator.scenario import (
     EMPTY,
+    AuthSettings,
     Fault,
     IamSettings,
     JobPlan,
     JobView,
+    NodeScript,
     Scenario,
     compile_job,
     parse_fault,
@@ -66,13 +78,17 @@ Clock = Callable[[], float]
 
 Sleep = Callable[[float], None]
 
+WallClock = Callable[[], float]
+"""Returns epoch seconds: the clock an ``X-Sdk-Date`` is checked against (default ``time.time``)."""
+
 JSON_TYPE = "application/json;charset=UTF-8"
 NOT_FOUND = {"error_code": "DLF.0100", "error_msg": "The job does not exists."}
 THROTTLED = ("APIG.0308",
              "The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 second")
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 1000
 IAM_TOKEN_PATH = "/v3/auth/tokens"
-BAD_TOKEN = ("APIG.0301", "Incorrect IAM authentication information: the token is missing, invalid or expired")
+BAD_CREDENTIALS = "APIG.0301"
+MAX_BODY = 1 << 20  # a GET with a body is odd; more than this is not read (and the connection is closed)
 BAD_LOGIN = ("IAM.0004", "The username or password is wrong.")
 
 
@@ -123,6 +139,7 @@ class RecordedRequest:
     headers: Mapping[str, str]  # names lower-cased
     client: str  # "host:port" of the connection; the same for requests on a reused keep-alive connection
     t: float  # scenario time
+    request_id: str = ""  # the X-Request-Id the answer carried
 
 
 class RequestLog:
@@ -215,14 +232,20 @@ class Simulator:
     ``clock`` returns scenario seconds (default: real time since ``start()``); ``sleep`` is
     what latency faults call (default: a sleep that ``stop()`` interrupts). ``iam`` replaces
     the scenario's ``[iam]`` settings (the credentials IAM accepts, token lifetime, whether
-    the DGC APIs require a token).
+    the DGC APIs require a token); ``auth`` replaces its ``auth`` and ``[credentials]``.
+    ``wall_clock`` (epoch seconds, default ``time.time``) is what ``X-Sdk-Date`` must be
+    within 15 minutes of; a test whose notifier runs on scenario time sets
+    ``sim.wall_clock = sim.scenario_epoch``.
     """
 
     def __init__(self, scenario: Scenario, host: str = "127.0.0.1", port: int = 0, clock: Clock | None = None,
                  *, sleep: Sleep | None = None, record_requests: int = 10_000,
-                 iam: IamSettings | None = None) -> None:
+                 iam: IamSettings | None = None, auth: AuthSettings | None = None,
+                 wall_clock: WallClock | None = None) -> None:
         self.scenario = scenario
         self.iam = iam if iam is not None else scenario.iam
+        self.auth = auth if auth is not None else scenario.auth
+        self.wall_clock: WallClock = wall_clock if wall_clock is not None else time.time
         self._tokens: dict[str, float] = {}  # issued token -> scenario time it expires
         self._token_lock = threading.Lock()
         self.tokens_issued = 0
@@ -315,6 +338,10 @@ class Simulator:
         """Current scenario time in seconds (never negative)."""
         return max(0.0, float(self.clock()))
 
+    def scenario_epoch(self) -> float:
+        """Current scenario time as epoch seconds (``epoch_start_ms`` + ``now()``): a ``wall_clock`` for tests."""
+        return self._epoch_ms / 1000 + self.now()
+
     # runtime control (tests)
 
     def set_fault(self, job: str | None = None, **fault: Any) -> Fault:
@@ -384,6 +411,29 @@ class Simulator:
             expires = self._tokens.get(token or "")
         return expires is not None and t < expires
 
+    def _refusal(self, request: ReceivedRequest, t: float) -> _Answer | None:
+        """The gateway's 401 when this request lacks the credentials the scenario wants; None to serve it."""
+        if self.auth.mode == "aksk":
+            now = datetime.fromtimestamp(self.wall_clock(), tz=timezone.utc)
+            problem = verify_aksk(request, self.auth, now)
+        elif self.auth.mode == "token" or self.iam.require_token:
+            problem = self._token_problem(request.headers.get("x-auth-token"), t)
+        else:
+            return None
+        return None if problem is None else _error(401, BAD_CREDENTIALS, problem)
+
+    def _token_problem(self, token: str | None, t: float) -> str | None:
+        """Why ``token`` is refused at scenario time ``t`` (the gateway's words), or None."""
+        if not token:
+            return TOKEN_NOT_FOUND
+        if self.auth.mode == "token" and secrets.compare_digest(token.encode(), self.auth.token.encode()):
+            return None
+        with self._token_lock:
+            expires = self._tokens.get(token)
+        if expires is None:
+            return TOKEN_INVALID
+        return token_expired(self._iso(expires)) if t >= expires else None
+
     def clear_overrides(self) -> None:
         """Forget every runtime status and counter override: the script rules again."""
         with self._override_lock:
@@ -436,6 +486,8 @@ class Simulator:
         return JobView(status, since, statuses, counters)
 
     def _status_doc(self, entry: _Entry, t: float) -> dict[str, Any]:
+        if self.scenario.response_style == "sdk":
+            return self._sdk_status_doc(entry, t)
         job = entry.plan.job
         view = self._view(entry, t)
         since_ms = self._epoch_ms + round(view.since * 1000)
@@ -465,6 +517,45 @@ class Simulator:
             doc.update(job.extra)
         return doc
 
+    def _sdk_status_doc(self, entry: _Entry, t: float) -> dict[str, Any]:
+        """The status answer shaped as huaweicloudsdkdgc models it (ShowJobStatusResponse, RealTimeNodeStatus).
+
+        ``starttime`` not ``startTime``, ``nodeType`` not ``type``, times and counters as strings,
+        ``STARTING`` spelt as the SDK does, and the fields only the SDK (or the newer API page)
+        names. What ``lastInstanceStatus`` and ``extendCounter`` hold is not documented: the
+        values here are placeholders of the right type (notifier does not use them).
+        """
+        job = entry.plan.job
+        view = self._view(entry, t)
+        since_ms = str(self._epoch_ms + round(view.since * 1000))
+        nodes = [self._sdk_node(entry, script, status, counters)
+                 for script, status, counters in zip(job.nodes, view.node_statuses, view.counters, strict=True)]
+        owner = job.create_user if job.create_user is not None else job.owner
+        doc: dict[str, Any] = {"name": job.name, "status": _sdk_status(view.status),
+                               "starttime": str(job.start_time.resolve(self._epoch_ms)), "lastUpdateTime": since_ms,
+                               "createUser": owner, "lastModifiyUser": owner, "nodes": nodes}
+        if view.status == "STOPPED":
+            doc["endTime"] = since_ms
+        if job.extra:
+            doc.update(job.extra)
+        return doc
+
+    @staticmethod
+    def _sdk_node(entry: _Entry, script: NodeScript, status: str, counters: tuple[int, ...]) -> dict[str, Any]:
+        node: dict[str, Any] = {"name": script.name, "status": _sdk_status(status), "nodeType": script.type,
+                                "lastInstanceStatus": "fail" if status in ("EXCEPTION", "ABNORMAL") else "success",
+                                "extendCounter": json.dumps(dict(zip(COUNTER_NAMES, counters, strict=True)),
+                                                            separators=(",", ":")),
+                                "bufferRecords": 0, "jobInstanceId": 100_000 + entry.index}
+        node.update((name, str(value)) for name, value in zip(COUNTER_NAMES, counters, strict=True))
+        if script.log_path is not None:
+            node["logPath"] = script.log_path
+        if script.running_data is not None:
+            node["runningData"] = script.running_data
+        if script.extra:
+            node.update(script.extra)
+        return node
+
     def _list_item(self, entry: _Entry, t: float) -> dict[str, Any]:
         job = entry.plan.job
         view = self._view(entry, t)
@@ -474,7 +565,7 @@ class Simulator:
             "name": job.name,
             "jobType": "REAL_TIME",
             # The list API spells the starting state STARTING, the status API STARTTING.
-            "status": "STARTING" if view.status == "STARTTING" else view.status,
+            "status": _sdk_status(view.status),
             "lastUpdateTime": since_ms,
             "owner": job.owner,
             "priority": job.priority,
@@ -556,15 +647,19 @@ class Simulator:
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         """Answer one GET request (called by the server's handler threads)."""
         t = self.now()
+        request_id = new_request_id()
         split = urlsplit(handler.path)
         query = dict(parse_qsl(split.query, keep_blank_values=True))
-        headers = {k.lower(): v for k, v in handler.headers.items()}
+        headers = _lower_headers(handler)
+        body = _read_body(handler)
         host, port = handler.client_address[:2]
         self.requests.append(RecordedRequest(handler.command, split.path, MappingProxyType(query),
-                                             MappingProxyType(headers), f"{host}:{port}", t))
+                                             MappingProxyType(headers), f"{host}:{port}", t, request_id))
         endpoint, entry, answer = self._route(split.path, query, headers.get("workspace", ""), t)
-        if endpoint is not None and self.iam.require_token and not self.token_valid(headers.get("x-auth-token"), t):
-            entry, answer = None, _error(401, *BAD_TOKEN)
+        if endpoint is not None:
+            refusal = self._refusal(ReceivedRequest(handler.command, split.path, split.query, headers, body), t)
+            if refusal is not None:
+                entry, answer = None, refusal
         delay, fault = self._pick_faults(t, endpoint, entry)
         if delay:
             self._sleep(delay)
@@ -573,24 +668,23 @@ class Simulator:
                 handler.close_connection = True
                 return
             answer = _apply_fault(fault, answer)
-        _send(handler, answer)
-
+        _send(handler, answer, request_id)
 
     def handle_post(self, handler: BaseHTTPRequestHandler) -> None:
         """Answer one POST: only IAM's token API is served (the body, holding a password, is not recorded)."""
         t = self.now()
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length > 0 else b""
+        request_id = new_request_id()
+        body = _read_body(handler)
         split = urlsplit(handler.path)
-        headers = {k.lower(): v for k, v in handler.headers.items()}
+        headers = _lower_headers(handler)
         host, port = handler.client_address[:2]
         self.requests.append(RecordedRequest(handler.command, split.path, MappingProxyType({}),
-                                             MappingProxyType(headers), f"{host}:{port}", t))
+                                             MappingProxyType(headers), f"{host}:{port}", t, request_id))
         if split.path.rstrip("/") != IAM_TOKEN_PATH:
             _send(handler, _error(404, "APIG.0101", "The API does not exist or has not been published in the "
-                                                    "environment"))
+                                                    "environment"), request_id)
             return
-        _send(handler, self._issue_token(body, t))
+        _send(handler, self._issue_token(body, t), request_id)
 
     def _issue_token(self, body: bytes, t: float) -> _Answer:
         """IAM's password method: check user, password, domain and scope; 201 with X-Subject-Token."""
@@ -628,6 +722,36 @@ class Simulator:
         """Scenario time as IAM writes timestamps: ``2020-01-04T09:05:22.701000Z``."""
         when = datetime.fromtimestamp((self._epoch_ms + round(t * 1000)) / 1000, tz=timezone.utc)
         return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_request_id() -> str:
+    """An ``X-Request-Id``: 32 lower-case hex digits, like the gateway's."""
+    return uuid.uuid4().hex
+
+
+def _sdk_status(status: str) -> str:
+    """The SDK's (and the list API's) spelling: STARTING, where the status API page writes STARTTING."""
+    return "STARTING" if status == "STARTTING" else status
+
+
+def _lower_headers(handler: BaseHTTPRequestHandler) -> dict[str, str]:
+    """Header names lower-cased; a repeated header keeps its first value (as ``Message.get`` does)."""
+    headers: dict[str, str] = {}
+    for name, value in handler.headers.items():
+        headers.setdefault(name.lower(), value)
+    return headers
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The request body (Content-Length bytes); one that is missing, odd or too large reads as empty."""
+    try:
+        length = int(handler.headers.get("Content-Length") or 0)
+    except ValueError:
+        length = 0
+    if length > MAX_BODY:
+        handler.close_connection = True  # the unread rest would be taken for the next request
+        return b""
+    return handler.rfile.read(length) if length > 0 else b""
 
 
 def _new_state(fault: Fault) -> _FaultState:
@@ -696,15 +820,23 @@ def _encode(doc: Any) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _send(handler: BaseHTTPRequestHandler, answer: _Answer) -> None:
-    """Write status line, headers and body in one write (no Nagle stall on keep-alive)."""
-    body = answer.body if answer.body is not None else _encode(answer.doc)
+def _send(handler: BaseHTTPRequestHandler, answer: _Answer, request_id: str) -> None:
+    """Write status line, headers and body in one write (no Nagle stall on keep-alive).
+
+    Every answer gets ``X-Request-Id``; a gateway error document (``APIG.*``) also names it
+    as ``request_id``, as API Gateway's own error bodies do.
+    """
+    doc = answer.doc
+    if isinstance(doc, dict) and str(doc.get("error_code", "")).startswith("APIG"):
+        doc = {**doc, "request_id": request_id}
+    body = answer.body if answer.body is not None else _encode(doc)
     head = [
         f"HTTP/1.1 {answer.status} {_phrase(answer.status)}",
         f"Date: {handler.date_time_string()}",
         "Server: dgc-simulator",
         f"Content-Type: {answer.content_type}",
         f"Content-Length: {len(body)}",
+        f"X-Request-Id: {request_id}",
         *(f"{k}: {v}" for k, v in answer.headers),
     ]
     if handler.close_connection:
@@ -725,7 +857,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise
         except Exception:
             log.exception("simulator failed to answer path=%s", self.path)
-            _send(self, _error(500, "SIM.0500", "simulator error; see its log"))
+            _send(self, _error(500, "SIM.0500", "simulator error; see its log"), new_request_id())
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         try:
@@ -734,7 +866,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise
         except Exception:
             log.exception("simulator failed to answer path=%s", self.path)
-            _send(self, _error(500, "SIM.0500", "simulator error; see its log"))
+            _send(self, _error(500, "SIM.0500", "simulator error; see its log"), new_request_id())
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
         log.debug("simulator %s %s", self.address_string(), format % args)
@@ -794,6 +926,7 @@ def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out:
     try:
         with Simulator(scenario, host=host, port=port) as sim:
             print(f"DGC simulator: scenario {scenario.name!r} at {sim.url}  project_id={sim.project_id}", file=out)
+            print(f"  {_auth_line(sim.auth, sim.iam)}", file=out)
             for entry in sim._entries[:20]:
                 where = f" (workspace {entry.workspace!r})" if entry.workspace else ""
                 print(f"  {sim.url}/v1/{sim.project_id}/jobs/{entry.name}/status{where}", file=out)
@@ -808,3 +941,14 @@ def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _auth_line(auth: AuthSettings, iam: IamSettings) -> str:
+    """What a client must send, for the banner of ``notifier simulate`` (the values are the scenario's test ones)."""
+    if auth.mode == "aksk":
+        return f"auth: aksk (sign with AK {auth.ak!r} and the SK of the scenario's [credentials])"
+    if auth.mode == "token":
+        return f"auth: token (X-Auth-Token: the scenario's [credentials] token, or one from POST {IAM_TOKEN_PATH})"
+    if iam.require_token:
+        return f"auth: token (X-Auth-Token from POST {IAM_TOKEN_PATH})"
+    return "auth: none (every request is served)"

@@ -11,6 +11,10 @@ and is retried with exponential backoff and full jitter on timeouts, connection 
 5xx and throttling (honouring ``Retry-After``), never on answers that will not change
 (400/401/403/404, unparseable bodies). ``fetch_all`` isolates jobs from each other: a
 failing job becomes a FetchError, the others still produce snapshots.
+
+Every error about an answer names its request id (``X-Request-Id``), also when the
+answer was a 200 with a body that could not be used: it is what Huawei support asks
+for. The credentials are scrubbed from every error text, whatever the server echoed.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from notifier.clock import utcnow
 from notifier.config import JobsConfig, SourceConfig
 from notifier.core.models import FetchError, FetchErrorKind, FetchResult, JobSnapshot
 from notifier.errors import ConfigError, SourceError
-from notifier.httputil import USER_AGENT
+from notifier.httputil import USER_AGENT, scrub
 from notifier.logs import event
 from notifier.secrets import Secret, read_secret
 from notifier.source import parse, signer
@@ -160,8 +164,8 @@ class DgcClient:
 
     async def fetch_status(self, job: str) -> JobSnapshot:
         """One job's status; raises SourceError (with ``kind``) once retries are spent."""
-        body = await self._get(f"/jobs/{quote(job, safe='')}/status", (), job=job)
-        return self._parsed(lambda b: parse.parse_status(job, b), body)
+        answer = await self._get(f"/jobs/{quote(job, safe='')}/status", (), job=job)
+        return self._parsed(lambda b: parse.parse_status(job, b), answer)
 
     async def fetch_all(self, jobs: Sequence[str]) -> FetchResult:
         """Every job's status, concurrently; per-job failures become FetchError entries, never raise.
@@ -236,16 +240,31 @@ class DgcClient:
                   exc_info=True)
         return error
 
-    def _parsed(self, parser: Callable[[bytes], T], body: bytes) -> T:
-        """Run a parser, counting its bad_response errors like transport errors."""
+    def _parsed(self, parser: Callable[[bytes], T], answer: _Success) -> T:
+        """Run a parser on a 2xx answer, counting its errors like transport errors and naming the answer in them."""
         try:
-            return parser(body)
+            return parser(answer.body)
         except SourceError as exc:
             self.stats.errors[exc.kind] += 1
-            raise
+            if answer.request_id and answer.request_id in str(exc):
+                raise self._scrubbed(exc) from None
+            suffix = parse.answer_suffix(answer.status_code, answer.request_id)
+            raise self._scrubbed(exc, f"{exc} ({suffix})") from None
 
-    async def _get(self, path: str, query: Iterable[tuple[str, object]], *, job: str | None) -> bytes:
-        """GET ``path`` (below /v1/{project_id}) with retries; the body of a 2xx answer."""
+    def _scrubbed(self, error: SourceError, message: str | None = None) -> SourceError:
+        """``error`` with ``message`` (default: its own) rid of the credentials, in case the server echoed one."""
+        text = message if message is not None else str(error)
+        clean = scrub(text, self._secret_values())
+        if clean == str(error):
+            return error
+        return SourceError(clean, kind=error.kind, status_code=error.status_code, error_code=error.error_code,
+                           retry_after=error.retry_after)
+
+    def _secret_values(self) -> list[str]:
+        return [s.reveal() for s in (self._token, *(self._aksk or ())) if s is not None]
+
+    async def _get(self, path: str, query: Iterable[tuple[str, object]], *, job: str | None) -> _Success:
+        """GET ``path`` (below /v1/{project_id}) with retries; the 2xx answer."""
         qs = signer.canonical_query(query)  # sent exactly as signed
         url = f"{self._base}{path}" + (f"?{qs}" if qs else "")
         attempt = 0
@@ -272,7 +291,7 @@ class DgcClient:
                          attempt, delay)
                 await self._sleep(delay)
 
-    async def _attempt(self, url: str, job: str | None) -> bytes:
+    async def _attempt(self, url: str, job: str | None) -> _Success:
         prefix = f"{job}: " if job else ""
         iam_token = await _iam_token(self.iam, prefix) if self.iam is not None else None
         async with self._semaphore:
@@ -294,9 +313,9 @@ class DgcClient:
             finally:
                 self.stats.answered()  # however it ended, the cycle moved on
         if response.is_success:
-            return response.content
-        error = parse.parse_error(response.status_code, response.content, response.headers, job=job,
-                                  now=self._clock())
+            return _Success(response.status_code, response.content, parse.request_id_of(response.headers))
+        error = self._scrubbed(parse.parse_error(response.status_code, response.content, response.headers, job=job,
+                                                 now=self._clock()))
         if iam_token is not None and response.status_code == 401:
             raise _RefusedToken(error, iam_token)
         raise error
@@ -309,6 +328,15 @@ class DgcClient:
             ak, sk = self._aksk
             headers.update(signer.sign(method, url, headers, b"", ak.reveal(), sk.reveal(), self._clock()))
         return headers
+
+
+@dataclass(frozen=True, slots=True)
+class _Success:
+    """A 2xx answer: its body, and what names it in an error about that body."""
+
+    status_code: int
+    body: bytes
+    request_id: str | None
 
 
 async def _iam_token(iam: TokenSource, prefix: str) -> Secret:

@@ -1,9 +1,29 @@
 """Turn DGC API response bodies into snapshots and errors: pure functions, no I/O.
 
-Tolerant where the API is loose (unknown fields, unknown statuses, both spellings of
-field names, odd counter values) and strict where a mistake would be costly: a body
-that is not a job status is a ``bad_response`` error, never "a job with no nodes",
-because an empty node list would look like every node vanished.
+Two descriptions of the job status answer exist and disagree: the API page (and its
+example) and the official SDK ``huaweicloudsdkdgc`` (``ShowJobStatusResponse``,
+``RealTimeNodeStatus``). Both are read, since either may be what a region serves:
+
+    field              API page                    SDK model                 read as
+    job start          startTime (int ms)          starttime (str)           either; ms as number or digits
+    endTime, lastUpdateTime  int ms                str                       number or digits
+    job/node status    STARTTING, NORMAL, ...      STARTING, ..., PAUSE, ABNORMAL, DISABLE, OVERLOAD, INIT
+                                                                             STARTING -> STARTTING; others as-is
+    node type          type                        nodeType                  either (type first)
+    counters           totalGetBytes, ... (int)    (not modelled)            number or digits; absent stays absent
+    ignored            bufferRecords, jobInstanceId (newer page); lastInstanceStatus, extendCounter,
+                       createUser, lastModifiyUser (SDK): nothing downstream has a place for them
+
+Tolerant where the API is loose (unknown fields, unknown statuses, both spellings, absent
+optional fields) and strict where a mistake would be costly: a body that is not a job
+status is a ``bad_response`` error, never "a job with no nodes" (an empty node list would
+look like every node vanished), and a field of the wrong type is a ``bad_response`` naming
+the job, node and field, never a silent default (a counter read as 0 looks stalled; a
+type read as "" escapes every ``node_types`` rule). A bad answer keeps the job's alerts
+as they were until a good one comes.
+
+Errors name the API's code with a short explanation of the codes worth knowing, and the
+request id (``X-Request-Id`` or the body's ``request_id``): what Huawei support asks for.
 """
 
 from __future__ import annotations
@@ -11,10 +31,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any
 
 from notifier.core.counters import Counters
@@ -31,6 +53,25 @@ NOT_FOUND_CODES = frozenset({"DLF.0100"})
 AUTH_CODES = frozenset({"APIG.0301", "APIGW.0301", "DLF.6888"})
 THROTTLED_CODES = frozenset({"APIG.0308", "APIGW.0308"})
 
+_BAD_CREDENTIALS = ("the API gateway refused the credentials: a wrong AK/SK or signature, an expired or foreign "
+                    "token, or a clock more than 15 minutes off")
+_THROTTLED = "throttled: more requests than the API allows (30/s per user; lower [source] max_requests_per_second)"
+ERROR_CODES: Mapping[str, str] = MappingProxyType({
+    "DLF.0100": "no such job in this workspace: check the job name and [source] workspace",
+    "DLF.3018": "the job name is not valid",
+    "DLF.6888": "no permission: the IAM user lacks DataArts Studio rights for this workspace",
+    "APIG.0301": _BAD_CREDENTIALS,
+    "APIGW.0301": _BAD_CREDENTIALS,
+    "APIG.0308": _THROTTLED,
+    "APIGW.0308": _THROTTLED,
+})
+"""Codes the API answers that an operator should understand at a glance: code -> what it means and what to do."""
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+_DIGITS = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
 
 # --- job status -----------------------------------------------------------------------
 
@@ -38,46 +79,50 @@ def parse_status(job: str, body: bytes) -> JobSnapshot:
     """Parse a ``GET /v1/{project_id}/jobs/{job}/status`` answer into a JobSnapshot.
 
     The snapshot is named ``job`` (the name asked for), so state stays keyed by config.
-    Raises SourceError(kind="bad_response") when the body is not a JSON object with a status.
+    Raises SourceError(kind="bad_response") when the body is not a JSON object with a status,
+    or when a field notifier uses has the wrong type.
     """
     data = _json_object(job, body, what="job status")
     status = data.get("status")
-    if not isinstance(status, str) or not status.strip():
+    if status is None or (isinstance(status, str) and not status.strip()):
         if _first_str(data, "error_code", "errorCode"):
             raise parse_error(200, body, {}, job=job)  # an error sent with a 2xx: still name its code
         raise _bad(job, "job status response has no status", body)
+    if not isinstance(status, str):
+        raise _wrong_type(job, None, "status", "a string", status)
     raw_nodes = data.get("nodes")
     if raw_nodes is None:
         raw_nodes = []
     elif not isinstance(raw_nodes, list):
         raise _bad(job, "job status response has nodes that are not a list", body)
-    nodes, skipped = _parse_nodes(raw_nodes)
+    nodes, skipped = _parse_nodes(job, raw_nodes)
     if skipped:
         log.warning("Skipped malformed node entries job=%s skipped=%d kept=%d", job, skipped, len(nodes))
     return JobSnapshot(
         name=job,
         status=normalize_status(status),
-        start_time=_epoch_ms(_first(data, "startTime", "starttime")),
-        end_time=_epoch_ms(_first(data, "endTime", "endtime")),
-        last_update_time=_epoch_ms(_first(data, "lastUpdateTime", "lastupdatetime")),
+        start_time=_instant(job, None, data, "startTime", "starttime"),
+        end_time=_instant(job, None, data, "endTime", "endtime"),
+        last_update_time=_instant(job, None, data, "lastUpdateTime", "lastupdatetime"),
         nodes=nodes,
     )
 
 
-def _first(data: Mapping[str, Any], *keys: str) -> Any:
-    """The first of ``keys`` present with a non-null value (the SDK spells some fields differently)."""
+def _pick(data: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, Any]:
+    """The first of ``keys`` present with a non-null value, and that value; ("", None) if none is."""
     for key in keys:
-        if data.get(key) is not None:
-            return data[key]
-    return None
+        value = data.get(key)
+        if value is not None:
+            return key, value
+    return "", None
 
 
-def _parse_nodes(raw: list[Any]) -> tuple[tuple[NodeStatus, ...], int]:
+def _parse_nodes(job: str, raw: list[Any]) -> tuple[tuple[NodeStatus, ...], int]:
     """Parse node entries; return them with the number skipped (unusable, or a repeated name: first wins)."""
     nodes: dict[str, NodeStatus] = {}
     skipped = 0
     for entry in raw:
-        node = _parse_node(entry)
+        node = _parse_node(job, entry)
         if node is None or node.name in nodes:
             skipped += 1
         else:
@@ -85,59 +130,90 @@ def _parse_nodes(raw: list[Any]) -> tuple[tuple[NodeStatus, ...], int]:
     return tuple(nodes.values()), skipped
 
 
-def _parse_node(entry: Any) -> NodeStatus | None:
+def _parse_node(job: str, entry: Any) -> NodeStatus | None:
+    """One node entry; None if it has no usable name (it cannot be tracked), an error if a field is mistyped."""
     if not isinstance(entry, dict):
         return None
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         return None
-    status = entry.get("status")
-    node_type = entry.get("type")
-    log_path = entry.get("logPath")
+    status = _text(job, name, entry, "status")
+    node_type = _text(job, name, entry, "type", "nodeType")
+    log_path = _text(job, name, entry, "logPath")
     # names and types repeat across every job: interned, 100,000 entities keep a few strings, not 200,000
     return NodeStatus(
         name=sys.intern(name),
-        status=normalize_status(str(status)) if status not in (None, "") else MISSING_NODE_STATUS,
-        type=sys.intern(node_type) if isinstance(node_type, str) else "",
-        log_path=log_path if isinstance(log_path, str) and log_path else None,
-        running_data=_running_data(entry.get("runningData")),
-        counters=Counters.of(_counter(entry.get("totalGetBytes")), _counter(entry.get("totalGetRecords")),
-                             _counter(entry.get("totalPutBytes")), _counter(entry.get("totalPutRecords"))),
+        status=normalize_status(status) if status and status.strip() else MISSING_NODE_STATUS,
+        type=sys.intern(node_type) if node_type else "",
+        log_path=log_path or None,
+        running_data=_running_data(job, name, entry.get("runningData")),
+        counters=Counters.of(_counter(job, name, entry, "totalGetBytes"),
+                             _counter(job, name, entry, "totalGetRecords"),
+                             _counter(job, name, entry, "totalPutBytes"),
+                             _counter(job, name, entry, "totalPutRecords")),
     )
 
 
-def _running_data(value: Any) -> str | None:
+def _text(job: str, node: str | None, data: Mapping[str, Any], *keys: str) -> str | None:
+    """A string field under the first of ``keys`` present; None if absent."""
+    for key in keys:  # the hot path (every field of every node of every job): no helper call
+        value = data.get(key)
+        if value is not None:
+            if isinstance(value, str):
+                return value
+            raise _wrong_type(job, node, key, "a string", value)
+    return None
+
+
+def _running_data(job: str, node: str, value: Any) -> str | None:
     """Keep the API's JSON-in-a-string as is; re-encode if the API sent a real object."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    raise _wrong_type(job, node, "runningData", "a string (a JSON document) or an object", value)
 
 
-def _counter(value: Any) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
+def _counter(job: str, node: str, entry: Mapping[str, Any], key: str) -> int | None:
+    """A counter as an int: a whole number, or digits in a string (as the SDK types numbers); None if absent."""
+    value = entry.get(key)
+    if type(value) is int:  # the common case first: bool is a subclass of int, so not `isinstance`
         return value
+    if value is None or value == "":
+        return None
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
-    return 0
+    if isinstance(value, str) and _DIGITS.match(value.strip()):
+        number = _int(value)
+        if number is not None:
+            return number
+    raise _wrong_type(job, node, key, "a whole number (or a string of digits)", value)
 
 
-def _epoch_ms(value: Any) -> datetime | None:
-    """Epoch milliseconds (int, float or digit string) to an aware UTC datetime; junk -> None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        return None
+def _int(digits: str) -> int | None:
+    """``int(digits)``, or None for a string too long to convert (Python refuses over 4,300 digits)."""
     try:
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):
+        return int(digits.strip())
+    except ValueError:
         return None
+
+
+def _instant(job: str, node: str | None, data: Mapping[str, Any], *keys: str) -> datetime | None:
+    """Epoch milliseconds (a number, or digits in a string as the SDK types times) to an aware UTC datetime."""
+    key, value = _pick(data, keys)
+    if value is None or value == "":
+        return None
+    ms: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        ms = float(value)
+    elif isinstance(value, str) and _NUMBER.match(value.strip()):
+        ms = float(value.strip())
+    if ms is not None and math.isfinite(ms):
+        try:
+            return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            pass
+    raise _wrong_type(job, node, key, "epoch milliseconds (a number or a string of digits)", value)
 
 
 # --- job list -------------------------------------------------------------------------
@@ -151,6 +227,8 @@ def parse_job_list(body: bytes) -> tuple[int, tuple[str, ...], dict[str, str]]:
     data = _json_object(None, body, what="job list")
     jobs = data.get("jobs")
     if jobs is None:
+        if _first_str(data, "error_code", "errorCode"):
+            raise parse_error(200, body, {})  # an error sent with a 2xx is not "no jobs"
         jobs = []
     if not isinstance(jobs, list):
         raise _bad(None, "job list response has no list of jobs", body)
@@ -158,6 +236,8 @@ def parse_job_list(body: bytes) -> tuple[int, tuple[str, ...], dict[str, str]]:
     owners = {j["name"]: j["owner"] for j in jobs if isinstance(j, dict) and isinstance(j.get("name"), str)
               and isinstance(j.get("owner"), str) and j["owner"]}
     total = data.get("total")
+    if isinstance(total, str) and _DIGITS.match(total.strip()):
+        total = _int(total)  # the SDK types numbers loosely; a count in a string is still a count
     if isinstance(total, bool) or not isinstance(total, int):
         total = len(names)
     return total, names, owners
@@ -167,18 +247,33 @@ def parse_job_list(body: bytes) -> tuple[int, tuple[str, ...], dict[str, str]]:
 
 def parse_error(status_code: int, body: bytes, headers: HeaderMapping, *, job: str | None = None,
                 now: datetime | None = None) -> SourceError:
-    """Classify a non-2xx answer into a SourceError whose message names the error code.
+    """Classify a non-2xx answer into a SourceError whose message names the error code and request id.
 
     ``job`` prefixes the message; ``now`` is needed only to turn an HTTP-date
-    ``Retry-After`` into seconds (without it such a header is ignored).
+    ``Retry-After`` into seconds (without it such a header is ignored). The message reads
+    ``job: CODE text - what the code means (HTTP 400, request id 3b2f...)``.
     """
-    code, text, request_id = _error_fields(body)
+    code, text, body_request_id = _error_fields(body)
     kind = classify(status_code, code)
     retry_after = parse_retry_after(get_header(headers, "Retry-After"), now)
     detail = " ".join(p for p in (code, text) if p) or _reason(status_code, body)
-    suffix = f"HTTP {status_code}" + (f", request_id={request_id}" if request_id else "")
-    message = f"{job + ': ' if job else ''}{detail} ({suffix})"
+    hint = ERROR_CODES.get(code or "")
+    if hint:
+        detail = f"{detail} - {hint}"
+    request_id = request_id_of(headers) or body_request_id
+    message = f"{job + ': ' if job else ''}{detail} ({answer_suffix(status_code, request_id)})"
     return SourceError(message, kind=kind, status_code=status_code, error_code=code, retry_after=retry_after)
+
+
+def request_id_of(headers: HeaderMapping) -> str | None:
+    """The answer's ``X-Request-Id``, if it has a usable one."""
+    value = get_header(headers, REQUEST_ID_HEADER)
+    return value.strip() if value and value.strip() else None
+
+
+def answer_suffix(status_code: int, request_id: str | None) -> str:
+    """``HTTP 400, request id 3b2f...``: how every error names the answer it is about."""
+    return f"HTTP {status_code}" + (f", request id {request_id}" if request_id else "")
 
 
 def classify(status_code: int, error_code: str | None) -> str:
@@ -246,7 +341,16 @@ def _json_object(job: str | None, body: bytes, *, what: str) -> dict[str, Any]:
     return data
 
 
-_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+_JSON_TYPES = {list: "array", dict: "object", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+
+
+def _wrong_type(job: str, node: str | None, key: str, expected: str, value: Any) -> SourceError:
+    """A field notifier uses came with the wrong type: name the job, the node and the field."""
+    where = f"node {node!r} field {key!r}" if node is not None else f"field {key!r}"
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return SourceError(f"{job}: job status response: {where} must be {expected}, got "
+                       f"{_JSON_TYPES.get(type(value), 'value')} {shown}", kind="bad_response")
 
 
 def _bad(job: str | None, problem: str, body: bytes) -> SourceError:
