@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench check clean
+.PHONY: install demo test lint bench check clean reliability
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check notifier tests bench
+	$(BIN)/ruff check notifier tests bench reliability
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/cycle.py
 	$(BIN)/python bench/latency.py
+
+# Long seeded campaigns (crash, faults; figures as JSON lines, under 15 minutes on 2 cores); each prints its --seed.
+reliability: $(STAMP)
+	$(BIN)/python -m reliability
 
 check: $(STAMP)
 	$(BIN)/notifier check -c examples/notifier.toml

@@ -199,12 +199,18 @@ def _config_path(args: argparse.Namespace) -> Path:
     return args.config if args.config is not None else default_config_path()
 
 
+def _stop_during_startup(signum: int, frame: object) -> None:
+    """SIGTERM before the service installs its own handler: nothing was started yet, so exit 0 as promised."""
+    raise SystemExit(EXIT_OK)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _stop_during_startup)  # until Daemon.serve installs the real one
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload during start-up would kill us; we load anyway
     from notifier.app import App
     from notifier.daemon import Daemon
     from notifier.runtime import load_runtime
 
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload during start-up would kill us; we load anyway
     path = _config_path(args)
     runtime = load_runtime(path)  # a bad config exits 2 before the state file is touched
 
