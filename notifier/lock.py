@@ -19,7 +19,7 @@ from notifier.errors import StateError
 def usable_hint(directory: Path, exc: OSError) -> str:
     """Why a state directory cannot be used, and what to do: the words an operator acts on."""
     where = f"{exc.filename}" if exc.filename else str(directory)
-    if isinstance(exc, NotADirectoryError):
+    if isinstance(exc, (NotADirectoryError, FileExistsError)):
         return f"{where}: a part of the path is a file, not a directory; fix [state] path"
     if isinstance(exc, PermissionError):
         return (f"{where}: permission denied for user {os.getuid()}; make the directory writable by the service "
@@ -49,7 +49,7 @@ def lock_holder(state_path: Path) -> str | None:
     path = Path(f"{state_path}.lock")
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:  # no lock file (or no such directory): nobody holds it
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -39,6 +39,12 @@ def run(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def check(path: Path) -> int:
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        print(f"state file {path}: NOT USABLE\n  problem: {ancestor} is a file, not a directory: fix [state] path")
+        return EXIT_PROBLEM
     if not path.exists():
         print(f"state file {path}: absent; `notifier run` or `once` creates it")
         print(f"  lock: {lock_holder(path) or 'free'}")
@@ -74,7 +80,7 @@ def reset(path: Path, *, keep_silences: bool) -> int:
             state.close()
     if aside is not None:
         print(f"moved {path} aside to {aside} (nothing was deleted)")
-    print(f"new empty state file {path}" + (f" with {len(kept)} silences kept" if keep_silences else ""))
+    print(f"new empty state file {path}" + (f"; silences kept: {len(kept)}" if keep_silences else ""))
     print("alerts still firing will be announced once more at the next cycle")
     return EXIT_OK
 

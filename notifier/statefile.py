@@ -312,6 +312,9 @@ def _check_readable(conn: sqlite3.Connection, path: Path) -> None:
         raise StateError(f"state file {path} is corrupted ({'; '.join(problems)}); it was left untouched. "
                          f"`notifier state check` says more; {RECOVERY}")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise StateError(f"state file {path} is an SQLite database of something else (it has tables but no "
+                         "notifier schema version); it was left untouched: fix [state] path")
     if version > SCHEMA_VERSION:  # before any pragma writes to it: a newer notifier's file stays as it was
         raise StateError(f"state file {path} has schema version {version}, newer than this notifier "
                          f"knows ({SCHEMA_VERSION}); upgrade notifier (it was left untouched), or {RECOVERY}")
@@ -422,7 +425,10 @@ def inspect(path: Path) -> Inspection:
             except sqlite3.Error:
                 pass  # an older schema has no such table yet
         problem = None
-        if integrity != ("ok",):
+        if version == 0 and counts.get("jobs") is None and conn.execute(
+                "SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            problem = "an SQLite database of something else (tables, but no notifier schema): fix [state] path"
+        elif integrity != ("ok",):
             problem = f"corrupted ({'; '.join(integrity[:3])}): {RECOVERY}"
         elif version > SCHEMA_VERSION:
             problem = (f"schema version {version} is newer than this notifier knows ({SCHEMA_VERSION}): "

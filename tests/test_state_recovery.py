@@ -110,7 +110,7 @@ def test_reset_keeps_silences_moves_the_old_file_aside_and_is_refused_while_in_u
     done = notifier("state", "reset", "--keep-silences", "-c", str(config))
     assert done.returncode == 0, done.stderr
     (aside,) = path.parent.glob("state.db.broken-*[0-9]Z")
-    assert "moved" in done.stdout and str(aside) in done.stdout and "1 silences kept" in done.stdout
+    assert "moved" in done.stdout and str(aside) in done.stdout and "silences kept: 1" in done.stdout
     with StateStore.open(aside) as old:
         assert len(old.load_alerts()) == 1  # the old file is intact beside the new one
     with StateStore.open(path) as new:
@@ -201,3 +201,25 @@ def test_a_full_disk_during_a_commit_keeps_the_old_state_and_recovers(
             assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         p.close()
+
+
+def test_another_programs_database_is_refused_untouched_and_found_by_check(config: Path) -> None:
+    path = state_of(config)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    path.chmod(0o644)
+    before = path.read_bytes()
+    once = notifier("once", "-c", str(config))
+    assert once.returncode == 1 and "of something else" in once.stderr
+    assert path.read_bytes() == before and path.stat().st_mode & 0o777 == 0o644
+    assert notifier("state", "check", "-c", str(config)).returncode == 1
+    assert notifier("check", "-c", str(config)).returncode == 2
+
+
+def test_state_check_on_a_path_through_a_file_says_so(config: Path) -> None:
+    (config.parent / "afile").write_text("x")
+    config.write_text(config.read_text().replace('path = "state.db"', 'path = "afile/state.db"'))
+    checked = notifier("state", "check", "-c", str(config))
+    assert checked.returncode == 1 and "is a file, not a directory" in checked.stdout and not checked.stderr
