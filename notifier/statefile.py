@@ -368,7 +368,10 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             except BaseException:
                 _rollback(conn)
                 raise
-            log.info("state file schema migrated path=%s version=%d", path, target)
+            if version:  # a new file is created at the current version, not "migrated" through each one
+                log.info("state file schema migrated path=%s version=%d", path, target)
+        if version == 0:
+            log.info("state file created path=%s schema_version=%d", path, SCHEMA_VERSION)
     except sqlite3.Error as exc:
         raise StateError(f"state file {path}: cannot migrate the schema: {exc}") from exc
 
