@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from notifier.channels import slack
 from notifier.simulator import ManualClock, Simulator, load_scenario
 from tests.conftest import WriteConfig
 from tests.pipeline_support import NODE_EXCEPTION, LinkedClock, Pipeline, source_toml, webhook_toml
@@ -76,11 +75,8 @@ def test_a_source_outage_neither_resolves_nor_resends_and_says_so_once(
 
 def test_one_broken_channel_delays_no_other_and_catches_up_in_order(
         write_config: WriteConfig, sim: Simulator, clock: LinkedClock, webhook_receiver: WebhookReceiver,
-        slack_server: SlackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        slack_server: SlackServer, slack_paced: FakeClock) -> None:
     """A hanging webhook, Slack 429/500 and a dead SMTP server, one after the other and together."""
-    pace = FakeClock()
-    monkeypatch.setattr(slack, "SHARED_PACER", slack.Pacer(pace.sleep, pace.monotonic))
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
     smtp_port = free_port()
     channels = (webhook_toml(webhook_receiver.url) + 'timeout = "0.5s"\n'
                 + f'[channels.team]\ntype = "slack"\nchannel = "#ops"\nbase_url = "{slack_server.base_url}"\n'

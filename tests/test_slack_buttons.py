@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 import pytest
 
 from notifier import silencecli
-from notifier.channels import slack
 from notifier.simulator import ManualClock, Simulator, load_scenario
 from notifier.slack_actions import ButtonListener, listeners_for
 from tests.conftest import WriteConfig
@@ -37,10 +36,7 @@ def clock(sim: Simulator) -> LinkedClock:
 
 
 @pytest.fixture(autouse=True)
-def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    pace = FakeClock()
-    monkeypatch.setattr(slack, "SHARED_PACER", slack.Pacer(pace.sleep, pace.monotonic))
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+def env(slack_paced: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-test")
 
 

@@ -35,12 +35,8 @@ def clock(sim: Simulator) -> LinkedClock:
 
 
 @pytest.fixture(autouse=True)
-def paced_on_a_fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """Slack pacing (one post a second per channel) waits on a fake clock, not in real time."""
-    pace = FakeClock()
-    monkeypatch.setattr(slack, "SHARED_PACER", slack.Pacer(pace.sleep, pace.monotonic))
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
-    return pace
+def paced(slack_paced: FakeClock) -> FakeClock:
+    return slack_paced
 
 
 @pytest.fixture

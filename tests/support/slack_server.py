@@ -46,6 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.support.fakes import FakeClock
 from tests.support.loopback import HOST, LoopbackHTTPServer
 
 WEBHOOK_PATH = "/services/T000/B000/XXX"
@@ -487,6 +488,20 @@ def _form(text: str) -> dict[str, Any]:
             except json.JSONDecodeError:
                 pass
     return form
+
+
+@pytest.fixture
+def slack_paced(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Slack pacing (one post a second per channel) waits on a fake clock, and SLACK_BOT_TOKEN is the test token.
+
+    For tests that build Slack channels the way the service does (``SHARED_PACER``); returns the pacing clock.
+    """
+    from notifier.channels import slack
+
+    pace = FakeClock()
+    monkeypatch.setattr(slack, "SHARED_PACER", slack.Pacer(pace.sleep, pace.monotonic))
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    return pace
 
 
 @pytest.fixture
