@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from notifier.config import Config
 from notifier.core.models import Rule
 from notifier.errors import ConfigError, NotifierError, SourceError, StateError, TemplateError
 from notifier.httputil import redact_url
+from notifier.lock import creation_problem
 from notifier.render import Renderer, sample_groups
 from notifier.runtime import close_channels, create_channels, load_runtime
 from notifier.source.client import DgcClient, select_jobs
@@ -159,14 +159,8 @@ def state_problems(config: Config) -> list[str]:
         except StateError as exc:
             return [f"{where}: {exc}"]
         return [f"{where}: {report.problem}"] if report.problem else []
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        return [f"{where}: {ancestor} is a file, not a directory"]
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return [f"{where}: {ancestor} is not writable by user {os.getuid()} (the state file cannot be created)"]
-    return []
+    problem = creation_problem(path)
+    return [f"{where}: {problem}"] if problem else []
 
 
 def _slack_warnings(rules: Sequence[Rule], config: Config) -> list[str]:

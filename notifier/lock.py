@@ -60,6 +60,18 @@ def lock_holder(state_path: Path) -> str | None:
     return None
 
 
+def creation_problem(state_path: Path) -> str | None:
+    """Why a state file that does not exist yet could not be created there, without creating anything."""
+    ancestor = state_path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{ancestor} is not writable by user {os.getuid()} (the state file cannot be created)"
+    return None
+
+
 class ProcessLock:
     """Hold an exclusive lock on ``<state path>.lock`` for the life of the process' work."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from notifier.clock import utcnow
 from notifier.config import load_config
 from notifier.errors import StateError
-from notifier.lock import ProcessLock, lock_holder
+from notifier.lock import ProcessLock, creation_problem, lock_holder
 from notifier.silences import Silences, silence_rows
 from notifier.statefile import SCHEMA_VERSION, StateFile, inspect, to_ms
 
@@ -39,11 +39,8 @@ def run(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def check(path: Path) -> int:
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        print(f"state file {path}: NOT USABLE\n  problem: {ancestor} is a file, not a directory: fix [state] path")
+    if not path.exists() and (problem := creation_problem(path)):
+        print(f"state file {path}: NOT USABLE\n  problem: {problem}: fix [state] path")
         return EXIT_PROBLEM
     if not path.exists():
         print(f"state file {path}: absent; `notifier run` or `once` creates it")
