@@ -17,17 +17,18 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from notifier.channels import CHANNEL_TYPES
 from notifier.clock import utcnow
 from notifier.config import ChannelConfig, Config, SourceConfig
 from notifier.core.cycle import group_alerts, plan_cycle
+from notifier.core.fetchplan import FetchPlan, Listed, plan_fetch
 from notifier.core.flap import FlapState
 from notifier.core.incidents import Conversation, Drawn, Incident, IncidentKey, plan_incidents
 from notifier.core.meta import STATE_UNWRITABLE, Health, Streak, missing_streaks, state_alert
@@ -43,12 +44,21 @@ from notifier.core.models import (
 )
 from notifier.delivery import Deliverer, DeliveryReport
 from notifier.errors import SourceError, StateError
+from notifier.fetching import FetchMemory, budget_of, round_size, sweep_json, sweep_sentence
 from notifier.lock import ProcessLock
 from notifier.logs import event
 from notifier.outbox import NewNotification
 from notifier.render import Renderer
 from notifier.runtime import Runtime, Wiring, load_runtime
-from notifier.state import JOBS_MISSING_KEY, SOURCE_FAILING_SINCE_KEY, SOURCE_FAILURES_KEY, CycleWrite, StateStore
+from notifier.source.client import DgcClient, JobListing, select_jobs
+from notifier.state import (
+    FETCH_SWEEP_KEY,
+    JOBS_MISSING_KEY,
+    SOURCE_FAILING_SINCE_KEY,
+    SOURCE_FAILURES_KEY,
+    CycleWrite,
+    StateStore,
+)
 from notifier.statefile import from_ms, to_ms
 
 log = logging.getLogger(__name__)
@@ -115,17 +125,23 @@ def threaded_channels(runtime: Runtime) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """What the I/O half of a cycle brings back for the synchronous half."""
+    """What the I/O half of one round of a cycle brings back for the synchronous half."""
 
     result: FetchResult
-    names: tuple[str, ...]  # the jobs asked for
+    names: tuple[str, ...]  # the jobs watched this cycle (or, when discovery failed, known)
     watched: tuple[str, ...] | None  # None when discovery failed: forget no job
     at: datetime
     discovery_error: str | None = None
     discovery_auth: bool = False  # discovery failed because the credentials were refused
-    requests: int = 0  # HTTP requests this cycle sent, retries included
+    requests: int = 0  # HTTP requests this round sent (the list included in round 0), retries included
     retries: int = 0
     owners: Mapping[str, str] = field(default_factory=dict)  # job -> its DataArts owner (from the list API)
+    round: int = 0  # 0: the list and the urgent jobs; 1, 2, ...: the sweep share, a round at a time
+    rest: tuple[str, ...] = ()  # the sweep jobs still to fetch this cycle
+    plan: FetchPlan | None = None
+    listed: Mapping[str, Listed] | None = None  # this cycle's list answer for the watched jobs (None: no list)
+    listed_ok: bool = False  # the list was answered this cycle: evidence that the source works
+    throttled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +160,12 @@ class CycleReport:
     source_failures: int = 0  # cycles in a row the source failed, this one included
     requests: int = 0
     retries: int = 0
+    throttled: int = 0  # answers refused for the user's rate limit
+    urgent: int = 0  # jobs fetched first because the list or the state said so
+    swept: int = 0  # jobs fetched as the sweep's share
+    deferred: int = 0  # urgent jobs the budget left for the next cycle
+    sweep: float | None = None  # seconds since the least recently fetched job was fetched (the achieved sweep)
+    sweep_target: float | None = None  # the sweep the planner keeps (configured, or the fastest the budget allows)
 
     @property
     def failure(self) -> str | None:
@@ -154,8 +176,22 @@ class CycleReport:
         """The one line (or JSON object) a cycle leaves in the journal."""
         event(log, logging.INFO, "cycle done", jobs=self.jobs, fetched=self.fetched, errors=len(self.errors),
               transitions=self.transitions, notifications=self.notifications, firing=self.firing,
-              requests=self.requests, retries=self.retries, source_failing_cycles=self.source_failures or None,
+              requests=self.requests, retries=self.retries, throttled=self.throttled or None, urgent=self.urgent,
+              swept=self.swept, deferred=self.deferred or None,
+              sweep_s=None if self.sweep is None else round(self.sweep),
+              source_failing_cycles=self.source_failures or None,
               duration_ms=duration_ms)
+
+    def then(self, later: CycleReport) -> CycleReport:
+        """This round's report followed by a later round's of the same cycle: one report for the cycle."""
+        return replace(later, at=self.at, fetched=self.fetched + later.fetched, errors=(*self.errors, *later.errors),
+                       transitions=self.transitions + later.transitions,
+                       notifications=self.notifications + later.notifications, requests=self.requests + later.requests,
+                       retries=self.retries + later.retries, throttled=self.throttled + later.throttled,
+                       urgent=self.urgent, swept=self.swept + later.swept, deferred=self.deferred,
+                       discovery_error=self.discovery_error,
+                       sweep=later.sweep if later.sweep is not None else self.sweep,
+                       sweep_target=self.sweep_target)
 
 
 @dataclass
@@ -174,8 +210,11 @@ class Poller:
     incidents: dict[IncidentKey, Incident] = field(default_factory=dict)  # open conversations (Slack threads)
     drawn: dict[str, Drawn] = field(default_factory=dict)  # what each open incident's parent shows (in memory)
     buttons: tuple[ButtonHealth, ...] = ()  # Socket Mode connections: one down too long is a failing channel
+    memory: FetchMemory = field(init=False)  # what the fetch planner remembers between cycles (not in the state file)
+    _start: _CycleStart | None = field(default=None, init=False)  # the cycle's first round: what later ones build on
 
     def __post_init__(self) -> None:
+        self.memory = FetchMemory(started=self.clock())
         self.entities = EntitiesByJob.group(self.store.load_entities())
         self.alerts = self.store.load_alerts()
         self.source_failures = int(self.store.get_meta(SOURCE_FAILURES_KEY) or 0)
@@ -202,40 +241,84 @@ class Poller:
         return failing
 
     async def fetch(self, wiring: Wiring) -> Fetched:
-        """The I/O half of a cycle: resolve the watched jobs and fetch them all."""
+        """The I/O half of a cycle's first round: list the jobs, plan the cycle, fetch the urgent ones."""
         now = self.clock()
-        client, jobs = wiring.client, wiring.config.jobs
-        before = (client.stats.requests, client.stats.retries)
+        client, jobs, config = wiring.client, wiring.config.jobs, wiring.config
+        before = _counts(client)
         discovery_error: str | None = None
         discovery_auth = False
-        try:
-            names = await client.resolve_jobs(jobs)
-            watched: tuple[str, ...] | None = names
-        except SourceError as exc:
-            # discovery failed: poll the jobs we already know, and forget none of them
-            log.error("job discovery failed, polling known jobs: %s", exc)
-            discovery_error, discovery_auth = str(exc), exc.kind == "auth"
-            names = tuple(sorted(set(self.entities.groups) | set(jobs.names)))
-            watched = None
-        result = await client.fetch_all(names)
+        listing: JobListing | None = None
+        if jobs.discover:
+            try:
+                listing = await client.list_all()
+                names: tuple[str, ...] = select_jobs(jobs.names, listing.jobs, jobs.include, jobs.exclude)
+                watched: tuple[str, ...] | None = names
+            except SourceError as exc:
+                # discovery failed: poll the jobs we already know, and forget none of them
+                log.error("job discovery failed, polling known jobs: %s", exc)
+                discovery_error, discovery_auth = str(exc), exc.kind == "auth"
+                names = tuple(sorted(set(self.entities.groups) | set(jobs.names)))
+                watched = None
+        else:
+            names = watched = tuple(dict.fromkeys(jobs.names))
+            listing = await self.memory.list_named(client, names)
+        listed = None if listing is None else {n: listing.jobs[n] for n in names if n in listing.jobs}
+        budget = budget_of(config)
+        self.memory.prepare(wiring.runtime.all_rules, self.entities)
+        plan = plan_fetch(names, listed, budget, now, entities=self.entities, alerts=self.alerts,
+                          last_fetched=self.memory.last_fetched, seen=self.memory.seen, due=self.memory.due,
+                          missing=self.missing.keys(), spent=listing.requests if listing is not None else 0)
+        self.memory.tell(sweep_sentence(len(names), plan, budget, listing=listed is not None), plan, budget)
+        result = await client.fetch_all(plan.urgent)
         return Fetched(result=result, names=names, watched=watched, at=now, discovery_error=discovery_error,
-                       discovery_auth=discovery_auth, requests=client.stats.requests - before[0],
-                       retries=client.stats.retries - before[1], owners=dict(client.owners))
+                       discovery_auth=discovery_auth, owners=dict(client.owners), rest=plan.sweep, plan=plan,
+                       listed=listed, listed_ok=listing is not None, **_spent(client, before))
+
+    async def fetch_more(self, wiring: Wiring, previous: Fetched) -> Fetched | None:
+        """The I/O half of the cycle's next sweep round; None when the sweep share is all fetched."""
+        if not previous.rest:
+            return None
+        client = wiring.client
+        size = round_size(wiring.config.source.max_requests_per_second)
+        batch, rest = previous.rest[:size], previous.rest[size:]
+        now = self.clock()
+        before = _counts(client)
+        result = await client.fetch_all(batch)
+        requests, retries, throttled = _spent(client, before).values()
+        return replace(previous, result=result, at=now, discovery_error=None, discovery_auth=False,
+                       round=previous.round + 1, rest=rest, listed_ok=False, requests=requests, retries=retries,
+                       throttled=throttled)
 
     def apply(self, wiring: Wiring, fetched: Fetched) -> CycleReport:
-        """The synchronous half of a cycle: plan, compose, commit, then adopt the new view."""
+        """The synchronous half of a round: plan, compose, commit, then adopt the new view.
+
+        Every round of a cycle builds on the state before the cycle's first round for its
+        streaks (source failures, missing jobs), so a cycle of many rounds counts once.
+        """
         runtime, result, now = wiring.runtime, fetched.result, fetched.at
         config = runtime.config
-        source_failed = _source_failed(result, fetched.discovery_error)
-        failures = self.source_failures + 1 if source_failed else 0
-        failing_since = (self.source_failing_since or now) if source_failed else None
-        missing = missing_streaks(self.missing, result, now)
+        if fetched.round == 0 or self._start is None:
+            self._start = _CycleStart(self.source_failures, self.source_failing_since, dict(self.missing))
+        start = self._start
+        start.judge(_source_verdict(fetched), fetched.discovery_error)
+        start.errors.extend(result.errors)
+        start.fine.update(s.name for s in result.snapshots)
+        source_failed = start.verdict is True
+        failures = (start.failures + 1 if source_failed else 0) if start.verdict is not None else start.failures
+        failing_since = ((start.since or now) if source_failed else None) if start.verdict is not None else start.since
+        missing = missing_streaks(start.missing, FetchResult((), tuple(start.errors)), now, fine=start.fine,
+                                  watched=fetched.watched)
         health = Health(
             source_failures=Streak(failures, failing_since) if failing_since is not None else None,
-            source_error=source_failure(fetched.discovery_error, result.errors) if source_failed else None,
+            source_error=start.failure() if source_failed else None,
             auth_error=_auth_error(fetched, config.source), missing=missing,
             failing_channels=self._failing_channels(config, now),
         )
+        budget = budget_of(config)
+        oldest: float | None = None  # the achieved sweep, measured when the cycle's last round is in
+        if not fetched.rest:
+            fine = {s.name for s in result.snapshots}
+            oldest = max(self.memory.oldest([j for j in fetched.names if j not in fine], now), 0.0)
         silences, acks = self.store.silences.current(now), self.store.silences.acks()
         mutes = (*silences, *config.maintenance)
         plan = plan_cycle(runtime.all_rules, self.entities, self.alerts, result, fetched.watched, now,
@@ -264,7 +347,9 @@ class Poller:
                 at=now, upsert_entities=plan.upserts, delete_entities=plan.deletes,
                 upsert_alerts=plan.alert_upserts, delete_alerts=plan.alert_deletes, notifications=notifications,
                 meta={SOURCE_FAILURES_KEY: str(failures), JOBS_MISSING_KEY: _streaks_json(missing),
-                      SOURCE_FAILING_SINCE_KEY: None if failing_since is None else str(to_ms(failing_since))},
+                      SOURCE_FAILING_SINCE_KEY: None if failing_since is None else str(to_ms(failing_since)),
+                      **({FETCH_SWEEP_KEY: sweep_json(oldest, fetched.plan, len(fetched.names), budget)}
+                         if oldest is not None and fetched.plan is not None else {})},
                 upsert_flaps=plan.flap_upserts, delete_flaps=plan.flap_deletes,
                 open_incidents=incidents.opened, close_incidents=incidents.closed,
             ))
@@ -281,14 +366,21 @@ class Poller:
         self.incidents.update((incident.key, incident) for incident in incidents.opened)
         self.drawn = {**{k: v for k, v in self.drawn.items() if k not in {i.id for i in incidents.closed}},
                       **incidents.drawn}
-        report = CycleReport(
+        self.memory.remember(result, now, fetched.listed, self.entities)
+        if fetched.watched is not None and fetched.round == 0:
+            self.memory.forget_others(fetched.watched)
+        first = fetched.round == 0 and fetched.plan is not None
+        return CycleReport(
             at=now, jobs=len(fetched.names), fetched=len(result.snapshots), errors=result.errors,
             transitions=len(plan.transitions), notifications=len(notifications),
             firing=sum(1 for a in plan.alerts.values() if a.phase == "firing"),
             source_failed=source_failed, discovery_error=fetched.discovery_error, source_failures=failures,
-            requests=fetched.requests, retries=fetched.retries,
+            requests=fetched.requests, retries=fetched.retries, throttled=fetched.throttled,
+            urgent=len(fetched.plan.urgent) if first and fetched.plan else 0,
+            swept=0 if fetched.round == 0 else len(result.snapshots) + len(result.errors),
+            deferred=fetched.plan.deferred if first and fetched.plan else 0, sweep=oldest,
+            sweep_target=fetched.plan.sweep_target if fetched.plan else None,
         )
-        return report
 
     def _state_groups(self, runtime: Runtime, detail: str, now: datetime, *, resolved: bool
                       ) -> tuple[MessageGroup, ...]:
@@ -308,6 +400,73 @@ class Poller:
                                                              payload=n.payload, created_at=now))
             except Exception as exc:  # noqa: BLE001 (one broken channel must not stop the others)
                 log.error("could not tell channel %s that the state file is not writable: %s", n.channel, exc)
+
+
+@dataclass(slots=True)
+class _CycleStart:
+    """The streaks as they were before a cycle's first round, and what its rounds have shown so far."""
+
+    failures: int
+    since: datetime | None
+    missing: dict[str, Streak]
+    verdict: bool | None = None  # True: the source failed this cycle; False: it answered; None: nothing asked yet
+    discovery_error: str | None = None
+    errors: list[FetchError] = field(default_factory=list)
+    fine: set[str] = field(default_factory=set)  # jobs fetched fine this cycle
+
+    def judge(self, verdict: bool | None, discovery_error: str | None) -> None:
+        """A round's verdict: one failed round fails the cycle (counted once however many rounds it has)."""
+        if discovery_error is not None:
+            self.discovery_error = discovery_error
+        if verdict is True or self.verdict is None:
+            self.verdict = verdict if verdict is not None else self.verdict
+
+    def failure(self) -> str:
+        return source_failure(self.discovery_error, self.errors)
+
+
+def _source_verdict(fetched: Fetched) -> bool | None:
+    """Whether this round shows the source failing (True), working (False), or nothing (None: nothing asked).
+
+    The source failed when discovery failed, auth was refused, or jobs were asked and none
+    could be fetched. "No such job" is the API answering correctly: a misspelt only job is
+    notifier-job-missing, not an outage.
+    """
+    result = fetched.result
+    if fetched.discovery_error is not None or any(e.kind == "auth" for e in result.errors):
+        return True
+    if any(e.kind != "not_found" for e in result.errors) and not result.snapshots:
+        return True
+    if result.snapshots or result.errors or fetched.listed_ok:
+        return False
+    return None
+
+
+def _counts(client: DgcClient) -> tuple[int, int, int]:
+    return client.stats.requests, client.stats.retries, client.stats.throttled
+
+
+def _spent(client: DgcClient, before: tuple[int, int, int]) -> dict[str, int]:
+    """Requests, retries and throttled answers the client had since ``before`` (``_counts`` then)."""
+    requests, retries, throttled = _counts(client)
+    return {"requests": requests - before[0], "retries": retries - before[1], "throttled": throttled - before[2]}
+
+
+async def _unless(stop: asyncio.Event | None, fetch: Coroutine[Any, Any, Fetched | None]) -> Fetched | None:
+    """``fetch``'s result, or None when ``stop`` is set first (the fetch is then cancelled: nothing was written)."""
+    if stop is None:
+        return await fetch
+    task = asyncio.ensure_future(fetch)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done():
+        task.cancel()
+        log.info("shutdown: the running fetch was abandoned (nothing of it was committed)")
+        return None
+    return task.result()
 
 
 def _app_tokens(config: Config) -> dict[str, tuple[str | None, str | None]]:
@@ -355,20 +514,6 @@ def describe_auth(source: SourceConfig) -> str:
     return "auth = none: the endpoint wants credentials (set [source] auth)"
 
 
-def _source_failed(result: FetchResult, discovery_error: str | None) -> bool:
-    """The source failed when discovery failed, auth was refused, or no job could be fetched at all.
-
-    "No such job" is the API answering correctly: a misspelt only job is notifier-job-missing,
-    not an outage.
-    """
-    if discovery_error is not None:
-        return True
-    if any(e.kind == "auth" for e in result.errors):
-        return True
-    errors = [e for e in result.errors if e.kind != "not_found"]
-    return bool(errors) and not result.snapshots
-
-
 class App:
     """One process's notifier: lock, state store, wiring, poller and deliverer, built from a config path.
 
@@ -414,25 +559,40 @@ class App:
         return self.wiring.runtime
 
     async def cycle(self, *, in_thread: bool = False) -> CycleReport:
-        """One poll cycle; ``in_thread`` runs the synchronous half off the event loop (the daemon)."""
-        started = time.monotonic()  # the duration is for people, not for decisions: the real clock
-        wiring, fetched = await self.fetch()
-        return await self.apply(wiring, fetched, in_thread=in_thread, started=started)
-
-    async def fetch(self) -> tuple[Wiring, Fetched]:
-        """The I/O half: nothing is written, so it may be cancelled (a shutdown does not wait for it)."""
-        wiring = self.wiring  # one consistent wiring for the whole cycle, even across a reload
-        return wiring, await self.poller.fetch(wiring)
-
-    async def apply(self, wiring: Wiring, fetched: Fetched, *, in_thread: bool = False,
-                    started: float | None = None) -> CycleReport:
-        """The synchronous half: plan, render, one commit; never cancelled half way."""
-        if in_thread:
-            report = await asyncio.to_thread(self.poller.apply, wiring, fetched)
-        else:
-            report = self.poller.apply(wiring, fetched)
-        report.log(duration_ms=None if started is None else round((time.monotonic() - started) * 1000))
+        """One poll cycle, all its rounds (``notifier once``, the demo, the tests)."""
+        report = await self.cycle_until(None, in_thread=in_thread)
+        assert report is not None  # without a stop event the first round always completes
         return report
+
+    async def cycle_until(self, stop: asyncio.Event | None, *, in_thread: bool = False,
+                          on_round: Callable[[CycleReport], None] | None = None) -> CycleReport | None:
+        """One poll cycle: its first round (list, urgent jobs), then the sweep rounds; one report for all of them.
+
+        ``in_thread`` runs each round's synchronous half off the event loop (the daemon).
+        ``stop`` (set by a shutdown) abandons the fetch of the running round: nothing of it
+        is written, the rounds before it are committed, and the cycle ends there (None when
+        the first round is abandoned). ``on_round`` hears each round's report after its
+        commit, so the daemon delivers the urgent round's alerts while the sweep goes on.
+        """
+        started = time.monotonic()  # the duration is for people, not for decisions: the real clock
+        wiring = self.wiring  # one consistent wiring for the whole cycle, even across a reload
+        report: CycleReport | None = None
+        fetched: Fetched | None = await _unless(stop, self.poller.fetch(wiring))
+        while fetched is not None:
+            done = await self._apply(wiring, fetched, in_thread=in_thread)
+            report = done if report is None else report.then(done)
+            if on_round is not None:
+                on_round(done)
+            fetched = await _unless(stop, self.poller.fetch_more(wiring, fetched))
+        if report is not None:
+            report.log(duration_ms=round((time.monotonic() - started) * 1000))
+        return report
+
+    async def _apply(self, wiring: Wiring, fetched: Fetched, *, in_thread: bool) -> CycleReport:
+        """A round's synchronous half: plan, render, one commit; never cancelled half way."""
+        if in_thread:
+            return await asyncio.to_thread(self.poller.apply, wiring, fetched)
+        return self.poller.apply(wiring, fetched)
 
     def deliver(self) -> DeliveryReport:
         """One delivery round over every due outbox row."""

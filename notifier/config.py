@@ -91,6 +91,7 @@ class Config:
     jobs: JobsConfig
     interval: float = 60.0
     stall_timeout: float | None = None  # None: max(3 intervals, 10 min); see daemon's watchdog
+    full_sweep: float | None = None  # every job's nodes fetched at least this often; None: as the budget allows
     state_path: Path = Path(DEFAULT_STATE_PATH)
     rules_dir: Path = Path("rules")
     templates_dir: Path | None = None
@@ -212,12 +213,21 @@ def _read(table: TableReader, read: Callable[[TableReader], T]) -> T:
 class _Schedule(TypedDict):
     interval: float
     stall_timeout: float | None
+    full_sweep: float | None
 
 
 def _schedule(table: TableReader) -> _Schedule:
-    """``[schedule]``: how often to poll, and how long a cycle may go without progress before the watchdog gives up."""
-    return _read(table, lambda t: _Schedule(interval=t.seconds("interval", 60.0, positive=True),
-                                             stall_timeout=t.seconds("stall_timeout", None, positive=True)))
+    """``[schedule]``: how often to poll, how often every job's nodes must be fetched (``full_sweep``), and how
+    long a cycle may go without progress before the watchdog gives up."""
+    def read(t: TableReader) -> _Schedule:
+        interval = t.seconds("interval", 60.0, positive=True)
+        full_sweep = t.seconds("full_sweep", None, positive=True)
+        if full_sweep is not None and full_sweep < interval:
+            raise t.error("full_sweep", f"must be at least the interval ({interval:g}s): a job's status is fetched "
+                                        "at most once a cycle")
+        return _Schedule(interval=interval, stall_timeout=t.seconds("stall_timeout", None, positive=True),
+                         full_sweep=full_sweep)
+    return _read(table, read)
 
 
 def _resolve(base: Path, value: str) -> Path:

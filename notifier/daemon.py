@@ -77,24 +77,18 @@ class Daemon:
     async def run_cycle(self) -> CycleReport | None:
         """One cycle; errors are logged, never fatal: the next cycle tries again.
 
-        A stop request abandons the fetch half (nothing is written before ``apply``) so a
-        long sweep does not hold up a shutdown; the commit half always finishes.
+        A stop request abandons the running round's fetch (nothing of it is written) so a
+        long sweep does not hold up a shutdown; a round's commit always finishes. Delivery
+        is woken after every round: the urgent round's alerts do not wait for the sweep.
         """
         async with self._cycle_lock:
             if self._stop.is_set():
                 return None
             started = self._monotonic()
             try:
-                fetch = asyncio.ensure_future(self.app.fetch())
-                stopping = asyncio.ensure_future(self._stop.wait())
-                await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                if not fetch.done():
-                    fetch.cancel()
-                    log.info("shutdown: the running fetch was abandoned (nothing of it was committed)")
+                report = await self.app.cycle_until(self._stop, in_thread=True, on_round=lambda _: self._wake.set())
+                if report is None:
                     return None
-                wiring, fetched = fetch.result()
-                report = await self.app.apply(wiring, fetched, in_thread=True, started=started)
             except NotifierError as exc:
                 event(log, logging.ERROR, "cycle failed", error=str(exc))
                 self._report_status(None, str(exc))

@@ -32,6 +32,8 @@ SOURCE_FAILING_SINCE_KEY = "source_failing_since"
 """Meta key: epoch ms of the first cycle of the current source failure (absent when the source works)."""
 JOBS_MISSING_KEY = "jobs_missing"
 """Meta key: JSON {job: [cycles in a row the API said "no such job", epoch ms of the first]}."""
+FETCH_SWEEP_KEY = "fetch_sweep"
+"""Meta key: JSON of the last cycle's achieved and planned sweep (``fetching.sweep_json``), for ``notifier alerts``."""
 
 @dataclass(frozen=True, slots=True)
 class CycleWrite:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from notifier.core.fetchplan import Listed
 from notifier.errors import SourceError
 from notifier.httputil import HeaderMapping, parse_retry_after, source_excerpt
 from notifier.source.parse import (
@@ -378,13 +379,24 @@ def test_job_list_page() -> None:
     """A list page yields the total, the names (skipping entries without one) and the owners it names."""
     body = _body(total=2500, jobs=[{"name": "a", "jobType": "REAL_TIME", "owner": "alice"}, {"name": ""},
                                    {"owner": "x"}, "z", {"name": "b", "status": "STARTING", "owner": 7}])
-    assert parse_job_list(body) == (2500, ("a", "b"), {"a": "alice"})
+    page = parse_job_list(body)
+    assert (page.total, page.names, page.owners) == (2500, ("a", "b"), {"a": "alice"})
+
+
+def test_job_list_items_carry_job_level_status_and_last_update() -> None:
+    """The planner's cue: each item's normalized status and lastUpdateTime (a number or the SDK's digit string)."""
+    page = parse_job_list(_body(total=3, jobs=[
+        {"name": "a", "status": "STARTING", "lastUpdateTime": 1551409406000},
+        {"name": "b", "status": "NORMAL", "lastUpdateTime": "1551409406000"},
+        {"name": "c", "status": 7, "lastUpdateTime": "yesterday"}]))
+    at = datetime.fromtimestamp(1551409406, tz=timezone.utc)
+    assert page.jobs == (Listed("a", "STARTTING", at), Listed("b", "NORMAL", at), Listed("c", "", None))
 
 
 def test_job_list_without_total_counts_the_page() -> None:
     """A missing total is taken as this page's size rather than failing; a total in a string is still read."""
-    assert parse_job_list(_body(jobs=[{"name": "a"}])) == (1, ("a",), {})
-    assert parse_job_list(_body(total="1200", jobs=[{"name": "a"}])) == (1200, ("a",), {})
+    assert parse_job_list(_body(jobs=[{"name": "a"}])).total == 1
+    assert parse_job_list(_body(total="1200", jobs=[{"name": "a"}])).total == 1200
 
 
 def test_job_list_error_with_2xx_is_not_an_empty_list() -> None:

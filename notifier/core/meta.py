@@ -90,18 +90,22 @@ def meta_rules(policy: MetaPolicy, channels: tuple[str, ...]) -> tuple[Rule, ...
     )
 
 
-def missing_streaks(previous: Mapping[str, Streak], result: FetchResult, now: datetime) -> dict[str, Streak]:
-    """Cycles in a row each job answered "no such job"; a job fetched fine (or not asked) drops out.
+def missing_streaks(previous: Mapping[str, Streak], result: FetchResult, now: datetime, *,
+                    fine: Collection[str] | None = None, watched: Collection[str] | None = None) -> dict[str, Streak]:
+    """Cycles in a row each job answered "no such job"; a job fetched fine drops out.
 
-    A job whose fetch failed otherwise (timeout, 5xx) keeps its streak: no news is not "found".
+    ``fine`` names the jobs fetched fine (default: ``result``'s snapshots). A job whose
+    fetch failed otherwise (timeout, 5xx), or that was not asked this cycle (the fetch
+    planner asks for a job only when it can tell something), keeps its streak: no news is
+    not "found". A job no longer ``watched`` drops out.
     """
-    out: dict[str, Streak] = {}
+    found = set(fine) if fine is not None else {s.name for s in result.snapshots}
+    out = {job: streak for job, streak in previous.items()
+           if job not in found and (watched is None or job in watched)}
     for error in result.errors:
         if error.kind == "not_found":
             old = previous.get(error.job)
             out[error.job] = Streak(old.cycles + 1, old.since) if old is not None else Streak(1, now)
-        elif error.job in previous:
-            out[error.job] = previous[error.job]
     return out
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from notifier.core.models import (
@@ -134,6 +134,32 @@ def _node_conditions(c: _Compiled, by_status: Mapping[str, list[EntityState]], n
                 continue  # unknown counter, or it moved at this very poll: not stalled
             out.append(Condition(name, e.job, e.node, max(e.since, moved)))
     return out
+
+
+def stall_deadline(rules: Sequence[Rule], entities: Iterable[EntityState]) -> datetime | None:
+    """When the first stalled-counter rule over these entities (one job's) could start to hold; None if none can.
+
+    A counter seen moving at ``t`` stalls for a rule with ``for = D`` at ``t + D``; only a
+    fetch after that moment can tell. The fetch planner asks for the job then, so a stall
+    is not found a whole sweep late.
+    """
+    stall_rules = [_compile(r) for r in rules if r.stalled is not None and r.scope == "node" and not r.is_event]
+    if not stall_rules:
+        return None
+    earliest: datetime | None = None
+    for e in entities:
+        if not e.node:
+            continue
+        for c in stall_rules:
+            counter = c.rule.stalled
+            moved = e.counters_since.get(counter) if counter is not None else None
+            if (moved is None or e.status not in c.statuses
+                    or not (c.node_types(e.node_type) and c.jobs(e.job) and c.nodes(e.node))):
+                continue
+            deadline = moved + timedelta(seconds=c.rule.for_)
+            if earliest is None or deadline < earliest:
+                earliest = deadline
+    return earliest
 
 
 def _matching_transitions(c: _Compiled, transitions: Sequence[Transition]) -> list[Transition]:

@@ -36,6 +36,7 @@ import httpx
 
 from notifier.clock import utcnow
 from notifier.config import JobsConfig, SourceConfig
+from notifier.core.fetchplan import LIST_PAGE_SIZE, Listed
 from notifier.core.models import FetchError, FetchErrorKind, FetchResult, JobSnapshot
 from notifier.errors import ConfigError, SourceError
 from notifier.httputil import USER_AGENT, scrub
@@ -50,7 +51,6 @@ T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Monotonic = Callable[[], float]
 
-LIST_PAGE_SIZE = 1000
 RETRY_AFTER_CAP = 60.0
 THROTTLED_BACKOFF = (2.0, 5.0)  # Huawei documents no Retry-After for APIG.0308: back off 2-5 s
 FETCH_WORKERS_PER_SLOT = 4  # fetch_all workers per concurrency slot (see fetch_all)
@@ -64,6 +64,7 @@ class ClientStats:
 
     requests: int = 0
     retries: int = 0
+    throttled: int = 0  # answers refused for the user's rate (APIG.0308, 429): each slowed every request
     errors: Counter[str] = field(default_factory=Counter)
     last_answer: float = 0.0  # time.monotonic() of the last request that ended (answer, timeout or refusal)
 
@@ -73,14 +74,19 @@ class ClientStats:
 
 
 class RateLimiter:
-    """Evenly spaced request starts, at most ``rate`` per second and no bursts.
+    """Evenly spaced request starts, at most ``rate`` per second and no bursts; slower after the API throttles.
 
     DGC allows 30 requests/s per user; a token bucket would let a full bucket go out
-    at once on top of the steady rate, so slots are spaced instead.
+    at once on top of the steady rate, so slots are spaced instead. One limiter serves
+    every request of a source (list and status): the budget is the user's, not the
+    endpoint's. A throttled answer (``APIG.0308``, 429) means something else spends the
+    same user's budget: every request waits out the backoff, and the rate halves (down to
+    a tenth), then grows back by a twentieth of it per answer that was not throttled.
     """
 
     def __init__(self, rate: float, *, monotonic: Monotonic, sleep: Sleep) -> None:
-        self._interval = 1.0 / rate
+        self.rate = rate
+        self.current = rate
         self._monotonic = monotonic
         self._sleep = sleep
         self._next = float("-inf")
@@ -88,9 +94,19 @@ class RateLimiter:
     async def wait(self) -> None:
         now = self._monotonic()
         slot = max(now, self._next)
-        self._next = slot + self._interval  # claimed before awaiting: no lock needed in asyncio
+        self._next = slot + 1.0 / self.current  # claimed before awaiting: no lock needed in asyncio
         if slot > now:
             await self._sleep(slot - now)
+
+    def throttled(self, pause: float) -> None:
+        """The API refused a request for its rate: no request starts for ``pause`` seconds, then at half the rate."""
+        self.current = max(self.rate / 10, self.current / 2)
+        self._next = max(self._next, self._monotonic() + pause)
+
+    def answered(self) -> None:
+        """A request was served: win back some of the rate a throttle took."""
+        if self.current < self.rate:
+            self.current = min(self.rate, self.current + self.rate / 20)
 
 
 def retry_delay(attempt: int, error: SourceError, config: SourceConfig, rng: random.Random) -> float:
@@ -188,34 +204,39 @@ class DgcClient:
                            errors=tuple(r for r in results if isinstance(r, FetchError)))
 
     async def list_jobs(self) -> tuple[str, ...]:
-        """Names of all REAL_TIME jobs, paging with ``limit=1000`` until ``total`` are listed.
+        """Names of all REAL_TIME jobs (``list_all``'s)."""
+        return tuple((await self.list_all()).jobs)
+
+    async def list_all(self) -> JobListing:
+        """Every REAL_TIME job with its job-level status, paging with ``limit=1000`` until ``total`` are listed.
 
         The API documents ``offset`` ambiguously ("number of pages"), and may return fewer
         records than asked: offsets count records received; if a page past the first brings
         nothing new before ``total`` is reached, offsets are retried as page numbers.
         """
-        names: dict[str, None] = {}
-        offset, useful_pages, by_page = 0, 0, False
+        jobs: dict[str, Listed] = {}
+        offset, useful_pages, by_page, requests = 0, 0, False, 0
         while True:
             query = (("jobType", "REAL_TIME"), ("limit", LIST_PAGE_SIZE), ("offset", offset))
-            total, page, owners = self._parsed(parse.parse_job_list, await self._get("/jobs", query, job=None))
-            self.owners.update(owners)
-            before = len(names)
-            names.update(dict.fromkeys(page))
-            if len(names) >= total:
+            requests += 1
+            page = self._parsed(parse.parse_job_list, await self._get("/jobs", query, job=None))
+            self.owners.update(page.owners)
+            before = len(jobs)
+            jobs.update((j.name, j) for j in page.jobs if j.name not in jobs)
+            if len(jobs) >= page.total:
                 break
-            if len(names) == before:  # past the end, or offset means something else
+            if len(jobs) == before:  # past the end, or offset means something else
                 if by_page or offset == 0:
                     break
                 by_page = True
-                log.info("Job list offset looks like a page number, switching paging mode total=%d", total)
+                log.info("Job list offset looks like a page number, switching paging mode total=%d", page.total)
                 offset = useful_pages
                 continue
             useful_pages += 1
-            offset = useful_pages if by_page else offset + len(page)
-        if len(names) < total:
-            log.warning("Job list incomplete listed=%d total=%d", len(names), total)
-        return tuple(names)
+            offset = useful_pages if by_page else offset + len(page.jobs)
+        if len(jobs) < page.total:
+            log.warning("Job list incomplete listed=%d total=%d", len(jobs), page.total)
+        return JobListing(jobs, requests, page.total)
 
     async def resolve_jobs(self, jobs: JobsConfig) -> tuple[str, ...]:
         """The jobs to watch: explicit names plus, with ``discover``, listed names passing the globs."""
@@ -281,10 +302,13 @@ class DgcClient:
                 self.iam.invalidate(refused.token)
                 reauthenticated = True
             except SourceError as error:
+                delay = retry_delay(attempt, error, self._config, self._rng)
+                if error.kind == "throttled":  # the user's budget is spent: every request of this source slows
+                    self.stats.throttled += 1
+                    self._limiter.throttled(delay)
                 if error.kind not in RETRYABLE_KINDS or attempt >= self._config.retries:
                     self.stats.errors[error.kind] += 1
                     raise
-                delay = retry_delay(attempt, error, self._config, self._rng)
                 attempt += 1
                 self.stats.retries += 1
                 log.info("Retrying request job=%s kind=%s attempt=%d delay=%.2fs", job or "-", error.kind,
@@ -313,6 +337,7 @@ class DgcClient:
             finally:
                 self.stats.answered()  # however it ended, the cycle moved on
         if response.is_success:
+            self._limiter.answered()
             return _Success(response.status_code, response.content, parse.request_id_of(response.headers))
         error = self._scrubbed(parse.parse_error(response.status_code, response.content, response.headers, job=job,
                                                  now=self._clock()))
@@ -328,6 +353,15 @@ class DgcClient:
             ak, sk = self._aksk
             headers.update(signer.sign(method, url, headers, b"", ak.reveal(), sk.reveal(), self._clock()))
         return headers
+
+
+@dataclass(frozen=True, slots=True)
+class JobListing:
+    """The list API's answer over all pages: each job's job-level status, and what the listing cost."""
+
+    jobs: Mapping[str, Listed]
+    requests: int
+    total: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,12 +34,14 @@ import math
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
 
 from notifier.core.counters import Counters
+from notifier.core.fetchplan import Listed
 from notifier.core.models import JobSnapshot, NodeStatus, normalize_status
 from notifier.errors import SourceError
 from notifier.httputil import HeaderMapping, get_header, parse_retry_after, source_excerpt
@@ -218,11 +220,25 @@ def _instant(job: str, node: str | None, data: Mapping[str, Any], *keys: str) ->
 
 # --- job list -------------------------------------------------------------------------
 
-def parse_job_list(body: bytes) -> tuple[int, tuple[str, ...], dict[str, str]]:
-    """Parse a ``GET /v1/{project_id}/jobs`` page into (total, job names on this page, job -> owner).
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of the list API: how many jobs it says there are, and the jobs on this page."""
+
+    total: int
+    jobs: tuple[Listed, ...]
+    owners: Mapping[str, str]  # job -> owner, where the owner is a string (who to ping in Slack)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(j.name for j in self.jobs)
+
+
+def parse_job_list(body: bytes) -> JobPage:
+    """Parse a ``GET /v1/{project_id}/jobs`` page: the total, and each job's name, job-level status and last update.
 
     Entries without a usable name are skipped; a missing ``total`` counts this page only.
-    The owner (who to ping in Slack, through ``[slack.owners]``) is kept when it is a string.
+    An entry whose status or ``lastUpdateTime`` is missing or odd is kept with an empty
+    status or no time: the fetch planner then asks for that job's status, which says.
     """
     data = _json_object(None, body, what="job list")
     jobs = data.get("jobs")
@@ -232,15 +248,25 @@ def parse_job_list(body: bytes) -> tuple[int, tuple[str, ...], dict[str, str]]:
         jobs = []
     if not isinstance(jobs, list):
         raise _bad(None, "job list response has no list of jobs", body)
-    names = tuple(j["name"] for j in jobs if isinstance(j, dict) and isinstance(j.get("name"), str) and j["name"])
-    owners = {j["name"]: j["owner"] for j in jobs if isinstance(j, dict) and isinstance(j.get("name"), str)
-              and isinstance(j.get("owner"), str) and j["owner"]}
+    listed: list[Listed] = []
+    owners: dict[str, str] = {}
+    for j in jobs:
+        if not isinstance(j, dict) or not isinstance(j.get("name"), str) or not j["name"]:
+            continue
+        name, status = j["name"], j.get("status")
+        try:
+            updated = _instant(name, None, j, "lastUpdateTime", "lastupdatetime")
+        except SourceError:
+            updated = None
+        listed.append(Listed.of(name, status if isinstance(status, str) else "", updated))
+        if isinstance(j.get("owner"), str) and j["owner"]:
+            owners[name] = j["owner"]
     total = data.get("total")
     if isinstance(total, str) and _DIGITS.match(total.strip()):
         total = _int(total)  # the SDK types numbers loosely; a count in a string is still a count
     if isinstance(total, bool) or not isinstance(total, int):
-        total = len(names)
-    return total, names, owners
+        total = len(listed)
+    return JobPage(total, tuple(listed), owners)
 
 
 # --- errors ---------------------------------------------------------------------------

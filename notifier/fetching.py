@@ -1,0 +1,153 @@
+"""The shell around ``core.fetchplan``: list the jobs, plan the cycle's status requests, remember what was fetched.
+
+A cycle is one list (ceil(N/1000) requests) and then rounds of status requests: the
+urgent jobs first, so a change the list shows is alerted seconds into the cycle rather
+than after the sweep, then the sweep share in rounds of about ``ROUND_SECONDS`` of the
+budget, each applied (diffed, judged, committed) as soon as it is fetched: a node failure
+the sweep finds is not held back for the rest of the sweep, and at most one round's
+answers are in memory at once.
+
+``FetchMemory`` is what the planner needs between cycles and the state file does not
+hold: when each job's status was last fetched, what the list said of it then, and when
+its stalled-counter rules next want a look. It lives in memory: after a restart every
+job is "never fetched" and the first sweep goes over them in name order, and nothing is
+taken as changed that the remembered state does not show as changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from notifier.config import Config
+from notifier.core.durations import format_duration
+from notifier.core.fetchplan import Budget, FetchPlan, Listed, list_requests
+from notifier.core.models import EntitiesByJob, FetchResult, Rule
+from notifier.core.rules import stall_deadline
+from notifier.errors import SourceError
+from notifier.source.client import DgcClient, JobListing
+
+log = logging.getLogger(__name__)
+
+ROUND_SECONDS = 5.0  # a sweep round is about this much of the request budget ...
+ROUND_MIN, ROUND_MAX = 100, 1000  # ... but never fewer or more jobs than these
+
+
+def budget_of(config: Config) -> Budget:
+    return Budget(rate=config.source.max_requests_per_second, interval=config.interval, full_sweep=config.full_sweep)
+
+
+def round_size(rate: float) -> int:
+    """Jobs per sweep round: ``ROUND_SECONDS`` of requests, within ``ROUND_MIN``..``ROUND_MAX``."""
+    return max(ROUND_MIN, min(ROUND_MAX, math.ceil(rate * ROUND_SECONDS)))
+
+
+def sweep_sentence(jobs: int, plan: FetchPlan, budget: Budget, *, listing: bool) -> str:
+    """"10000 jobs at 20 req/s: job-level changes every cycle (1m), every job's nodes within 9m"."""
+    rate = f"{budget.rate:g} req/s"
+    if math.isinf(plan.achievable):
+        return (f"{jobs} jobs at {rate}: the list alone ({list_requests(jobs)} requests) takes the whole budget of a "
+                f"cycle; raise [source] max_requests_per_second or [schedule] interval")
+    head = (f"{jobs} jobs at {rate}: job-level changes every cycle ({format_duration(budget.interval)})"
+            if listing else f"{jobs} jobs at {rate} (no job list: job-level changes only through the sweep)")
+    return f"{head}, every job's nodes within {format_duration(plan.sweep_target)}"
+
+
+@dataclass
+class FetchMemory:
+    """When each job was last fetched, what the list said of it then, and when its stall rules want a look."""
+
+    started: datetime
+    last_fetched: dict[str, datetime] = field(default_factory=dict)
+    seen: dict[str, Listed] = field(default_factory=dict)
+    due: dict[str, datetime] = field(default_factory=dict)
+    due_rules: tuple[Rule, ...] | None = None  # the rules ``due`` was computed with (a reload recomputes)
+    list_total: int | None = None  # jobs the list API last said the project has
+    list_refused: str | None = None  # why named jobs are polled one by one (the list API refused this user)
+    told: str = ""  # the sweep sentence last logged: logged again only when it changes
+
+    def should_list(self, names: int) -> bool:
+        """Named jobs without discovery: list only when it is cheaper than asking for each job's status."""
+        if self.list_refused is not None or names < 2:
+            return False
+        return self.list_total is None or list_requests(self.list_total) < names
+
+    async def list_named(self, client: DgcClient, names: Sequence[str]) -> JobListing | None:
+        """The list, for named jobs (no discovery); None when it is not used or failed (the planner copes)."""
+        if not self.should_list(len(names)):
+            return None
+        try:
+            listing = await client.list_all()
+        except SourceError as exc:
+            if exc.error_code == "DLF.6888" or exc.status_code == 403:  # no permission: this user may not list
+                self.list_refused = str(exc)
+                log.warning("the list API is refused for this user, polling the %d named jobs one by one within "
+                            "the budget: %s", len(names), exc)
+            else:
+                log.warning("the job list failed this cycle, planning from memory: %s", exc)
+            return None
+        self.list_total = listing.total
+        return listing
+
+    def prepare(self, rules: tuple[Rule, ...], entities: EntitiesByJob) -> None:
+        """Compute every job's stall deadline once per rule set (at start and after a reload)."""
+        if self.due_rules is rules:
+            return
+        self.due_rules = rules
+        self.due = {job: d for job, group in entities.groups.items()
+                    if (d := stall_deadline(rules, group.values())) is not None}
+
+    def remember(self, result: FetchResult, at: datetime, listed: Mapping[str, Listed] | None,
+                 entities: EntitiesByJob) -> None:
+        """The jobs fetched fine in a round: fetched ``at``, as the list showed them, with their new stall deadline."""
+        rules = self.due_rules or ()
+        for snapshot in result.snapshots:
+            job = snapshot.name
+            self.last_fetched[job] = at
+            item = listed.get(job) if listed is not None else None
+            if item is not None:
+                self.seen[job] = item
+            deadline = stall_deadline(rules, entities.job(job).values())
+            if deadline is None:
+                self.due.pop(job, None)
+            else:
+                self.due[job] = deadline
+
+    def forget_others(self, watched: Collection[str]) -> None:
+        """Jobs no longer watched leave the memory too."""
+        keep = set(watched)
+        for table in (self.last_fetched, self.seen, self.due):
+            for job in [j for j in table if j not in keep]:
+                del table[job]
+
+    def oldest(self, watched: Sequence[str], now: datetime) -> float:
+        """Seconds since the least recently fetched watched job was fetched (since start, for one never fetched)."""
+        if not watched:
+            return 0.0
+        last = self.last_fetched
+        oldest = min((last.get(job, self.started) for job in watched), default=now)
+        return max(0.0, (now - oldest).total_seconds())
+
+    def tell(self, sentence: str, plan: FetchPlan, budget: Budget) -> None:
+        """Log how fast the budget lets the service see, once, and again when it changes."""
+        if sentence == self.told:
+            return
+        self.told = sentence
+        if budget.full_sweep is not None and plan.achievable > budget.full_sweep:
+            log.warning("%s, longer than [schedule] full_sweep = %s: the sweep takes longer rather than skip a job "
+                        "(raise max_requests_per_second up to the API's 30, or interval, or full_sweep)",
+                        sentence, format_duration(budget.full_sweep))
+        else:
+            log.info("%s", sentence)
+
+
+def sweep_json(oldest: float, plan: FetchPlan, jobs: int, budget: Budget) -> str:
+    """The meta row `notifier alerts` reads: the achieved and planned sweep, and the numbers behind them."""
+    return json.dumps({"oldest_s": round(oldest, 1), "target_s": plan.sweep_target,
+                       "achievable_s": None if math.isinf(plan.achievable) else plan.achievable, "jobs": jobs,
+                       "rate": budget.rate, "interval_s": budget.interval, "full_sweep_s": budget.full_sweep},
+                      separators=(",", ":"))
