@@ -35,7 +35,7 @@ from typing import Literal
 from notifier.core.models import AlertState, EntitiesByJob, normalize_status
 
 LIST_PAGE_SIZE = 1000  # jobs per list request: the API's maximum `limit`
-BUDGET_SHARE = 0.9  # of rate x interval a cycle plans for; the rest is room for retries and slow answers
+BUDGET_SHARE = 0.95  # of rate x interval a cycle plans for; the rest is room for retries and slow answers
 OVERDUE_SWEEPS = 2  # a job not fetched for this many sweeps goes first, whatever else is urgent
 
 Reason = Literal["overdue", "changed", "new", "troubled", "alerting", "unlisted", "due", "sweep"]
