@@ -44,7 +44,7 @@ from notifier.core.models import (
 )
 from notifier.delivery import Deliverer, DeliveryReport
 from notifier.errors import SourceError, StateError
-from notifier.fetching import FetchMemory, budget_of, round_size, sweep_json, sweep_sentence
+from notifier.fetching import FetchMemory, budget_of, round_size, sweep_json
 from notifier.lock import ProcessLock
 from notifier.logs import event
 from notifier.outbox import NewNotification
@@ -268,7 +268,7 @@ class Poller:
         plan = plan_fetch(names, listed, budget, now, entities=self.entities, alerts=self.alerts,
                           last_fetched=self.memory.last_fetched, seen=self.memory.seen, due=self.memory.due,
                           missing=self.missing.keys(), spent=listing.requests if listing is not None else 0)
-        self.memory.tell(sweep_sentence(len(names), plan, budget, listing=listed is not None), plan, budget)
+        self.memory.tell(len(names), budget, listing=listed is not None)
         result = await client.fetch_all(plan.urgent)
         return Fetched(result=result, names=names, watched=watched, at=now, discovery_error=discovery_error,
                        discovery_auth=discovery_auth, owners=dict(client.owners), rest=plan.sweep, plan=plan,

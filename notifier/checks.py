@@ -29,6 +29,7 @@ from notifier.clock import utcnow
 from notifier.config import Config
 from notifier.core.models import Rule
 from notifier.errors import ConfigError, NotifierError, SourceError, StateError, TemplateError
+from notifier.fetching import budget_of, budget_warning, lists, sweep_sentence
 from notifier.httputil import redact_url
 from notifier.lock import creation_problem
 from notifier.render import Renderer, sample_groups
@@ -134,11 +135,20 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
     warnings = [*_unmatched_job_globs(runtime.rules, config), *_slack_warnings(runtime.rules, config)]
     summary = (f"ok: {config.path}: {len(runtime.rules)} rules, {len(config.channels)} channels, "
                f"{rendered} sample messages rendered")
+    watched: Sequence[str] | None = None if config.jobs.discover else config.jobs.names
     if listed is not None:
         problems.extend(_unknown_jobs(config, listed))
         watched = select_jobs(config.jobs.names, listed, config.jobs.include, config.jobs.exclude) \
             if config.jobs.discover else config.jobs.names
         summary += f"; online: {len(listed)} REAL_TIME jobs listed, {len(watched)} would be watched"
+    if watched is not None:
+        listing = lists(len(watched), discover=config.jobs.discover,
+                        list_total=len(listed) if listed is not None else None)
+        budget = budget_of(config)
+        warning = budget_warning(len(watched), budget, listing=listing)
+        if warning is not None:
+            warnings.append(f"{config.path}: schedule: full_sweep: {warning}")
+        summary += f"; polling: {sweep_sentence(len(watched), budget, listing=listing)}"
     return CheckReport(problems=tuple(problems), source_errors=tuple(source_errors), warnings=tuple(warnings),
                        summary=summary)
 

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from notifier.config import Config
 from notifier.core.durations import format_duration
-from notifier.core.fetchplan import Budget, FetchPlan, Listed, list_requests
+from notifier.core.fetchplan import Budget, FetchPlan, Listed, achievable_sweep, list_requests
 from notifier.core.models import EntitiesByJob, FetchResult, Rule
 from notifier.core.rules import stall_deadline
 from notifier.errors import SourceError
@@ -46,15 +46,34 @@ def round_size(rate: float) -> int:
     return max(ROUND_MIN, min(ROUND_MAX, math.ceil(rate * ROUND_SECONDS)))
 
 
-def sweep_sentence(jobs: int, plan: FetchPlan, budget: Budget, *, listing: bool) -> str:
+def sweep_sentence(jobs: int, budget: Budget, *, listing: bool) -> str:
     """"10000 jobs at 20 req/s: job-level changes every cycle (1m), every job's nodes within 9m"."""
     rate = f"{budget.rate:g} req/s"
-    if math.isinf(plan.achievable):
+    achievable = achievable_sweep(jobs, budget, listing=listing)
+    if math.isinf(achievable):
         return (f"{jobs} jobs at {rate}: the list alone ({list_requests(jobs)} requests) takes the whole budget of a "
                 f"cycle; raise [source] max_requests_per_second or [schedule] interval")
+    target = max(achievable, budget.full_sweep or 0.0)
     head = (f"{jobs} jobs at {rate}: job-level changes every cycle ({format_duration(budget.interval)})"
             if listing else f"{jobs} jobs at {rate} (no job list: job-level changes only through the sweep)")
-    return f"{head}, every job's nodes within {format_duration(plan.sweep_target)}"
+    return f"{head}, every job's nodes within {format_duration(target)}"
+
+
+def budget_warning(jobs: int, budget: Budget, *, listing: bool) -> str | None:
+    """Why the configured ``full_sweep`` cannot be kept for ``jobs`` jobs, with the numbers; None when it can."""
+    achievable = achievable_sweep(jobs, budget, listing=listing)
+    if budget.full_sweep is None or achievable <= budget.full_sweep:
+        return None
+    return (f"{sweep_sentence(jobs, budget, listing=listing)}, longer than [schedule] full_sweep = "
+            f"{format_duration(budget.full_sweep)}: the sweep takes longer rather than skip a job (raise "
+            "[source] max_requests_per_second up to the API's 30 per user, or interval, or full_sweep)")
+
+
+def lists(names: int, *, discover: bool, list_total: int | None = None) -> bool:
+    """Whether a cycle uses the list API: always with discovery; for named jobs when cheaper than their statuses."""
+    if discover:
+        return True
+    return names >= 2 and (list_total is None or list_requests(list_total) < names)
 
 
 @dataclass
@@ -72,9 +91,7 @@ class FetchMemory:
 
     def should_list(self, names: int) -> bool:
         """Named jobs without discovery: list only when it is cheaper than asking for each job's status."""
-        if self.list_refused is not None or names < 2:
-            return False
-        return self.list_total is None or list_requests(self.list_total) < names
+        return self.list_refused is None and lists(names, discover=False, list_total=self.list_total)
 
     async def list_named(self, client: DgcClient, names: Sequence[str]) -> JobListing | None:
         """The list, for named jobs (no discovery); None when it is not used or failed (the planner copes)."""
@@ -132,15 +149,15 @@ class FetchMemory:
         oldest = min((last.get(job, self.started) for job in watched), default=now)
         return max(0.0, (now - oldest).total_seconds())
 
-    def tell(self, sentence: str, plan: FetchPlan, budget: Budget) -> None:
-        """Log how fast the budget lets the service see, once, and again when it changes."""
+    def tell(self, jobs: int, budget: Budget, *, listing: bool) -> None:
+        """Log how fast the budget lets the service see, once, and again when the numbers change."""
+        sentence = sweep_sentence(jobs, budget, listing=listing)
         if sentence == self.told:
             return
         self.told = sentence
-        if budget.full_sweep is not None and plan.achievable > budget.full_sweep:
-            log.warning("%s, longer than [schedule] full_sweep = %s: the sweep takes longer rather than skip a job "
-                        "(raise max_requests_per_second up to the API's 30, or interval, or full_sweep)",
-                        sentence, format_duration(budget.full_sweep))
+        warning = budget_warning(jobs, budget, listing=listing)
+        if warning is not None:
+            log.warning("%s", warning)
         else:
             log.info("%s", sentence)
 
@@ -151,3 +168,18 @@ def sweep_json(oldest: float, plan: FetchPlan, jobs: int, budget: Budget) -> str
                        "achievable_s": None if math.isinf(plan.achievable) else plan.achievable, "jobs": jobs,
                        "rate": budget.rate, "interval_s": budget.interval, "full_sweep_s": budget.full_sweep},
                       separators=(",", ":"))
+
+
+def describe_sweep(stored: str | None) -> str | None:
+    """The ``POLLING`` line of ``notifier alerts`` from the stored ``sweep_json``; None before the first full cycle."""
+    if not stored:
+        return None
+    try:
+        d = json.loads(stored)
+        oldest, target, jobs = float(d["oldest_s"]), float(d["target_s"]), int(d["jobs"])
+        rate, interval = float(d["rate"]), float(d["interval_s"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    late = "  (behind: the budget is short for these jobs; see notifier check)" if oldest > 2 * target else ""
+    return (f"POLLING: {jobs} jobs, the least recently fetched {format_duration(oldest)} ago (sweep target "
+            f"{format_duration(target)}; {rate:g} req/s, a cycle every {format_duration(interval)}){late}")

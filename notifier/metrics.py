@@ -129,6 +129,11 @@ _VIEW = {
     "notifier_last_successful_cycle_timestamp_seconds": _Family(
         "When the last cycle with a working source finished (Unix time; absent before the first).", (), {}),
     "notifier_source_failing_cycles": _Family("Cycles in a row the source has failed (0: it works).", (), {}),
+    "notifier_sweep_oldest_fetch_seconds": _Family(
+        "Seconds since the least recently fetched watched job's status was fetched, at the end of the last cycle "
+        "(the achieved sweep).", (), {}),
+    "notifier_sweep_target_seconds": _Family(
+        "The sweep the fetch planner keeps: [schedule] full_sweep, or the fastest the request budget allows.", (), {}),
 }
 
 
@@ -160,6 +165,8 @@ class Metrics:
                                     "included.", registry=r)
         self.api_retries = Counter("notifier_api_retries", "HTTP requests to the DGC API that were retries.",
                                    registry=r)
+        self.api_throttled = Counter("notifier_api_throttled", "DGC API answers refused for the user's rate limit "
+                                     "(APIG.0308, 429); each one slowed every request of the source.", registry=r)
         self.fetch_errors = Counter("notifier_fetch_errors", "Jobs whose status could not be fetched, by error "
                                     "kind, HTTP status and DGC error code ('' when none).",
                                     ("kind", "status_code", "error_code"), registry=r)
@@ -189,6 +196,7 @@ class Metrics:
         self.cycle_duration.observe(max(0.0, duration_s))
         self.api_requests.inc(report.requests)
         self.api_retries.inc(report.retries)
+        self.api_throttled.inc(report.throttled)
         self.transitions.inc(report.transitions)
         self.queued.inc(report.notifications)
         for error in report.errors:
@@ -207,6 +215,10 @@ class Metrics:
         self._view.set("notifier_nodes", {(s,): n for s, n in nodes.items()})
         self._view.set("notifier_alerts", dict(by_rule))
         self._view.set("notifier_source_failing_cycles", {(): report.source_failures})
+        if report.sweep is not None:  # the achieved sweep: how long ago the least recently fetched job was fetched
+            self._view.set("notifier_sweep_oldest_fetch_seconds", {(): report.sweep})
+        if report.sweep_target is not None and report.sweep_target != float("inf"):
+            self._view.set("notifier_sweep_target_seconds", {(): report.sweep_target})
         with self._lock:
             self._attempts += 1
             if report.source_failed:
