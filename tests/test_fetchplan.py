@@ -201,3 +201,18 @@ def test_many_cycles_keep_every_promise(seed: int) -> None:
         if len(last) == len(names):  # once the first sweep is through: nobody behind two sweeps
             assert max((now - t).total_seconds() for t in last.values()) <= OVERDUE_SWEEPS * target
     assert len(last) == len(names)
+
+
+def test_the_readme_sizing_table_is_what_the_planner_computes() -> None:
+    """Documentation is code: each row of README's sizing table is achievable_sweep at 20 and 30 req/s."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("Sizing (95 % of the budget", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|")[1:4] for line in table.splitlines()[2:]]
+    assert len(rows) >= 5
+    for jobs, at20, at30 in rows:
+        n = int(jobs.strip().replace(",", ""))
+        for cell, rate in ((at20, 20), (at30, 30)):
+            minutes = int(cell.strip().split("m")[0])
+            assert achievable_sweep(n, Budget(rate=rate, interval=60)) == minutes * 60, (n, rate)
