@@ -83,11 +83,37 @@ def build_parser() -> argparse.ArgumentParser:
                     "is failing. Reads the state file; safe while the service runs. Exit 0; 2 bad config.")
     sim = sub.add_parser(
         "simulate", parents=[common], help="run the bundled DGC simulator on loopback",
-        description="Serve the DGC status and list APIs from a scenario on HOST:PORT until Ctrl-C "
-                    "(no cloud account needed). Exit 0 stopped; 2 bad scenario file.")
-    sim.add_argument("--scenario", default="demo", help="bundled scenario name (seed, demo) or a TOML file")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8080)
+        description="Serve the DGC status and list APIs from a scenario (or --scale N generated jobs) on "
+                    "HOST:PORT until Ctrl-C (no cloud account needed), limited as the API gateway limits them: "
+                    "30 requests/s per user unless the scenario's [limits] or --rate-limit say otherwise. "
+                    "Exit 0 stopped; 2 bad scenario file or options.")
+    sim.add_argument("--scenario", default=None,
+                     help="bundled scenario name (seed, demo) or a TOML file (default: demo)")
+    sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    sim.add_argument("--scale", type=int, default=None, metavar="N",
+                     help="serve N generated jobs (job_0..., NORMAL, moving counters) of which a share changes "
+                          "state every period, instead of --scenario")
+    sim.add_argument("--nodes", type=int, default=None, metavar="N", help="with --scale: nodes per job (default 10)")
+    sim.add_argument("--change-share", type=float, default=None, metavar="SHARE",
+                     help="with --scale: share of the jobs that start a change in each period, 0-1 (default 0.01)")
+    sim.add_argument("--node-share", type=float, default=None, metavar="SHARE",
+                     help="with --scale: share of the changes that are node-level (one node EXCEPTION, job "
+                          "NORMAL); the rest are job-level (default 0.5)")
+    sim.add_argument("--period", default=None, metavar="DURATION",
+                     help="with --scale: length of a period, e.g. 60s, 5m (default 60s)")
+    sim.add_argument("--hold", default=None, metavar="DURATION",
+                     help="with --scale: how long a change lasts before the job or node is NORMAL again "
+                          "(default 5m)")
+    sim.add_argument("--seed", type=int, default=None,
+                     help="with --scale: seed of the changes; the same seed serves the same changes (default 0)")
+    sim.add_argument("--rate-limit", type=float, default=None, metavar="REQ_PER_S",
+                     help="requests per second per user (AK, token, or all anonymous clients together) over a "
+                          "sliding 1 s window; beyond it 429 APIG.0308; 0 = unlimited (default: the scenario's "
+                          "[limits], 30)")
+    sim.add_argument("--latency", default=None, metavar="DURATION",
+                     help="delay added to every status and list answer, e.g. 50ms (default: the scenario's "
+                          "[limits], 0)")
     init = sub.add_parser("init", parents=[common], help="write a starting config, rules and templates directory",
                           description="Write DIR/notifier.toml (absolute paths), DIR/rules/default.toml and an "
                                       "empty DIR/templates/, readable by the service's dynamic user; existing "
@@ -301,9 +327,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from notifier.config import load_config
     from notifier.core.inhibit import inhibitions
     from notifier.core.mutes import muted_by
+    from notifier.fetching import describe_sweep
     from notifier.render import ago, timestamp
     from notifier.rulefile import load_rules
-    from notifier.state import SOURCE_FAILURES_KEY, StateStore
+    from notifier.state import FETCH_SWEEP_KEY, SOURCE_FAILURES_KEY, StateStore
 
     config = load_config(_config_path(args))
     if not config.state_path.exists():
@@ -319,6 +346,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         alerts = sorted(store.load_alerts().values(), key=lambda a: (a.job, a.node, a.rule))
         rows = store.outbox.rows()
         source_failures = int(store.get_meta(SOURCE_FAILURES_KEY) or 0)
+        polling = describe_sweep(store.get_meta(FETCH_SWEEP_KEY))
         silences = store.silences.current(now)
         mutes = (*silences, *config.maintenance)
         comments = {s.label: f"{s.label} ({s.author or '-'}: {s.comment})" for s in silences}
@@ -327,6 +355,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if source_failures:
         print(f"SOURCE FAILING: the last {source_failures} cycle(s) could not read the API; "
               "alerts below are as of the last good poll")
+    if polling:
+        print(polling)
     inhibited = inhibitions(rules, alerts)
     firing = sum(1 for a in alerts if a.phase == "firing")
     print(f"ALERTS ({firing} firing, {len(alerts) - firing} pending)")
@@ -392,9 +422,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from notifier.simulator import load_scenario, serve
+    from notifier.simulator import serve
+    from notifier.simulator.options import SimulateOptions, simulation
 
-    serve(load_scenario(args.scenario), args.host, args.port)
+    run = simulation(SimulateOptions(
+        scenario=args.scenario, scale=args.scale, nodes=args.nodes, change_share=args.change_share,
+        node_share=args.node_share, period=args.period, hold=args.hold, seed=args.seed,
+        rate_limit=args.rate_limit, latency=args.latency))
+    serve(run.scenario, args.host, args.port, rate_limit=run.rate_limit, latency=run.latency)
     return EXIT_OK
 
 

@@ -7,21 +7,29 @@ and ``notifier demo``, and by the benchmarks (``Scenario.synthetic``)::
         httpx.get(f"{sim.url}/v1/{sim.project_id}/jobs/job_sms/status")
 
 A scenario with ``auth = "aksk"`` (or ``"token"``) refuses requests without the scenario's
-credentials exactly as the API gateway does (``notifier.simulator.auth``).
+credentials exactly as the API gateway does (``notifier.simulator.auth``). The status and
+list APIs are rate-limited per user (``[limits]``, default 30 requests/s, 429 APIG.0308
+beyond) and may be slowed (``latency``). ``Scenario.scale`` (``notifier.simulator.scale``)
+serves thousands of jobs of which a share changes state every period, with the ground truth
+(``Simulator.changes``) a benchmark measures against.
 """
 
 from __future__ import annotations
 
+from notifier.simulator.scale import Change, ScaleModel
 from notifier.simulator.scenario import (
     BUNDLED_SCENARIOS,
     DEFAULT_AUTH,
     DEFAULT_IAM,
+    DEFAULT_LIMITS,
     DEFAULT_PROJECT_ID,
+    UNLIMITED,
     AuthSettings,
     Fault,
     IamSettings,
     Instant,
     JobScript,
+    Limits,
     NodeScript,
     Rate,
     Scenario,
@@ -30,34 +38,45 @@ from notifier.simulator.scenario import (
     parse_scenario,
 )
 from notifier.simulator.server import (
+    FROM_SCENARIO,
     ManualClock,
     RecordedRequest,
     RequestLog,
     Simulator,
+    UserRateLimit,
     new_request_id,
     serve,
+    user_of,
 )
 
 __all__ = [
     "BUNDLED_SCENARIOS",
     "DEFAULT_AUTH",
     "DEFAULT_IAM",
+    "DEFAULT_LIMITS",
     "DEFAULT_PROJECT_ID",
+    "FROM_SCENARIO",
+    "UNLIMITED",
     "AuthSettings",
+    "Change",
     "Fault",
     "IamSettings",
     "Instant",
     "JobScript",
+    "Limits",
     "ManualClock",
     "NodeScript",
     "Rate",
     "RecordedRequest",
     "RequestLog",
+    "ScaleModel",
     "Scenario",
     "Simulator",
     "Step",
+    "UserRateLimit",
     "load_scenario",
     "new_request_id",
     "parse_scenario",
     "serve",
+    "user_of",
 ]

@@ -62,6 +62,20 @@ File format (every key is checked; unknown keys are errors naming file, table an
     sk = "simulator-secret-key"
     token = "simulator-token"
     max_clock_skew = "15m"       # an X-Sdk-Date further than this from the simulator's wall clock is refused
+
+    [limits]                     # optional: the API gateway's limits on the DGC APIs; these are the defaults
+    requests_per_second = 30     # per user (AK, else token, else everyone together), sliding 1 s window of
+                                 # real time; beyond it 429 APIG.0308; 0 = unlimited
+    latency = "0s"               # added to every status and list answer (e.g. "50ms"); requests still overlap
+
+    [scale]                      # optional, instead of [[job]]: Scenario.scale's generated jobs (scale.py)
+    jobs = 10000                 # job_0000 ... job_9999, each NORMAL with moving counters
+    nodes = 10
+    change_share = 0.01          # share of the jobs that start a change in each period
+    node_share = 0.5             # share of the changes that are node-level (else job-level)
+    hold = "5m"                  # how long a change lasts
+    period = "1m"
+    seed = 0
 """
 
 from __future__ import annotations
@@ -78,6 +92,7 @@ from typing import Any, Literal
 
 from notifier.core.counters import COUNTER_NAMES
 from notifier.errors import ConfigError
+from notifier.simulator.scale import ScaleModel, check_scale
 from notifier.strict_toml import TableReader, load_toml
 
 DEFAULT_PROJECT_ID = "b384b9e9ab9b4ee8994c8633aabc9505"
@@ -235,6 +250,25 @@ DEFAULT_AUTH = AuthSettings()
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """The API gateway's per-user rate limit and the service's latency, as ``[limits]`` sets them.
+
+    ``requests_per_second`` is per user (the AK of a signed request, else the X-Auth-Token,
+    else one budget shared by every anonymous client) over a sliding one-second window of
+    real time; beyond it the status and list APIs answer 429 APIG.0308. 0 is unlimited.
+    The default is the documented limit of the job status and list APIs (30/s per user).
+    ``latency`` (seconds) is added to every status and list answer.
+    """
+
+    requests_per_second: float = 30.0
+    latency: float = 0.0
+
+
+DEFAULT_LIMITS = Limits()
+UNLIMITED = Limits(requests_per_second=0.0, latency=0.0)
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """Everything the simulator serves, parsed and validated."""
 
@@ -250,11 +284,17 @@ class Scenario:
     name: str = "scenario"
     description: str = ""
     source: str = ""
+    limits: Limits = DEFAULT_LIMITS
+    scale_model: ScaleModel | None = None  # scale mode (``Scenario.scale``): changes computed on top of the jobs
 
     @classmethod
     def synthetic(cls, jobs: int = 1000, nodes: int = 10, project_id: str = DEFAULT_PROJECT_ID,
                   *, workspace: str = "") -> Scenario:
-        """An all-NORMAL scenario with moving counters, for benchmarks and load tests."""
+        """An all-NORMAL scenario with moving counters, for benchmarks and load tests.
+
+        It has no rate limit and no latency (``UNLIMITED``), as before ``[limits]`` existed: the
+        benchmarks measure the notifier, not the gateway. ``Scenario.scale`` is the realistic one.
+        """
         if jobs < 1 or nodes < 1:
             raise ValueError(f"synthetic scenario needs jobs >= 1 and nodes >= 1, got jobs={jobs} nodes={nodes}")
         types = ("ExecuteDISStream", "DLI SQL", "ExecuteCloudStream", "Create OBS")
@@ -270,7 +310,26 @@ class Scenario:
         scripts = [JobScript(name=f"job_{j:0{width}d}", nodes=shared_nodes, steps=steps_by_phase[j % 50],
                              workspace=workspace) for j in range(jobs)]
         return cls(project_id=project_id, jobs=tuple(scripts), name=f"synthetic-{jobs}x{nodes}",
-                   description=f"{jobs} NORMAL jobs with {nodes} nodes each and moving counters")
+                   description=f"{jobs} NORMAL jobs with {nodes} nodes each and moving counters", limits=UNLIMITED)
+
+    @classmethod
+    def scale(cls, jobs: int, nodes: int = 10, *, change_share: float = 0.01, node_share: float = 0.5,
+              hold: float = 300.0, period: float = 60.0, seed: int = 0,
+              project_id: str = DEFAULT_PROJECT_ID) -> Scenario:
+        """``synthetic`` jobs where ``change_share`` of the jobs change state per ``period`` (see ``scale.py``).
+
+        Each change lasts ``hold`` seconds; ``node_share`` of them are node-level (one node
+        EXCEPTION, the job NORMAL, lastUpdateTime unmoved), the rest job-level (the job
+        EXCEPTION, lastUpdateTime moved). Deterministic for a ``seed``; the ground truth is
+        ``scenario.scale_model.changes(t0, t1)`` (or ``Simulator.changes``). Limits are the
+        defaults (30 requests/s per user, no latency).
+        """
+        model = ScaleModel(jobs=jobs, nodes=nodes, change_share=change_share, node_share=node_share, hold=hold,
+                           period=period, seed=seed)
+        base = cls.synthetic(jobs=jobs, nodes=nodes, project_id=project_id)
+        return replace(base, name=f"scale-{jobs}x{nodes}", limits=DEFAULT_LIMITS, scale_model=model,
+                       description=f"{jobs} jobs with {nodes} nodes each; {change_share:.2%} of the jobs change "
+                                   f"per {period:g}s, each change held {hold:g}s (seed {seed})")
 
 
 # --- compiled plans -------------------------------------------------------------------
@@ -305,8 +364,8 @@ class Timeline:
     base: tuple[tuple[Rate, ...], ...]  # records added before each step within a cycle
     per_cycle: tuple[Rate, ...]  # records added by one whole cycle
 
-    def at(self, t: float) -> JobView:
-        """The job ``t`` scenario seconds after the start (t < 0 counts as 0)."""
+    def at(self, t: float, *, counters: bool = True) -> JobView:
+        """The job ``t`` scenario seconds after the start (t < 0 counts as 0); ``counters=False``: none (the list)."""
         t = max(t, 0.0)
         if self.cycle is None:
             k, offset = 0, t
@@ -321,14 +380,16 @@ class Timeline:
             since = (k - 1) * self.cycle + self.wrap_since
         else:
             since = (k * self.cycle if self.cycle is not None else 0.0) + self.run_starts[i]
-        counters = []
+        if not counters:
+            return JobView(self.statuses[i], since, self.node_statuses[i], ())
+        values = []
         for node, rate, base, per_cycle in zip(self.nodes, self.rates[i], self.base[i], self.per_cycle, strict=True):
             got = math.floor(k * per_cycle.get + base.get + rate.get * elapsed)
             put = math.floor(k * per_cycle.put + base.put + rate.put * elapsed)
             c = node.counters
-            counters.append((c[0] + got * node.bytes_per_record, c[1] + got,
-                             c[2] + put * node.bytes_per_record, c[3] + put))
-        return JobView(self.statuses[i], since, self.node_statuses[i], tuple(counters))
+            values.append((c[0] + got * node.bytes_per_record, c[1] + got,
+                           c[2] + put * node.bytes_per_record, c[3] + put))
+        return JobView(self.statuses[i], since, self.node_statuses[i], tuple(values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +399,8 @@ class JobPlan:
     job: JobScript
     timeline: Timeline
 
-    def at(self, t: float) -> JobView:
-        return self.timeline.at(t)
+    def at(self, t: float, *, counters: bool = True) -> JobView:
+        return self.timeline.at(t, counters=counters)
 
 
 _ZERO = Rate()
@@ -423,16 +484,60 @@ def parse_scenario(data: Mapping[str, Any], *, file: str = "<scenario>", name: s
     response_style = top.choice("response_style", RESPONSE_STYLES, "document")
     auth_mode = top.choice("auth", AUTH_MODES, "none")
     description = top.str("description", "")
-    jobs = tuple(_job(r, loop) for r in _tables(top, "job", required=True))
+    scale_table = top.table("scale", None)
+    model: ScaleModel | None = None
+    if scale_table is not None:
+        if top.has("job"):
+            raise top.error("job", "[scale] generates the jobs: use either [scale] or [[job]] tables, not both")
+        if loop:
+            raise top.error("loop", "not meaningful with [scale] (its jobs have no steps to repeat)")
+        generated = _scale(scale_table, project_id)
+        jobs, model = generated.jobs, generated.scale_model
+        description = description or generated.description
+    else:
+        jobs = tuple(_job(r, loop) for r in _tables(top, "job", required=True))
     _check_unique(top, "job", [(j.workspace, j.name) for j in jobs], lambda k: f"job {k[1]!r} in workspace {k[0]!r}")
     faults = tuple(_fault(r, jobs=jobs) for r in _tables(top, "fault"))
     iam = _iam(top.table("iam", None))
     auth = _auth(auth_mode, top.table("credentials", None))
+    limits = _limits(top.table("limits", None))
     top.finish()
     return Scenario(project_id=project_id, jobs=jobs, loop=loop,
                     epoch_start_ms=epoch.epoch_ms if epoch is not None else None, faults=faults,
                     list_offset=list_offset, iam=iam, auth=auth, response_style=response_style, name=name,
-                    description=description, source=file)
+                    description=description, source=file, limits=limits, scale_model=model)
+
+
+def _limits(r: TableReader | None) -> Limits:
+    if r is None:
+        return DEFAULT_LIMITS
+    d = DEFAULT_LIMITS
+    rate = r.raw("requests_per_second", d.requests_per_second)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise r.error("requests_per_second", f"expected a number of requests per second (0 = unlimited), "
+                                             f"got {rate!r}")
+    if not math.isfinite(rate) or rate < 0:
+        raise r.error("requests_per_second", f"must be a finite number of at least 0 (0 = unlimited), got {rate!r}")
+    latency = _seconds(r, "latency", d.latency)
+    if not math.isfinite(latency):
+        raise r.error("latency", f"must be finite, got {latency!r}")
+    r.finish()
+    return Limits(requests_per_second=float(rate), latency=float(latency))
+
+
+def _scale(r: TableReader, project_id: str) -> Scenario:
+    fields: dict[str, Any] = {
+        "jobs": r.raw("jobs"), "nodes": r.raw("nodes", 10),
+        "change_share": r.raw("change_share", 0.01), "node_share": r.raw("node_share", 0.5),
+        "hold": _seconds(r, "hold", 300.0, positive=True), "period": _seconds(r, "period", 60.0, positive=True),
+        "seed": r.raw("seed", 0),
+    }
+    problems = check_scale(**fields)
+    if problems:
+        key, why = problems[0]
+        raise r.error(key, why)
+    r.finish()
+    return Scenario.scale(project_id=project_id, **fields)
 
 
 def _iam(r: TableReader | None) -> IamSettings:

@@ -13,6 +13,19 @@ clock; ``"token"`` (or ``IamSettings.require_token``) wants ``X-Auth-Token``: th
 static token or one this simulator's IAM issued that has not expired or been revoked.
 Anything else is 401 ``APIG.0301`` with the gateway's wording.
 
+Limits (``[limits]``, ``Limits``; the constructor's ``rate_limit`` and ``latency`` override them):
+the status and list APIs serve at most ``requests_per_second`` requests per user (the AK of an
+``SDK-HMAC-SHA256`` Authorization header, else the X-Auth-Token, else "anonymous": without auth
+every client shares one budget) in any sliding one-second window of *real* time
+(``limit_clock``, default ``time.monotonic``: scenario time is often a frozen ``ManualClock``).
+Beyond it they answer as the gateway does, 429 ``APIG.0308`` naming the limit, without
+Retry-After. Only served requests use up the window: a refused one (429, or a 401 for bad
+credentials, checked first) does not, so a client that keeps knocking is served again as soon
+as its older requests leave the window. A 429 is the gateway's answer: no fault applies to
+it (a ``count`` is not used up by it). IAM's token API is not limited. ``latency`` is slept
+(through ``sleep``, which ``stop()`` interrupts) before every status and list answer, 429s
+included, in the request's own thread: requests still overlap.
+
 Every answer carries ``X-Request-Id`` (32 hex digits, recorded with the request); gateway
 errors (``APIG.*``) also carry it as ``request_id`` in the body, as APIG does: it is what
 Huawei support asks for, so the client quotes it in its errors.
@@ -24,6 +37,7 @@ Errors, as the service words them where known:
     bad list parameters                        400 {"error_code": "SIM.0400", ...}   (simulator's own code)
     any other path                             404 {"error_code": "APIG.0101", ...}  (API Gateway's answer)
     missing or bad credentials (auth = ...)    401 {"error_code": "APIG.0301", "error_msg": "Incorrect IAM ...", ...}
+    over the per-user rate limit               429 {"error_code": "APIG.0308", "error_msg": "The throttling ..."}
     wrong IAM user, password or domain         401 {"error_code": "IAM.0004", ...}
     methods other than GET and POST            501 (http.server's default)
 
@@ -35,10 +49,12 @@ Scenario time comes from an injectable clock; faults may sleep through an inject
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import math
 import random
+import re
 import secrets
 import signal
 import socket
@@ -58,6 +74,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from notifier.core.counters import COUNTER_NAMES
 from notifier.simulator.auth import TOKEN_INVALID, TOKEN_NOT_FOUND, ReceivedRequest, token_expired, verify_aksk
+from notifier.simulator.scale import EXCEPTION, Change, ScaleModel
 from notifier.simulator.scenario import (
     EMPTY,
     AuthSettings,
@@ -81,10 +98,29 @@ Sleep = Callable[[float], None]
 WallClock = Callable[[], float]
 """Returns epoch seconds: the clock an ``X-Sdk-Date`` is checked against (default ``time.time``)."""
 
+LimitClock = Callable[[], float]
+"""Returns real seconds from any origin (default ``time.monotonic``): the rate limit's window runs on it."""
+
+
+class FromScenario(enum.Enum):
+    """The default of ``Simulator(rate_limit=, latency=)``: take the scenario's ``[limits]``."""
+
+    VALUE = "the scenario's"
+
+
+FROM_SCENARIO = FromScenario.VALUE
+
 JSON_TYPE = "application/json;charset=UTF-8"
 NOT_FOUND = {"error_code": "DLF.0100", "error_msg": "The job does not exists."}
 THROTTLED = ("APIG.0308",
              "The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 second")
+ANONYMOUS = "anonymous"
+_ACCESS = re.compile(r"^\s*SDK-HMAC-SHA256\s+Access=([^,\s]+)")
+
+
+def throttled_message(limit: float) -> str:
+    """The gateway's words for a user over its limit (``THROTTLED`` with the real limit)."""
+    return f"The throttling threshold has been reached: policy user over ratelimit,limit:{limit:g},time:1 second"
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 1000
 IAM_TOKEN_PATH = "/v3/auth/tokens"
 BAD_CREDENTIALS = "APIG.0301"
@@ -171,6 +207,76 @@ class RequestLog:
         return self.snapshot()[index]
 
 
+# --- the per-user rate limit -----------------------------------------------------------
+
+def user_of(headers: Mapping[str, str]) -> str:
+    """Whose budget a request uses: ``ak:<AK>`` of a signed request, else ``token:<X-Auth-Token>``, else anonymous."""
+    authorization = headers.get("authorization")
+    if authorization:
+        match = _ACCESS.match(authorization)
+        if match is not None:
+            return f"ak:{match[1]}"
+    token = headers.get("x-auth-token")
+    if token:
+        return f"token:{token}"
+    return ANONYMOUS
+
+
+class UserRateLimit:
+    """Sliding one-second windows of served requests, one per user, with counts; thread-safe.
+
+    ``admit(user, limit)`` serves a request when fewer than ``limit`` requests of that user
+    were served in the last second of ``clock`` (a request at ``x`` counts in ``(x - 1, x]``),
+    so at most ceil(limit) are served in any one-second window. A refusal is not recorded in
+    the window: it does not delay the user's next chance. ``limit <= 0`` admits everything
+    (still counted).
+    """
+
+    def __init__(self, clock: LimitClock) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, deque[float]] = {}
+        self._served: dict[str, int] = {}
+        self._throttled: dict[str, int] = {}
+        self.served = 0
+        self.throttled = 0
+
+    def admit(self, user: str, limit: float) -> bool:
+        with self._lock:  # the clock is read under the lock, so each window stays in time order
+            if limit > 0:
+                now = self._clock()
+                window = self._windows.get(user)
+                if window is None:
+                    window = self._windows[user] = deque()
+                cutoff = now - 1.0
+                while window and window[0] <= cutoff:
+                    window.popleft()
+                if len(window) >= limit:
+                    self.throttled += 1
+                    self._throttled[user] = self._throttled.get(user, 0) + 1
+                    return False
+                window.append(now)
+            self.served += 1
+            self._served[user] = self._served.get(user, 0) + 1
+            return True
+
+    def served_by_user(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._served)
+
+    def throttled_by_user(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._throttled)
+
+    def reset(self) -> None:
+        """Forget the windows and the counts."""
+        with self._lock:
+            self._windows.clear()
+            self._served.clear()
+            self._throttled.clear()
+            self.served = self.throttled = 0
+
+
 # --- runtime state --------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -236,16 +342,33 @@ class Simulator:
     ``wall_clock`` (epoch seconds, default ``time.time``) is what ``X-Sdk-Date`` must be
     within 15 minutes of; a test whose notifier runs on scenario time sets
     ``sim.wall_clock = sim.scenario_epoch``.
+
+    ``rate_limit`` (requests per second per user) and ``latency`` (seconds) replace the
+    scenario's ``[limits]``; None or 0 turns either off. They are plain attributes, read on
+    every request. ``limit_clock`` (real seconds, default ``time.monotonic``) runs the rate
+    limit's window. ``served`` and ``throttled`` count the DGC requests the limit let through
+    and refused (``served_by_user()``, ``throttled_by_user()`` per user). A scale scenario
+    (``Scenario.scale``) has its changes computed on every answer; ``changes(t0, t1)`` is
+    their ground truth.
     """
 
     def __init__(self, scenario: Scenario, host: str = "127.0.0.1", port: int = 0, clock: Clock | None = None,
                  *, sleep: Sleep | None = None, record_requests: int = 10_000,
                  iam: IamSettings | None = None, auth: AuthSettings | None = None,
-                 wall_clock: WallClock | None = None) -> None:
+                 wall_clock: WallClock | None = None,
+                 rate_limit: float | FromScenario | None = FROM_SCENARIO,
+                 latency: float | FromScenario | None = FROM_SCENARIO,
+                 limit_clock: LimitClock | None = None) -> None:
         self.scenario = scenario
         self.iam = iam if iam is not None else scenario.iam
         self.auth = auth if auth is not None else scenario.auth
         self.wall_clock: WallClock = wall_clock if wall_clock is not None else time.time
+        self.rate_limit: float = _limit_value(
+            "rate_limit", scenario.limits.requests_per_second if isinstance(rate_limit, FromScenario) else rate_limit)
+        self.latency: float = _limit_value(
+            "latency", scenario.limits.latency if isinstance(latency, FromScenario) else latency)
+        self._limiter = UserRateLimit(limit_clock if limit_clock is not None else time.monotonic)
+        self._scale: ScaleModel | None = scenario.scale_model
         self._tokens: dict[str, float] = {}  # issued token -> scenario time it expires
         self._token_lock = threading.Lock()
         self.tokens_issued = 0
@@ -341,6 +464,45 @@ class Simulator:
     def scenario_epoch(self) -> float:
         """Current scenario time as epoch seconds (``epoch_start_ms`` + ``now()``): a ``wall_clock`` for tests."""
         return self._epoch_ms / 1000 + self.now()
+
+    # limits and scale mode
+
+    @property
+    def served(self) -> int:
+        """Status and list requests the rate limit let through (every one when there is no limit)."""
+        return self._limiter.served
+
+    @property
+    def throttled(self) -> int:
+        """Status and list requests refused with 429 APIG.0308 by the rate limit."""
+        return self._limiter.throttled
+
+    def served_by_user(self) -> dict[str, int]:
+        """``served`` per user: ``ak:<AK>``, ``token:<token>`` or ``anonymous``."""
+        return self._limiter.served_by_user()
+
+    def throttled_by_user(self) -> dict[str, int]:
+        """``throttled`` per user."""
+        return self._limiter.throttled_by_user()
+
+    def reset_limits(self) -> None:
+        """Empty every user's window and zero the counts."""
+        self._limiter.reset()
+
+    @property
+    def scale_model(self) -> ScaleModel | None:
+        return self._scale
+
+    def changes(self, t0: float, t1: float) -> list[Change]:
+        """Scale mode's ground truth: the changes starting or ending in ``[t0, t1)`` of scenario time, by time.
+
+        Each is ``Change(t, job, node, status, previous)``, node "" for a job-level change;
+        ``epoch_start_ms + round(t * 1000)`` is the lastUpdateTime a job-level one serves.
+        Runtime overrides (``set_job_status``...) are not in it.
+        """
+        if self._scale is None:
+            raise ValueError(f"scenario {self.scenario.name!r} is not a scale scenario (Scenario.scale, [scale])")
+        return self._scale.changes(t0, t1)
 
     # runtime control (tests)
 
@@ -465,25 +627,27 @@ class Simulator:
 
     # computing answers
 
-    def _view(self, entry: _Entry, t: float) -> JobView:
-        """The scripted view with runtime overrides applied."""
-        view = entry.plan.at(t)
+    def _view(self, entry: _Entry, t: float, *, counters: bool = True) -> JobView:
+        """The scripted view, with scale mode's changes and then runtime overrides applied (``counters``: or none)."""
+        view = entry.plan.at(t, counters=counters)
+        if self._scale is not None:
+            view = _scaled(view, self._scale, entry.index, t)
         override = self._overrides.get(entry.index)
         if override is None:
             return view
-        statuses, counters = view.node_statuses, view.counters
+        statuses, values_by_node = view.node_statuses, view.counters
         if override.nodes:
             statuses = tuple(override.nodes.get(n, s) for n, s in enumerate(statuses))
         if override.counters:
-            counters = tuple(
+            values_by_node = tuple(
                 cast("tuple[int, int, int, int]", tuple(override.counters[n].get(c, v) for c, v in enumerate(values)))
                 if n in override.counters
                 else values
-                for n, values in enumerate(counters))
+                for n, values in enumerate(values_by_node))
         status, since = view.status, view.since
         if override.status is not None:
             status, since = override.status, override.since
-        return JobView(status, since, statuses, counters)
+        return JobView(status, since, statuses, values_by_node)
 
     def _status_doc(self, entry: _Entry, t: float) -> dict[str, Any]:
         if self.scenario.response_style == "sdk":
@@ -558,7 +722,7 @@ class Simulator:
 
     def _list_item(self, entry: _Entry, t: float) -> dict[str, Any]:
         job = entry.plan.job
-        view = self._view(entry, t)
+        view = self._view(entry, t, counters=False)
         since_ms = self._epoch_ms + round(view.since * 1000)
         start_ms = job.start_time.resolve(self._epoch_ms)
         item = {
@@ -597,10 +761,9 @@ class Simulator:
     def _route(self, path: str, query: Mapping[str, str], workspace: str,
                t: float) -> tuple[str | None, _Entry | None, _Answer]:
         """(endpoint, job entry or None, the fault-free answer)."""
-        parts = path.rstrip("/").split("/")
-        if (len(parts) in (4, 6) and parts[1] == "v1" and parts[3] == "jobs"
-                and (len(parts) == 4 or parts[5] == "status")):
-            endpoint = "list" if len(parts) == 4 else "status"
+        endpoint = _endpoint(path)
+        if endpoint is not None:
+            parts = path.rstrip("/").split("/")
             if unquote(parts[2]) != self.project_id:
                 return endpoint, None, _error(
                     404, "SIM.0404", f"project_id {unquote(parts[2])!r} is not served here (this simulator serves "
@@ -655,12 +818,22 @@ class Simulator:
         host, port = handler.client_address[:2]
         self.requests.append(RecordedRequest(handler.command, split.path, MappingProxyType(query),
                                              MappingProxyType(headers), f"{host}:{port}", t, request_id))
-        endpoint, entry, answer = self._route(split.path, query, headers.get("workspace", ""), t)
+        endpoint = _endpoint(split.path)
+        refusal = None
         if endpoint is not None:
             refusal = self._refusal(ReceivedRequest(handler.command, split.path, split.query, headers, body), t)
-            if refusal is not None:
-                entry, answer = None, refusal
+            if refusal is None and not self._limiter.admit(user_of(headers), self.rate_limit):
+                if self.latency > 0:
+                    self._sleep(self.latency)
+                _send(handler, _error(429, THROTTLED[0], throttled_message(self.rate_limit)), request_id)
+                return
+        if refusal is not None:
+            entry, answer = None, refusal
+        else:
+            endpoint, entry, answer = self._route(split.path, query, headers.get("workspace", ""), t)
         delay, fault = self._pick_faults(t, endpoint, entry)
+        if endpoint is not None:
+            delay += self.latency
         if delay:
             self._sleep(delay)
         if fault is not None:
@@ -722,6 +895,36 @@ class Simulator:
         """Scenario time as IAM writes timestamps: ``2020-01-04T09:05:22.701000Z``."""
         when = datetime.fromtimestamp((self._epoch_ms + round(t * 1000)) / 1000, tz=timezone.utc)
         return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _limit_value(name: str, value: float | None) -> float:
+    """A rate limit or latency: None is off (0); negative, NaN or infinite values are refused."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of at least 0 (0 or None: off), got {value!r}")
+    return float(value)
+
+
+def _endpoint(path: str) -> str | None:
+    """Which DGC API a path is ("status", "list"), or None for any other path."""
+    parts = path.rstrip("/").split("/")
+    if (len(parts) in (4, 6) and parts[1] == "v1" and parts[3] == "jobs"
+            and (len(parts) == 4 or parts[5] == "status")):
+        return "list" if len(parts) == 4 else "status"
+    return None
+
+
+def _scaled(view: JobView, model: ScaleModel, j: int, t: float) -> JobView:
+    """A NORMAL job's view with scale mode's change at ``t`` on top."""
+    state = model.state(j, t)
+    if state.since is None and state.node < 0 and state.status != EXCEPTION:
+        return view
+    nodes = view.node_statuses
+    if state.node >= 0:
+        nodes = (*nodes[:state.node], EXCEPTION, *nodes[state.node + 1:])
+    return JobView(EXCEPTION if state.status == EXCEPTION else view.status,
+                   state.since if state.since is not None else view.since, nodes, view.counters)
 
 
 def new_request_id() -> str:
@@ -915,8 +1118,13 @@ class _Server(ThreadingHTTPServer):
 
 # --- blocking entry point -------------------------------------------------------------
 
-def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out: TextIO | None = None) -> None:
-    """Serve until Ctrl-C or SIGTERM; print the URL and project ID first (for `notifier simulate`)."""
+def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out: TextIO | None = None,
+          rate_limit: float | FromScenario | None = FROM_SCENARIO,
+          latency: float | FromScenario | None = FROM_SCENARIO) -> None:
+    """Serve until Ctrl-C or SIGTERM; print the URL, project ID and limits first (for `notifier simulate`).
+
+    ``rate_limit`` and ``latency`` replace the scenario's ``[limits]`` (None or 0: off).
+    """
     out = out if out is not None else sys.stdout
     stop = threading.Event()
     previous: Any = None
@@ -924,9 +1132,12 @@ def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out:
     if in_main:
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
-        with Simulator(scenario, host=host, port=port) as sim:
+        with Simulator(scenario, host=host, port=port, rate_limit=rate_limit, latency=latency) as sim:
             print(f"DGC simulator: scenario {scenario.name!r} at {sim.url}  project_id={sim.project_id}", file=out)
             print(f"  {_auth_line(sim.auth, sim.iam)}", file=out)
+            print(f"  {limits_line(sim.rate_limit, sim.latency)}", file=out)
+            if sim.scale_model is not None:
+                print(f"  {sim.scale_model.describe()}", file=out)
             for entry in sim._entries[:20]:
                 where = f" (workspace {entry.workspace!r})" if entry.workspace else ""
                 print(f"  {sim.url}/v1/{sim.project_id}/jobs/{entry.name}/status{where}", file=out)
@@ -941,6 +1152,13 @@ def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def limits_line(rate_limit: float, latency: float) -> str:
+    """The limits, for the banner of ``notifier simulate``."""
+    rate = (f"rate limit {rate_limit:g} requests/s per user (AK, token, or all anonymous clients together; "
+            f"beyond it 429 APIG.0308)" if rate_limit > 0 else "rate limit: none")
+    return f"{rate}; latency {latency * 1000:g} ms per status/list answer" if latency > 0 else f"{rate}; latency: none"
 
 
 def _auth_line(auth: AuthSettings, iam: IamSettings) -> str:
