@@ -270,9 +270,11 @@ class Poller:
                           missing=self.missing.keys(), spent=listing.requests if listing is not None else 0)
         self.memory.tell(len(names), budget, listing=listed is not None)
         result = await client.fetch_all(plan.urgent)
+        requests, retries, throttled = _spent(client, before)
         return Fetched(result=result, names=names, watched=watched, at=now, discovery_error=discovery_error,
                        discovery_auth=discovery_auth, owners=dict(client.owners), rest=plan.sweep, plan=plan,
-                       listed=listed, listed_ok=listing is not None, **_spent(client, before))
+                       listed=listed, listed_ok=listing is not None, requests=requests, retries=retries,
+                       throttled=throttled)
 
     async def fetch_more(self, wiring: Wiring, previous: Fetched) -> Fetched | None:
         """The I/O half of the cycle's next sweep round; None when the sweep share is all fetched."""
@@ -284,7 +286,7 @@ class Poller:
         now = self.clock()
         before = _counts(client)
         result = await client.fetch_all(batch)
-        requests, retries, throttled = _spent(client, before).values()
+        requests, retries, throttled = _spent(client, before)
         return replace(previous, result=result, at=now, discovery_error=None, discovery_auth=False,
                        round=previous.round + 1, rest=rest, listed_ok=False, requests=requests, retries=retries,
                        throttled=throttled)
@@ -304,8 +306,7 @@ class Poller:
         start.errors.extend(result.errors)
         start.fine.update(s.name for s in result.snapshots)
         source_failed = start.verdict is True
-        failures = (start.failures + 1 if source_failed else 0) if start.verdict is not None else start.failures
-        failing_since = ((start.since or now) if source_failed else None) if start.verdict is not None else start.since
+        failures, failing_since = start.streak(now)
         missing = missing_streaks(start.missing, FetchResult((), tuple(start.errors)), now, fine=start.fine,
                                   watched=fetched.watched)
         health = Health(
@@ -318,7 +319,7 @@ class Poller:
         oldest: float | None = None  # the achieved sweep, measured when the cycle's last round is in
         if not fetched.rest:
             fine = {s.name for s in result.snapshots}
-            oldest = max(self.memory.oldest([j for j in fetched.names if j not in fine], now), 0.0)
+            oldest = self.memory.oldest([j for j in fetched.names if j not in fine], now)
         silences, acks = self.store.silences.current(now), self.store.silences.acks()
         mutes = (*silences, *config.maintenance)
         plan = plan_cycle(runtime.all_rules, self.entities, self.alerts, result, fetched.watched, now,
@@ -369,16 +370,16 @@ class Poller:
         self.memory.remember(result, now, fetched.listed, self.entities)
         if fetched.watched is not None and fetched.round == 0:
             self.memory.forget_others(fetched.watched)
-        first = fetched.round == 0 and fetched.plan is not None
+        first = fetched.plan if fetched.round == 0 else None  # the plan's figures are the first round's
         return CycleReport(
             at=now, jobs=len(fetched.names), fetched=len(result.snapshots), errors=result.errors,
             transitions=len(plan.transitions), notifications=len(notifications),
             firing=sum(1 for a in plan.alerts.values() if a.phase == "firing"),
             source_failed=source_failed, discovery_error=fetched.discovery_error, source_failures=failures,
             requests=fetched.requests, retries=fetched.retries, throttled=fetched.throttled,
-            urgent=len(fetched.plan.urgent) if first and fetched.plan else 0,
+            urgent=len(first.urgent) if first else 0,
             swept=0 if fetched.round == 0 else len(result.snapshots) + len(result.errors),
-            deferred=fetched.plan.deferred if first and fetched.plan else 0, sweep=oldest,
+            deferred=first.deferred if first else 0, sweep=oldest,
             sweep_target=fetched.plan.sweep_target if fetched.plan else None,
         )
 
@@ -418,8 +419,16 @@ class _CycleStart:
         """A round's verdict: one failed round fails the cycle (counted once however many rounds it has)."""
         if discovery_error is not None:
             self.discovery_error = discovery_error
-        if verdict is True or self.verdict is None:
-            self.verdict = verdict if verdict is not None else self.verdict
+        if verdict is True or (verdict is False and self.verdict is None):
+            self.verdict = verdict
+
+    def streak(self, now: datetime) -> tuple[int, datetime | None]:
+        """Cycles in a row the source failed, and since when: unchanged while this cycle has shown nothing."""
+        if self.verdict is None:
+            return self.failures, self.since
+        if self.verdict:
+            return self.failures + 1, self.since or now
+        return 0, None
 
     def failure(self) -> str:
         return source_failure(self.discovery_error, self.errors)
@@ -446,10 +455,10 @@ def _counts(client: DgcClient) -> tuple[int, int, int]:
     return client.stats.requests, client.stats.retries, client.stats.throttled
 
 
-def _spent(client: DgcClient, before: tuple[int, int, int]) -> dict[str, int]:
+def _spent(client: DgcClient, before: tuple[int, int, int]) -> tuple[int, int, int]:
     """Requests, retries and throttled answers the client had since ``before`` (``_counts`` then)."""
     requests, retries, throttled = _counts(client)
-    return {"requests": requests - before[0], "retries": retries - before[1], "throttled": throttled - before[2]}
+    return requests - before[0], retries - before[1], throttled - before[2]
 
 
 async def _unless(stop: asyncio.Event | None, fetch: Coroutine[Any, Any, Fetched | None]) -> Fetched | None:

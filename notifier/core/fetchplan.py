@@ -115,22 +115,21 @@ def troubled_jobs(entities: EntitiesByJob) -> frozenset[str]:
 def plan_fetch(watched: Sequence[str], listed: Mapping[str, Listed] | None, budget: Budget, now: datetime, *,
                entities: EntitiesByJob, alerts: Mapping[str, AlertState], last_fetched: Mapping[str, datetime],
                seen: Mapping[str, Listed], due: Mapping[str, datetime] | None = None,
-               missing: Collection[str] = (), spent: int = 0, troubled: Collection[str] | None = None) -> FetchPlan:
+               missing: Collection[str] = (), spent: int = 0) -> FetchPlan:
     """Choose this cycle's status requests.
 
     ``listed`` is this cycle's list answer (None: no list this cycle, every job is judged
     by memory alone); ``seen`` what the list said of each job when it was last fetched;
     ``last_fetched`` when each job's status was last had; ``due`` when each job's
     stalled-counter rules want a fresh look; ``missing`` jobs that answered "no such job";
-    ``spent`` requests this cycle already used (the list). ``troubled`` may pass
-    ``troubled_jobs(entities)`` computed once; it is computed when None.
+    ``spent`` requests this cycle already used (the list).
     """
     capacity = max(0, budget.per_cycle - spent)
     listing = listed is not None
     achievable = achievable_sweep(len(watched), budget, listing=listing)
     target = max(budget.interval, budget.full_sweep if budget.full_sweep is not None else 0.0, achievable)
     overdue_age = OVERDUE_SWEEPS * target - budget.interval  # older than two sweeps by the next cycle
-    troubled = troubled_jobs(entities) if troubled is None else troubled
+    troubled = troubled_jobs(entities)
     alerting = {a.job for a in alerts.values()}
     due = due or {}
 
