@@ -296,15 +296,26 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     def _start_scheduler(self, loop: asyncio.AbstractEventLoop, max_cycles: int | None) -> AsyncIOScheduler:
+        scheduler_log = logging.getLogger("apscheduler.scheduler")
+        if _SKIPPED_TICK not in scheduler_log.filters:
+            scheduler_log.addFilter(_SKIPPED_TICK)
         async def tick() -> None:
             self._idle.clear()
             self._busy_since = self._monotonic()
             try:
-                await self.apply_edits()
-                await self.run_cycle()
-                self._cycles += 1
-                if max_cycles is not None and self._cycles >= max_cycles:
-                    self.stop()
+                while True:
+                    began = self._monotonic()
+                    await self.apply_edits()
+                    await self.run_cycle()
+                    self._cycles += 1
+                    if max_cycles is not None and self._cycles >= max_cycles:
+                        self.stop()
+                    took, interval = self._monotonic() - began, self.app.runtime.config.interval
+                    if self._stop.is_set() or took < interval:
+                        break
+                    # the scheduler skipped the tick this cycle overran: start it now, not a whole interval late
+                    event(log, logging.INFO, "cycle overran its interval, the next starts at once",
+                          took_s=round(took, 1), interval_s=interval)
             finally:
                 self._busy_since = None
                 self._idle.set()  # nothing awaits after this: shutdown never cancels a commit
@@ -348,6 +359,16 @@ class Daemon:
             log.warning("outbox not drained within %ss; the rest is delivered after restart", budget)
         except Exception:
             log.exception("final delivery round failed")
+
+
+class _SkippedTickFilter(logging.Filter):
+    """Drops APScheduler's warning that a tick was skipped while a cycle ran: ``tick`` runs that cycle itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances" not in record.getMessage()
+
+
+_SKIPPED_TICK = _SkippedTickFilter()
 
 
 def _signature_of(config: Config) -> Signature:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ROUND_SECONDS = 5.0  # a sweep round is about this much of the request budget ...
 ROUND_MIN, ROUND_MAX = 100, 1000  # ... but never fewer or more jobs than these
+SWEEP_DEADLINE = 0.95  # a cycle's sweep rounds end by this share of the interval (round_fits)
 
 
 def budget_of(config: Config) -> Budget:
@@ -44,6 +45,19 @@ def budget_of(config: Config) -> Budget:
 def round_size(rate: float) -> int:
     """Jobs per sweep round: ``ROUND_SECONDS`` of requests, within ``ROUND_MIN``..``ROUND_MAX``."""
     return max(ROUND_MIN, min(ROUND_MAX, math.ceil(rate * ROUND_SECONDS)))
+
+
+def round_fits(size: int, rate: float, elapsed: float, interval: float) -> int:
+    """How many of a sweep round's ``size`` jobs can still be fetched ``elapsed`` seconds into a cycle.
+
+    The limiter spaces requests evenly and time spent committing rounds is not won back, so
+    a cycle that asks for its whole budget runs past its interval; the scheduler then skips
+    the next tick and the job-level check waits a whole cycle more. The sweep stops at
+    ``SWEEP_DEADLINE`` of the interval instead: what it did not reach is the stalest next
+    cycle, so the sweep lengthens a little and no job is skipped.
+    """
+    left = interval * SWEEP_DEADLINE - elapsed
+    return max(0, min(size, math.floor(left * rate)))
 
 
 def sweep_sentence(jobs: int, budget: Budget, *, listing: bool) -> str:

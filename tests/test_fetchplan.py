@@ -76,8 +76,20 @@ def test_a_job_fetched_two_sweeps_ago_is_overdue_whatever_else_is_urgent() -> No
     assert p.urgent == ("a", "b") and p.reasons == {"overdue": 1, "troubled": 1}
 
 
+def test_overdue_jobs_in_bulk_never_crowd_out_a_change_the_list_shows() -> None:
+    """A budget cut short (throttling) leaves many jobs two sweeps old at once: the news still goes first."""
+    names = [f"j{i}" for i in range(50)]
+    entities = view(*(job_entities(n) for n in names))
+    stale = NOW - timedelta(hours=1)
+    lst = {n: Listed(n, "NORMAL", stale) for n in names}
+    lst["j49"] = Listed("j49", "EXCEPTION", NOW)
+    p = plan(names, lst, Budget(rate=0.2, interval=60), entities=entities, last_fetched=dict.fromkeys(names, stale),
+             seen={n: Listed(n, "NORMAL", stale) for n in names})
+    assert p.urgent[0] == "j49" and p.reasons["changed"] == 1 and p.deferred == 50 - len(p.urgent)
+
+
 def test_urgent_reasons_and_their_order() -> None:
-    """Overdue first, then news from the list, trouble, alerts, unlisted names, stall deadlines; the sweep last."""
+    """News from the list first, then overdue, trouble, alerts, unlisted names, stall deadlines; the sweep last."""
     at = NOW - timedelta(seconds=30)
     entities = view(job_entities("changed"), job_entities("moved"), job_entities("sick", nodes=("EXCEPTION",)),
                     job_entities("alerting"), job_entities("unlisted"), job_entities("due"), job_entities("quiet"),
@@ -95,7 +107,7 @@ def test_urgent_reasons_and_their_order() -> None:
     p = plan(names, lst, entities=entities, alerts=alerts, last_fetched=last, seen=seen,
              due={"due": NOW - timedelta(seconds=1)})
     # a listed status other than the remembered one is a change (listed-bad: NORMAL -> STOPPING)
-    assert p.urgent == ("old", "new", "changed", "listed-bad", "moved", "sick", "alerting", "unlisted", "due")
+    assert p.urgent == ("new", "changed", "listed-bad", "moved", "old", "sick", "alerting", "unlisted", "due")
     assert p.sweep == ("quiet",)
     assert p.reasons == {"overdue": 1, "new": 1, "changed": 3, "troubled": 1, "alerting": 1, "unlisted": 1, "due": 1,
                          "sweep": 1}
@@ -216,3 +228,12 @@ def test_the_readme_sizing_table_is_what_the_planner_computes() -> None:
         for cell, rate in ((at20, 20), (at30, 30)):
             minutes = int(cell.strip().split("m")[0])
             assert achievable_sweep(n, Budget(rate=rate, interval=60)) == minutes * 60, (n, rate)
+
+
+def test_a_sweep_round_is_trimmed_to_end_before_the_cycle_deadline() -> None:
+    from notifier.fetching import SWEEP_DEADLINE, round_fits
+
+    assert round_fits(100, 20.0, 0.0, 60.0) == 100  # a cycle's start: the whole round fits
+    assert round_fits(100, 20.0, 60.0 * SWEEP_DEADLINE - 4.0, 60.0) == 80  # 4 s before the deadline at 20 req/s
+    assert round_fits(100, 20.0, 60.0 * SWEEP_DEADLINE, 60.0) == 0  # at the deadline: the sweep stops
+    assert round_fits(100, 20.0, 75.0, 60.0) == 0  # past it (a slow round): never negative

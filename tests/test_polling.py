@@ -236,3 +236,24 @@ def test_check_says_when_the_budget_cannot_keep_full_sweep(write_config: WriteCo
                          extra='[schedule]\ninterval = "60s"\nfull_sweep = "10m"\n')
     report = check(roomy)
     assert not [w for w in report.warnings if "full_sweep" in w] and "within 10m" in report.summary
+
+
+def test_a_cycle_that_overruns_its_interval_is_followed_at_once_not_a_tick_later(
+        sim: Simulator, write_config: WriteConfig, webhook_receiver: WebhookReceiver,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The scheduler skips the tick a running cycle overlaps; the daemon runs it itself, right away."""
+    from notifier.daemon import Daemon
+
+    config = write_config(source=source_toml(sim.url), rules=NODE_EXCEPTION,
+                          channels=webhook_toml(webhook_receiver.url), jobs=f"names = {json.dumps(names()[:3])}",
+                          extra='[schedule]\ninterval = "1h"\n')
+    p = Pipeline(config, LinkedClock(sim))
+    ticks = iter(range(0, 10**9, 7200))  # every look at the monotonic clock is 2 h later: each cycle overruns 1 h
+    daemon = Daemon(p.app, monotonic=lambda: float(next(ticks)))
+    try:
+        with caplog.at_level(logging.INFO, logger="notifier.daemon"):
+            p.run(daemon.serve(max_cycles=3, duration=30))  # duration: a guard; otherwise the 2nd tick is 1 h away
+        assert daemon._cycles == 3
+        assert sum("cycle overran its interval" in r.getMessage() for r in caplog.records) == 2
+    finally:
+        p.close()

@@ -86,11 +86,16 @@ def _node_entity(old: EntityState | None, job: str, node: NodeStatus, now: datet
     else:
         since, previous_status = now, (old.status if old is not None else None)
     counters = compact_counters(node.counters)  # immutable: shared with the snapshot, not copied
-    old_counters = old.counters if old is not None else NO_COUNTERS
-    old_since = old.counters_since if old is not None else NO_COUNTERS
-    return EntityState(job=job, node=node.name, status=status, since=since, previous_status=previous_status,
-                       node_type=node.type, log_path=node.log_path, counters=counters,
-                       counters_since=_counters_since(counters, old_counters, old_since, now))
+    if old is None:
+        return EntityState(job=job, node=node.name, status=status, since=since, previous_status=previous_status,
+                           node_type=node.type, log_path=node.log_path, counters=counters,
+                           counters_since=_counters_since(counters, NO_COUNTERS, NO_COUNTERS, now))
+    # equal strings are taken from the remembered entity: the answer's copies are then freed with it
+    return EntityState(job=old.job, node=old.node, status=old.status if old.status == status else status,
+                       since=since, previous_status=previous_status,
+                       node_type=old.node_type if old.node_type == node.type else node.type,
+                       log_path=old.log_path if old.log_path == node.log_path else node.log_path, counters=counters,
+                       counters_since=_counters_since(counters, old.counters, old.counters_since, now))
 
 
 def _counters_since(counters: Mapping[str, int], old_counters: Mapping[str, int],

@@ -6,9 +6,11 @@ One list request, though, gives the job-level status of 1,000 jobs. So a cycle l
 every job (ceil(N/1000) requests) and asks for a job's status only when that can tell
 something new:
 
-- **urgent**, in this order: jobs overdue (not fetched for two sweeps: the promise that
-  no job is ever left behind), jobs the list shows changed (status, or lastUpdateTime
-  since the job was last fetched) or never fetched, jobs in trouble (the job or a node
+- **urgent**, in this order: jobs the list shows changed (status, or lastUpdateTime
+  since the job was last fetched) or never fetched (the news: a handful a cycle, and the
+  one thing a cycle must not miss), jobs overdue (not fetched for two sweeps: the promise
+  that no job is ever left behind; a budget cut short, by throttling say, makes many at
+  once, and they must not crowd out the news), jobs in trouble (the job or a node
   not NORMAL, as remembered or as listed), jobs with a pending or firing alert, jobs
   missing from the list or answering "no such job", and jobs whose stalled-counter rule
   is due for a look (``rules.stall_deadline``);
@@ -39,7 +41,7 @@ BUDGET_SHARE = 0.95  # of rate x interval a cycle plans for; the rest is room fo
 OVERDUE_SWEEPS = 2  # a job not fetched for this many sweeps goes first, whatever else is urgent
 
 Reason = Literal["overdue", "changed", "new", "troubled", "alerting", "unlisted", "due", "sweep"]
-_RANK: Mapping[Reason, int] = {"overdue": 0, "changed": 1, "new": 1, "troubled": 2, "alerting": 3, "unlisted": 4,
+_RANK: Mapping[Reason, int] = {"changed": 0, "new": 0, "overdue": 1, "troubled": 2, "alerting": 3, "unlisted": 4,
                                "due": 5}
 NEVER = datetime.min.replace(tzinfo=timezone.utc)  # sorts a job never fetched before every fetched one
 
@@ -135,8 +137,6 @@ def plan_fetch(watched: Sequence[str], listed: Mapping[str, Listed] | None, budg
 
     def reason(job: str) -> Reason | None:
         last = last_fetched.get(job)
-        if last is not None and (now - last).total_seconds() >= overdue_age:
-            return "overdue"
         item = listed.get(job) if listed is not None else None
         if last is None and job not in entities.groups:
             return "new"
@@ -146,9 +146,9 @@ def plan_fetch(watched: Sequence[str], listed: Mapping[str, Listed] | None, budg
             if ((before is not None and before.updated_at != item.updated_at)
                     or (remembered is not None and remembered.status != item.status)):
                 return "changed"
-            if item.status != "NORMAL":
-                return "troubled"
-        if job in troubled:
+        if last is not None and (now - last).total_seconds() >= overdue_age:
+            return "overdue"
+        if (item is not None and item.status != "NORMAL") or job in troubled:
             return "troubled"
         if job in alerting:
             return "alerting"

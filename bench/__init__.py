@@ -1,0 +1,1 @@
+"""``make bench`` (``python -m bench``): CPU, detection, naive baseline, writes and latency figures as JSON lines."""
