@@ -24,9 +24,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from notifier.channels import CHANNEL_TYPES
+from notifier.channels import CHANNEL_TYPES, alertmanager
+from notifier.channels.am_payload import source_labels, with_labels
 from notifier.clock import utcnow
 from notifier.config import ChannelConfig, Config, SourceConfig
+from notifier.core.amsync import Synced
 from notifier.core.cycle import group_alerts, plan_cycle
 from notifier.core.fetchplan import FetchPlan, Listed, plan_fetch
 from notifier.core.flap import FlapState
@@ -44,7 +46,7 @@ from notifier.core.models import (
 )
 from notifier.delivery import Deliverer, DeliveryReport
 from notifier.errors import SourceError, StateError
-from notifier.fetching import FetchMemory, budget_of, round_size, sweep_json
+from notifier.fetching import FetchMemory, budget_of, round_fits, round_size, sweep_json
 from notifier.lock import ProcessLock
 from notifier.logs import event
 from notifier.outbox import NewNotification
@@ -103,7 +105,7 @@ def _render(renderer: Renderer, channel: ChannelConfig, group: MessageGroup, con
     kind = CHANNEL_TYPES[channel.type]
     if conversation is not None and kind.compose_incident is not None:
         return kind.compose_incident(renderer, channel.settings, group, conversation, now, owner)
-    return kind.compose(renderer, group, now)
+    return kind.compose_for(renderer, channel.settings, group, now)
 
 
 def routed_channels(runtime: Runtime) -> frozenset[str]:
@@ -142,6 +144,7 @@ class Fetched:
     listed: Mapping[str, Listed] | None = None  # this cycle's list answer for the watched jobs (None: no list)
     listed_ok: bool = False  # the list was answered this cycle: evidence that the source works
     throttled: int = 0
+    started: datetime | None = None  # when the cycle's first round began (the sweep's deadline counts from it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +212,7 @@ class Poller:
     flaps: dict[str, FlapState] = field(default_factory=dict)
     incidents: dict[IncidentKey, Incident] = field(default_factory=dict)  # open conversations (Slack threads)
     drawn: dict[str, Drawn] = field(default_factory=dict)  # what each open incident's parent shows (in memory)
+    synced: dict[str, Synced] = field(default_factory=dict)  # what each Alertmanager channel was last told (in memory)
     buttons: tuple[ButtonHealth, ...] = ()  # Socket Mode connections: one down too long is a failing channel
     memory: FetchMemory = field(init=False)  # what the fetch planner remembers between cycles (not in the state file)
     _start: _CycleStart | None = field(default=None, init=False)  # the cycle's first round: what later ones build on
@@ -274,16 +278,20 @@ class Poller:
         return Fetched(result=result, names=names, watched=watched, at=now, discovery_error=discovery_error,
                        discovery_auth=discovery_auth, owners=dict(client.owners), rest=plan.sweep, plan=plan,
                        listed=listed, listed_ok=listing is not None, requests=requests, retries=retries,
-                       throttled=throttled)
+                       throttled=throttled, started=now)
 
     async def fetch_more(self, wiring: Wiring, previous: Fetched) -> Fetched | None:
         """The I/O half of the cycle's next sweep round; None when the sweep share is all fetched."""
         if not previous.rest:
             return None
-        client = wiring.client
-        size = round_size(wiring.config.source.max_requests_per_second)
-        batch, rest = previous.rest[:size], previous.rest[size:]
+        client, rate = wiring.client, wiring.config.source.max_requests_per_second
         now = self.clock()
+        elapsed = (now - previous.started).total_seconds() if previous.started is not None else 0.0
+        size = round_fits(round_size(rate), rate, elapsed, wiring.config.interval)
+        if size == 0:
+            log.debug("sweep stopped at the cycle's deadline, %d jobs left for the next cycle", len(previous.rest))
+            return None
+        batch, rest = previous.rest[:size], previous.rest[size:]
         before = _counts(client)
         result = await client.fetch_all(batch)
         requests, retries, throttled = _spent(client, before)
@@ -330,7 +338,12 @@ class Poller:
         for alert in plan.notify:  # what was decided, one line each: the journal answers "did it fire?"
             event(log, logging.INFO, f"alert {alert.status}", rule=alert.rule, job=alert.job, node=alert.node,
                   severity=alert.severity, fingerprint=alert.fingerprint)
-        grouping = group_alerts(plan.notify, config.channels, routed_channels(runtime))
+        facts = source_labels(config.source)  # the source's facts travel with its alerts (Alertmanager labels)
+        notify = tuple(with_labels(a, facts) for a in plan.notify)
+        grouping = group_alerts(notify, config.channels, routed_channels(runtime))
+        syncs = alertmanager.sync(config, runtime.all_rules, self.alerts, plan.alerts, plan.entities, plan.notify,
+                                  now, self.synced)  # Alertmanager channels are told the state, not the messages
+        grouping = replace(grouping, groups=tuple(g for g in grouping.groups if g.channel not in syncs.channels))
         for channel, rule in grouping.unknown:
             log.warning("alert names an unknown channel, skipped channel=%s rule=%s", channel, rule)
         for alert in grouping.unrouted:
@@ -343,6 +356,7 @@ class Poller:
                                 (*incidents.conversations, *(c for _, c in incidents.edits)), fetched.owners)
         if self.unwritable_since is not None:  # this commit is the first that can say it works again
             notifications += compose(runtime, self._state_groups(runtime, "", now, resolved=True), now)
+        notifications += syncs.notifications
         try:
             self.store.commit_cycle(CycleWrite(
                 at=now, upsert_entities=plan.upserts, delete_entities=plan.deletes,
@@ -362,6 +376,7 @@ class Poller:
         self.alerts, self.flaps = dict(plan.alerts), dict(plan.flaps)
         self.source_failures, self.source_failing_since = failures, failing_since
         self.missing, self.unwritable_since = missing, None
+        self.synced = syncs.synced
         for incident in incidents.closed:
             self.incidents.pop(incident.key, None)
         self.incidents.update((incident.key, incident) for incident in incidents.opened)
@@ -588,14 +603,27 @@ class App:
         report: CycleReport | None = None
         fetched: Fetched | None = await _unless(stop, self.poller.fetch(wiring))
         while fetched is not None:
-            done = await self._apply(wiring, fetched, in_thread=in_thread)
+            # the next round's requests go out while this one commits: the limiter spaces
+            # requests evenly and never wins back idle time, so a cycle's commits would
+            # otherwise add up to a late cycle (rounds are independent: the plan made them)
+            ahead = asyncio.ensure_future(self._next_round(stop, wiring, fetched))
+            try:
+                done = await self._apply(wiring, fetched, in_thread=in_thread)
+            except BaseException:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+                raise
             report = done if report is None else report.then(done)
             if on_round is not None:
                 on_round(done)
-            fetched = await _unless(stop, self.poller.fetch_more(wiring, fetched))
+            fetched = await ahead
         if report is not None:
             report.log(duration_ms=round((time.monotonic() - started) * 1000))
         return report
+
+    async def _next_round(self, stop: asyncio.Event | None, wiring: Wiring, previous: Fetched) -> Fetched | None:
+        # the fetch coroutine is made here, inside the task: a task cancelled before it starts leaves none unawaited
+        return await _unless(stop, self.poller.fetch_more(wiring, previous))
 
     async def _apply(self, wiring: Wiring, fetched: Fetched, *, in_thread: bool) -> CycleReport:
         """A round's synchronous half: plan, render, one commit; never cancelled half way."""

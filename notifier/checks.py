@@ -126,7 +126,7 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
             for group in sample_groups(name):
                 group = group.__class__(group.channel, group.group, group.alerts, template)
                 try:
-                    CHANNEL_TYPES[channel.type].compose(runtime.renderer, group, now)
+                    CHANNEL_TYPES[channel.type].compose_for(runtime.renderer, channel.settings, group, now)
                     rendered += 1
                 except TemplateError as exc:
                     problems.append(f"template {template!r} for channel {name!r} ({channel.type}): {exc}")

@@ -309,7 +309,8 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
     try:
         if isinstance(channel, Identifies):  # say whose token it is first: the likeliest mistake
             print(f"credentials: {channel.check()}")
-        for i, payload in enumerate(kind.compose(runtime.renderer, group, now), start=1):
+        payloads = kind.compose_for(runtime.renderer, config.channels[args.name].settings, group, now)
+        for i, payload in enumerate(payloads, start=1):
             channel.send(Notification(id=-i, channel=args.name, group=group.group,
                                                   payload=payload, created_at=now))
     except ChannelError as exc:

@@ -6,13 +6,22 @@ or neither. ``delivery.Deliverer`` then drains the rows per channel, in id order
 marks each one at once: delivered (the dedup point), retry later, failed or expired.
 Payloads are stored as compact JSON text, exactly as they will be sent, and never
 logged.
+
+A notification that states a whole picture (an Alertmanager channel's sync) may
+*supersede* the rows still pending for its channel: they turn ``superseded`` and the new
+row takes their place, its payload merged with theirs by the channel's own function (so
+what only they said, a resolve, is carried forward). A channel that was down then gets
+one row, the latest state, not a replay; ``waiting_since`` keeps when the oldest replaced
+row was queued, so the channel still counts as stuck (``failing_channels``) while it
+stays down, and ``created_at`` is the new row's own, so the latest state never expires
+while cycles keep producing it.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, cast
@@ -21,8 +30,11 @@ from notifier.core.models import Notification, Payload, ThreadRef
 from notifier.statefile import StateFile, from_ms, opt_dt, to_ms
 from notifier.threads import record_thread
 
-OutboxStatus = Literal["pending", "delivered", "failed", "expired"]
-OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "delivered", "failed", "expired")
+OutboxStatus = Literal["pending", "delivered", "failed", "expired", "superseded"]
+OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "delivered", "failed", "expired", "superseded")
+
+Supersede = Callable[[Payload, Sequence[Payload]], Payload]
+"""Merges a new payload with those of the rows it supersedes (oldest first) into the one to queue."""
 
 MAX_ERROR_CHARS = 2000
 """Channel errors are kept for ``notifier alerts``; a runaway message must not bloat the file."""
@@ -40,8 +52,8 @@ class NewNotification:
     channel: str
     group: str
     payload: Payload
-
-
+    supersede: Supersede | None = None
+    """Set: the channel's pending rows are superseded by this one, their payloads merged into it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +71,50 @@ class OutboxRow:
     delivered_at: datetime | None
 
 
-
 def enqueue(conn: sqlite3.Connection, notifications: Iterable[NewNotification], at: datetime) -> tuple[int, ...]:
     """Insert rows inside the caller's transaction, one by one to learn their ids (a cycle queues a handful)."""
     at_ms = to_ms(at)
     ids: list[int] = []
     for n in notifications:
+        if n.supersede is not None:
+            ids.append(_supersede(conn, n, n.supersede, at_ms))
+            continue
         cur = conn.execute(
             "INSERT INTO outbox (channel, grp, payload, created_at, attempts, next_attempt_at, status) "
             "VALUES (?, ?, ?, ?, 0, ?, 'pending')",
             (n.channel, n.group, _payload_json(n.payload), at_ms, at_ms))
         ids.append(cast(int, cur.lastrowid))
     return tuple(ids)
+
+
+def _supersede(conn: sqlite3.Connection, n: NewNotification, merge: Supersede, at_ms: int) -> int:
+    """Queue ``n`` in place of its channel's pending rows: merged payload, their wait and attempts kept.
+
+    The rows it replaces and the channel's last delivered one drop their payloads: the new row states
+    everything they said (each sync clears the one before it, so this is two index lookups, not a scan).
+    """
+    old = conn.execute(
+        "SELECT id, payload, COALESCE(waiting_since, created_at), attempts, last_error FROM outbox "
+        "WHERE status = 'pending' AND channel = ? ORDER BY id", (n.channel,)).fetchall()
+    payload = merge(n.payload, [json.loads(row[1]) for row in old]) if old else n.payload
+    waiting = min((row[2] for row in old), default=None)
+    attempts = max((row[3] for row in old), default=0)
+    last_error = next((row[4] for row in reversed(old) if row[4]), None)
+    cur = conn.execute(
+        "INSERT INTO outbox (channel, grp, payload, created_at, attempts, next_attempt_at, status, last_error, "
+        "waiting_since) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        (n.channel, n.group, _payload_json(payload), at_ms, attempts, at_ms, last_error, waiting))
+    new_id = cast(int, cur.lastrowid)
+    # the rows this one replaces and the last one sent need their payloads no more (the new row says
+    # everything): kept as status lines, so a sync a minute of many alerts does not grow the file for 7 days
+    conn.execute("UPDATE outbox SET payload = '{}' WHERE id = "
+                 "(SELECT MAX(id) FROM outbox WHERE status = 'delivered' AND channel = ?)", (n.channel,))
+    if old:
+        conn.executemany(
+            "UPDATE outbox SET status = 'superseded', finished_at = ?, next_attempt_at = NULL, payload = '{}', "
+            "last_error = ? WHERE id = ? AND status = 'pending'",
+            ((at_ms, f"superseded by #{new_id}", row[0]) for row in old))
+    return new_id
 
 
 class Outbox:
@@ -202,21 +246,23 @@ class Outbox:
         """Channels that look broken, with why and since when: the last row failed, or a row waits too long.
 
         A channel recovers as soon as its latest finished row is delivered and nothing has
-        waited longer than ``stuck_after`` seconds.
+        waited longer than ``stuck_after`` seconds. A superseding row has waited since the
+        oldest row it replaced was queued; a superseded row is not an outcome of the channel's.
         """
         cutoff = to_ms(now) - int(stuck_after * 1000)
 
         def read(conn: sqlite3.Connection) -> dict[str, tuple[str, datetime]]:
             out: dict[str, tuple[str, datetime]] = {}
             for channel, created, attempts, error in conn.execute(
-                    "SELECT channel, MIN(created_at), attempts, last_error FROM outbox WHERE status = 'pending' "
-                    "GROUP BY channel HAVING MIN(created_at) < ?", (cutoff,)):
+                    "SELECT channel, MIN(COALESCE(waiting_since, created_at)) AS waiting, attempts, last_error "
+                    "FROM outbox WHERE status = 'pending' GROUP BY channel HAVING waiting < ?", (cutoff,)):
                 waited = (to_ms(now) - created) // 1000
                 out[channel] = (f"a notification has waited {waited // 60} min ({attempts} attempts; "
                                 f"last error: {error or 'none'})", from_ms(created))
             for channel, status, error, finished in conn.execute(
-                    "SELECT channel, status, last_error, finished_at FROM outbox o WHERE status != 'pending' AND id = "
-                    "(SELECT MAX(id) FROM outbox WHERE channel = o.channel AND status != 'pending')"):
+                    "SELECT channel, status, last_error, finished_at FROM outbox o WHERE status NOT IN "
+                    "('pending', 'superseded') AND id = (SELECT MAX(id) FROM outbox WHERE channel = o.channel "
+                    "AND status NOT IN ('pending', 'superseded'))"):
                 if status in ("failed", "expired") and channel not in out:
                     out[channel] = (f"the last notification {'failed permanently' if status == 'failed' else status}: "
                                     f"{error or 'no error recorded'}", from_ms(finished))
@@ -224,7 +270,7 @@ class Outbox:
         return self._file.read("read the outbox", read)
 
     def purge_delivered(self, older_than: datetime) -> int:
-        """Delete rows that left 'pending' (delivered, failed, expired) before ``older_than``; return how many.
+        """Delete rows that left 'pending' (any outcome, superseded too) before ``older_than``; return how many.
 
         Housekeeping so the file does not grow forever; pending rows are never purged.
         """

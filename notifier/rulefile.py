@@ -15,6 +15,7 @@ from typing import Any
 
 from notifier.core import summary
 from notifier.core.counters import COUNTER_NAMES
+from notifier.core.labels import label_problem
 from notifier.core.meta import META_RULES
 from notifier.core.models import KNOWN_STATUSES, SEVERITIES, Rule, TransitionMatch, normalize_status
 from notifier.errors import ConfigError
@@ -26,6 +27,7 @@ RESERVED_PREFIX = "notifier-"
 RULE_KEYS = (
     "name", "scope", "status", "transition", "for", "jobs", "nodes", "node_types", "severity",
     "channels", "template", "repeat", "resolved", "stalled", "inhibits", "summary", "slack_channel", "mention",
+    "labels",
 )
 """Every key a ``[[rule]]`` table may hold."""
 
@@ -43,6 +45,25 @@ def check_mentions(r: TableReader, key: str, values: tuple[str, ...]) -> tuple[s
         if not SLACK_MENTION.fullmatch(who):
             raise r.error(key, f"expected {MENTION_HINT}, got {who!r}")
     return values
+
+
+def check_labels(table: TableReader | None) -> tuple[tuple[str, str], ...]:
+    """A ``labels = { team = "data" }`` table as sorted pairs, else ConfigError naming the label.
+
+    Shared by rules and the Alertmanager-shaped channels: the same names are refused everywhere
+    (``core.labels.label_problem``).
+    """
+    if table is None:
+        return ()
+    out: dict[str, str] = {}
+    for name in list(table.data):
+        problem = label_problem(name, table.raw(name))
+        if problem:
+            raise table.error(name, problem)
+        out[name] = table.data[name]
+    table.finish()
+    return tuple(sorted(out.items()))
+
 
 _SPELLCHECK_STATUSES = (*KNOWN_STATUSES, "PAUSE", "ABNORMAL", "DISABLE", "OVERLOAD", "INIT")
 """Statuses the API or SDK are known to send; a near miss of one of these is taken for a typo."""
@@ -204,6 +225,7 @@ def _parse_rule(data: Any, index: int, file: str, channels: Collection[str]) -> 
         raise r.error("slack_channel", 'expected a Slack channel name like "#payments" or an ID like "C0123456789", '
                                        f"got {slack_channel!r}")
     mention = check_mentions(r, "mention", r.str_list("mention", ()))
+    labels = check_labels(r.table("labels", None))
 
     return Rule(
         name=name,
@@ -224,6 +246,7 @@ def _parse_rule(data: Any, index: int, file: str, channels: Collection[str]) -> 
         summary=text,
         slack_channel=slack_channel,
         mention=mention,
+        labels=labels,
         file=file,
     )
 

@@ -156,7 +156,37 @@ _V4: tuple[str, ...] = (
     "INSERT INTO meta (key, value) VALUES ('instance_id', lower(hex(randomblob(8))))",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+_V5: tuple[str, ...] = (
+    # Alertmanager channels: a newer state sync supersedes the rows still queued for the channel (status
+    # 'superseded'), and keeps in `waiting_since` when the oldest of them was queued, so a channel that stays
+    # down is still seen as stuck. SQLite cannot widen a CHECK: the table is rebuilt, ids and the
+    # AUTOINCREMENT counter kept (a notification key must never be handed out twice).
+    """CREATE TABLE outbox_v5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'delivered', 'failed', 'expired', 'superseded')),
+        last_error TEXT,
+        delivered_at INTEGER,
+        finished_at INTEGER,              -- when it left 'pending' (any outcome): for purging
+        waiting_since INTEGER             -- a superseding row: when the oldest row it replaced was queued
+    )""",
+    "INSERT INTO outbox_v5 (id, channel, grp, payload, created_at, attempts, next_attempt_at, status, last_error, "
+    "delivered_at, finished_at) SELECT id, channel, grp, payload, created_at, attempts, next_attempt_at, status, "
+    "last_error, delivered_at, finished_at FROM outbox",
+    "DELETE FROM sqlite_sequence WHERE name = 'outbox_v5'",
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox_v5', seq FROM sqlite_sequence WHERE name = 'outbox'",
+    "DROP TABLE outbox",
+    "ALTER TABLE outbox_v5 RENAME TO outbox",
+    "CREATE INDEX outbox_status_channel_id ON outbox (status, channel, id)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """Forward migrations: ``MIGRATIONS[i]`` takes ``user_version`` i to i + 1. Append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

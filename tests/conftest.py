@@ -12,7 +12,7 @@ from tests.support.fakes import FakeClock
 
 # real loopback servers used as fixtures across test files, and the state store
 pytest_plugins = ("tests.support.webhook_receiver", "tests.support.slack_server", "tests.support.smtp_server",
-                  "tests.support.stores", "tests.support.socket_mode_server")
+                  "tests.support.stores", "tests.support.socket_mode_server", "tests.support.alertmanager")
 
 
 @pytest.fixture

@@ -167,8 +167,8 @@ def test_payload_contract_for_the_seed_alert() -> None:
         "version": "1", "status": "firing", "group": "job_sms",
         "alerts": [{
             "status": "firing", "rule": "node-exception", "severity": "critical",
-            "fingerprint": "0123456789abcdef", "job": "job_sms", "node": "DLI_SMS_GES", "node_type": "DLI SQL",
-            "state": "EXCEPTION", "previous_state": "NORMAL", "since": "2019-03-01T03:04:25Z",
+            "fingerprint": "0123456789abcdef", "source": "default", "job": "job_sms", "node": "DLI_SMS_GES",
+            "node_type": "DLI SQL", "state": "EXCEPTION", "previous_state": "NORMAL", "since": "2019-03-01T03:04:25Z",
             "starts_at": "2019-03-01T03:04:25Z", "ends_at": None,
             "log_path": "obs://dlf-log-example/job_sms/DLI_SMS_GES.job",
             "summary": "DLI_SMS_GES entered EXCEPTION (was NORMAL)",
@@ -206,6 +206,15 @@ def test_default_template_survives_awkward_names() -> None:
     alert = replace(sample_groups()[0].alerts[0], job='jo"b\\<x>&', node="节点\n'1'", summary="a </script> b")
     group = MessageGroup("hook", alert.job, (alert,))
     assert compose(Renderer(None, strict=True), group, NOW) == (webhook_payload(group),)
+
+
+def test_every_alert_carries_its_source() -> None:
+    """Every alert of the payload says its source (DESIGN.md section 9), in the template and the Python reference."""
+    alert = replace(sample_groups()[0].alerts[0], source="prod-cn-north-4")
+    group = MessageGroup("hook", alert.job, (alert, replace(alert, node="DIS_INPUT", source="default")))
+    (payload,) = compose(Renderer(None, strict=True), group, NOW)
+    assert payload == webhook_payload(group)
+    assert [a["source"] for a in payload["alerts"]] == ["prod-cn-north-4", "default"]
 
 
 def test_user_template_shapes_the_payload(tmp_path: Path) -> None:

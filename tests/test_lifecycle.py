@@ -23,6 +23,7 @@ from notifier.core.models import (
     JobSnapshot,
     NodeStatus,
     Rule,
+    TransitionMatch,
     fingerprint,
 )
 from notifier.core.rules import evaluate
@@ -384,3 +385,19 @@ def test_condition_for_unknown_rule_is_ignored() -> None:
     conditions, _ = evaluate([rule("gone", status=("EXCEPTION",))], entities, (), T0)
     result = advance([replace(STUCK, name="other")], conditions, (), {}, entities, {"job_sms"}, T0)
     assert result.states == {} and result.notify == ()
+
+
+def test_rule_labels_travel_with_every_alert_it_sends() -> None:
+    """A rule's labels are on its firing, resolved and event alerts (for Alertmanager-shaped payloads)."""
+    team = (("team", "data"),)
+    world = World([rule("node-exception", status=("EXCEPTION",), labels=team),
+                   rule("job-stopped", scope="job", transition=TransitionMatch(("NORMAL",), ("STOPPED",)),
+                        labels=team)])
+    (fired,) = world.cycle(T0, sms(0))
+    event, resolved = sorted(world.cycle(T0 + MIN, sms(1, ges="NORMAL", status="STOPPED")), key=lambda a: a.rule)
+    assert [(a.rule, a.status, a.event, dict(a.labels)) for a in (fired, resolved, event)] == [
+        ("node-exception", "firing", False, {"team": "data"}),
+        ("node-exception", "resolved", False, {"team": "data"}),
+        ("job-stopped", "firing", True, {"team": "data"}),
+    ]
+    assert {a.source for a in (fired, resolved, event)} == {"default"}

@@ -135,6 +135,16 @@ def test_user_dir_overrides_the_package_default(tmp_path: Path) -> None:
     assert renderer.render("default", "console", ctx()) == "OVERRIDE job_sms"
 
 
+def test_templates_see_the_alert_source_and_labels(tmp_path: Path) -> None:
+    """A template can say which source an alert is from and read its labels."""
+    text = "{% for a in alerts %}{{ a.source }}/{{ a.labels.get('team', '-') }} {% endfor %}"
+    renderer = Renderer(user_dir(tmp_path, default__console__j2=text), strict=True)
+    group = sample_groups()[1]
+    group = replace(group, alerts=(replace(group.alerts[0], source="prod", labels={"team": "data"}),
+                                   group.alerts[1]))
+    assert renderer.render("default", "console", message_context(group, T0)) == "prod/data default/- "
+
+
 def test_user_named_template_is_used(tmp_path: Path) -> None:
     """A rule's template name picks <name>.<kind>.j2 from the user directory."""
     renderer = Renderer(user_dir(tmp_path, oncall__console__j2="ONCALL {{ status }}"), strict=True)

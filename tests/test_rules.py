@@ -73,6 +73,18 @@ ERROR_CASES = [
     ('name = "r1"\nscope = "job"\nstatus = ["EXCEPTION"]\ninhibits = ["node-exceptoin"]\n'
      '[[rule]]\nname = "node-exception"\nscope = "node"\nstatus = ["EXCEPTION"]\n',
      "rule 'r1'", "inhibits", "unknown rule 'node-exceptoin' (did you mean 'node-exception'?)"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nlabels = { "team-a" = "data" }\n', "rule 'r1'.labels", "team-a",
+     "not a valid label name"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nlabels = { 1team = "data" }\n', "rule 'r1'.labels", "1team",
+     "not starting with a digit"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nlabels = { severity = "page" }\n', "rule 'r1'.labels", "severity",
+     "set by notifier itself"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nlabels = { project_id = "x" }\n', "rule 'r1'.labels", "project_id",
+     "set by notifier itself"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nlabels = { __meta = "x" }\n', "rule 'r1'.labels", "__meta", "reserved"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nlabels = { team = 3 }\n', "rule 'r1'.labels", "team", "expected a string"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nlabels = { team = "" }\n', "rule 'r1'.labels", "team", "must not be empty"),
+    (RULE_HEAD + 'status = ["EXCEPTION"]\nlabels = "team=data"\n', "rule 'r1'.labels", None, "expected a table"),
 ]
 
 
@@ -84,7 +96,9 @@ ERROR_CASES = [
          "for-with-transition", "resolved-with-transition", "empty-transition", "typo-in-transition",
          "typo-status", "empty-status", "bad-severity", "bad-scope", "missing-name", "name-not-string",
          "missing-scope", "nodes-on-job", "empty-jobs", "inhibits-on-node", "bad-template",
-         "summary-attribute-access", "resolved-not-bool", "inhibits-unknown-rule"],
+         "summary-attribute-access", "resolved-not-bool", "inhibits-unknown-rule", "label-name-dash",
+         "label-name-digit", "label-builtin", "label-builtin-source-fact", "label-reserved-prefix", "label-not-string",
+         "label-empty", "labels-not-a-table"],
 )
 def test_rule_errors_name_file_rule_and_key(tmp_path: Path, body: str, where: str, key: str, message: str) -> None:
     """Every invalid rule is rejected with an error naming the file, the rule and the key."""
@@ -126,6 +140,16 @@ def test_duplicate_name_within_one_file() -> None:
     rule = {"name": "same", "scope": "job", "status": ["EXCEPTION"]}
     with pytest.raises(ConfigError, match="duplicate rule name 'same'"):
         parse_rules({"rule": [rule, rule]}, file="one.toml", channels=CHANNELS)
+
+
+def test_rule_labels_are_kept_sorted() -> None:
+    """A rule's labels table becomes sorted (name, value) pairs; no table means no labels."""
+    rule = {"name": "r", "scope": "job", "status": ["EXCEPTION"], "labels": {"team": "data", "Tier": "1"}}
+    (parsed,) = parse_rules({"rule": [rule]}, file="one.toml", channels=CHANNELS)
+    assert parsed.labels == (("Tier", "1"), ("team", "data"))
+    without = {k: v for k, v in rule.items() if k != "labels"}
+    (plain,) = parse_rules({"rule": [without]}, file="one.toml", channels=CHANNELS)
+    assert plain.labels == ()
 
 
 def test_missing_directory_is_an_error_and_empty_gives_nothing(tmp_path: Path) -> None:

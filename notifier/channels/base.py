@@ -8,6 +8,9 @@ A channel type is three small callables registered in ``notifier.channels.CHANNE
 - ``compose(renderer, group, now)`` renders a group of alerts into one or more
   JSON-serialisable payloads (several when a platform limit forces a split). Payloads
   are stored in the outbox as they are, so a retry sends exactly the same message.
+  A type whose payload depends on the channel's settings (the webhook's ``format``)
+  also sets ``compose_with_settings(renderer, settings, group, now)``; callers go through
+  ``ChannelType.compose_for``, which picks the right one.
 
 ``Channel.send`` raises ``ChannelError(retryable=...)``: the channel, which knows its
 protocol, decides whether a failure is worth retrying; the outbox only obeys.
@@ -65,3 +68,12 @@ class ChannelType:
     compose_incident: Callable[[Renderer, Any, MessageGroup, Conversation, datetime, str | None],
                                tuple[Payload, ...]] | None = None
     """``compose`` for a threaded channel: (renderer, settings, group, conversation, now, job owner)."""
+    compose_with_settings: Callable[[Renderer, Any, MessageGroup, datetime], tuple[Payload, ...]] | None = None
+    """``compose`` for a type whose payload depends on the channel's settings: (renderer, settings, group, now)."""
+
+    def compose_for(self, renderer: Renderer, settings: Any, group: MessageGroup, now: datetime
+                    ) -> tuple[Payload, ...]:
+        """Compose ``group`` for one channel of this type: with its settings when the type needs them."""
+        if self.compose_with_settings is not None:
+            return self.compose_with_settings(renderer, settings, group, now)
+        return self.compose(renderer, group, now)

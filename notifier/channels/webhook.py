@@ -1,9 +1,13 @@
 """The webhook channel: the JSON payload (a contract: ARCHITECTURE.md, "Contracts"), POSTed to a URL.
 
-The payload is a contract, so it has two sources that must agree: the default template
-``default.webhook.j2`` (which a user may override to suit another receiver) and
-``webhook_payload()`` in Python, the reference the template is tested against and the
-fallback when a template fails or does not produce a JSON object.
+Two formats. ``format = "notifier"`` (the default) is notifier's own payload, a contract
+with two sources that must agree: the default template ``default.webhook.j2`` (which a
+user may override to suit another receiver) and ``webhook_payload()`` in Python, the
+reference the template is tested against and the fallback when a template fails or does
+not produce a JSON object. ``format = "alertmanager"`` is exactly the payload Alertmanager
+posts to its webhook receivers (``channels.am_payload``), no template involved, so a
+receiver written for Alertmanager works unchanged; it takes ``receiver``, ``labels``,
+``external_url`` and ``generator_url``.
 
 Delivery: one POST of ``json.dumps(payload)`` in compact form, optionally signed with
 HMAC-SHA256 over exactly those bytes (``X-Notifier-Signature: sha256=<hex>``), with the
@@ -23,12 +27,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 
 from notifier import __version__
+from notifier.channels.am_payload import am_webhook_payload, read_generator_url, read_labels, read_url
 from notifier.channels.base import ChannelType
 from notifier.clock import utcnow
 from notifier.core.models import Alert, Clock, MessageGroup, Notification, Payload
@@ -49,6 +54,11 @@ RESERVED_HEADERS = frozenset(h.lower() for h in (
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
 
+Format = Literal["notifier", "alertmanager"]
+FORMATS: tuple[Format, ...] = ("notifier", "alertmanager")
+ALERTMANAGER_KEYS = ("receiver", "labels", "external_url", "generator_url")
+"""Keys that only shape the Alertmanager payload: an error with ``format = "notifier"``, which would ignore them."""
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
@@ -60,6 +70,11 @@ class WebhookSettings:
     secret_file: str | None = None
     timeout: float = 10.0
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    format: Format = "notifier"
+    receiver: str | None = None  # format = "alertmanager": the payload's receiver; None: the channel's name
+    labels: tuple[tuple[str, str], ...] = ()  # format = "alertmanager": static labels, under the rule's
+    external_url: str = ""  # format = "alertmanager": the payload's externalURL
+    generator_url: str = ""  # format = "alertmanager": each alert's generatorURL, with {job}-style placeholders
 
 
 # --- parse ----------------------------------------------------------------------------
@@ -80,6 +95,14 @@ def parse(reader: TableReader) -> WebhookSettings:
         raise reader.error("url_env", "must name an environment variable")
     timeout = reader.seconds("timeout", 10.0, positive=True)
     secret_env, secret_file = reader.env_or_file("secret")
+    fmt = reader.choice("format", FORMATS, "notifier")
+    if fmt != "alertmanager":
+        for key in ALERTMANAGER_KEYS:
+            if reader.has(key):
+                raise reader.error(key, 'only used with format = "alertmanager"')
+    receiver = reader.str("receiver", None)
+    if receiver is not None and not receiver.strip():
+        raise reader.error("receiver", "must not be empty (leave it out to use the channel's name)")
     settings = WebhookSettings(
         url=url,
         url_env=url_env,
@@ -87,6 +110,11 @@ def parse(reader: TableReader) -> WebhookSettings:
         secret_file=secret_file,
         timeout=timeout,
         headers=_headers(reader.table("headers", None)),
+        format=fmt,
+        receiver=receiver,
+        labels=read_labels(reader),
+        external_url=read_url(reader, "external_url"),
+        generator_url=read_generator_url(reader),
     )
     reader.finish(known=("type",))
     return settings
@@ -134,6 +162,7 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
         "rule": alert.rule,
         "severity": alert.severity,
         "fingerprint": alert.fingerprint,
+        "source": alert.source,
         "job": alert.job,
         "node": alert.node,
         "node_type": alert.node_type,
@@ -172,6 +201,16 @@ def compose(renderer: Renderer, group: MessageGroup, now: datetime) -> tuple[Pay
         log.error("webhook template failed, sending the built-in payload instead channel=%s job=%s: %s",
                   group.channel, group.group, exc)
         return (webhook_payload(group),)
+
+
+def compose_with_settings(renderer: Renderer, settings: WebhookSettings, group: MessageGroup, now: datetime
+                          ) -> tuple[Payload, ...]:
+    """The channel's format: Alertmanager's webhook payload as is, else ``compose`` (the template)."""
+    if settings.format == "alertmanager":
+        return (am_webhook_payload(group, receiver=settings.receiver or group.channel,
+                                   static_labels=dict(settings.labels), external_url=settings.external_url,
+                                   generator_url=settings.generator_url, now=now),)
+    return compose(renderer, group, now)
 
 
 def _json_object(text: str, template: str) -> dict[str, Any]:
@@ -273,4 +312,5 @@ def create(name: str, settings: WebhookSettings) -> WebhookChannel:
     return WebhookChannel(name, settings)
 
 
-TYPE = ChannelType(name="webhook", parse=parse, create=create, compose=compose)
+TYPE = ChannelType(name="webhook", parse=parse, create=create, compose=compose,
+                   compose_with_settings=compose_with_settings)

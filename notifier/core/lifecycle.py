@@ -197,7 +197,7 @@ def firing_alert(rule: Rule, state: AlertState, entity: EntityState | None,
         starts_at=state.active_since, log_path=entity.log_path, summary=text,
         job_status=_job_status(entities, state.job), counters=dict(entity.counters),
         template=rule.template, channels=rule.channels, route=rule.slack_channel,
-        mentions=rule.mention, sent_before=state.notified,
+        mentions=rule.mention, sent_before=state.notified, labels=dict(rule.labels),
     )
 
 
@@ -226,7 +226,7 @@ def resolved_alert(rule: Rule, old: AlertState, entities: Mapping[EntityKey, Ent
         state=state, previous_state=previous_state, since=since, starts_at=old.active_since, ends_at=now,
         log_path=log_path, summary=text, job_status=_job_status(entities, old.job), counters=counters,
         template=rule.template, channels=rule.channels, route=rule.slack_channel,
-        mentions=rule.mention,
+        mentions=rule.mention, labels=dict(rule.labels),
     )
 
 
@@ -247,5 +247,5 @@ def _event_alert(rule: Rule, ev: Event, entities: Mapping[EntityKey, EntityState
         log_path=entity.log_path if entity is not None else None, summary=text,
         job_status=_job_status(entities, t.job), counters=dict(entity.counters) if entity is not None else {},
         event=True, template=rule.template, channels=rule.channels, route=rule.slack_channel,
-        mentions=rule.mention,
+        mentions=rule.mention, labels=dict(rule.labels),
     )

@@ -270,6 +270,7 @@ class Rule:
     resolved_summary: str | None = None  # built-in rules only: the same for the resolved message
     slack_channel: str | None = None  # posts to this Slack channel instead of the channel entry's own
     mention: tuple[str, ...] = ()  # Slack mentions for the first message of an incident
+    labels: tuple[tuple[str, str], ...] = ()  # static labels (Alertmanager payloads), sorted by name
     file: str = ""  # where it was defined, for error messages
 
     @property
@@ -360,6 +361,10 @@ class Alert:
     channels: tuple[str, ...] = ()
     route: str | None = None  # the rule's slack_channel: a destination inside the channel entry
     mentions: tuple[str, ...] = ()  # the rule's mentions, for the first message of an incident
+    source: str = "default"  # the DataArts source the alert is about ([sources.NAME]; one source: "default")
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Extra labels for Alertmanager payloads: the rule's ``labels``, and the source's
+    ``project_id``/``workspace`` added by the shell (``core.labels.BUILTIN`` names)."""
 
 
 # --- notifications --------------------------------------------------------------------
