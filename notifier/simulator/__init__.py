@@ -12,6 +12,13 @@ list APIs are rate-limited per user (``[limits]``, default 30 requests/s, 429 AP
 beyond) and may be slowed (``latency``). ``Scenario.scale`` (``notifier.simulator.scale``)
 serves thousands of jobs of which a share changes state every period, with the ground truth
 (``Simulator.changes``) a benchmark measures against.
+
+Several projects on one port, each with its own workspace, credentials and jobs, come from
+``[[project]]`` tables or ``Scenario.of_projects``::
+
+    sales = Project(id="p-sales", workspace="ws-sales", jobs=..., auth=AuthSettings(mode="aksk", ak=..., sk=...))
+    with Simulator(Scenario.of_projects(sales, load_scenario("seed").as_project("p-ops")), clock=ManualClock()) as sim:
+        sim.requests_for("p-sales")   # what reached that project; sim.served_by_user(): each user's budget
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from notifier.simulator.scenario import (
     JobScript,
     Limits,
     NodeScript,
+    Project,
     Rate,
     Scenario,
     Step,
@@ -38,7 +46,9 @@ from notifier.simulator.scenario import (
     parse_scenario,
 )
 from notifier.simulator.server import (
+    FOREIGN_PROJECT,
     FROM_SCENARIO,
+    WORKSPACE_NOT_FOUND,
     ManualClock,
     RecordedRequest,
     RequestLog,
@@ -55,8 +65,10 @@ __all__ = [
     "DEFAULT_IAM",
     "DEFAULT_LIMITS",
     "DEFAULT_PROJECT_ID",
+    "FOREIGN_PROJECT",
     "FROM_SCENARIO",
     "UNLIMITED",
+    "WORKSPACE_NOT_FOUND",
     "AuthSettings",
     "Change",
     "Fault",
@@ -66,6 +78,7 @@ __all__ = [
     "Limits",
     "ManualClock",
     "NodeScript",
+    "Project",
     "Rate",
     "RecordedRequest",
     "RequestLog",

@@ -76,6 +76,30 @@ File format (every key is checked; unknown keys are errors naming file, table an
     hold = "5m"                  # how long a change lasts
     period = "1m"
     seed = 0
+
+Several projects on one port: ``[[project]]`` tables instead of ``project_id`` and ``[[job]]``
+(and ``[scale]``). The top level keeps what they share (``loop``, ``epoch_start``,
+``list_offset``, ``response_style``, ``[iam]``, ``[limits]``, ``[[fault]]`` with an optional
+``project = "<id or name>"``); its ``auth`` and ``[credentials]`` are every project's defaults::
+
+    [[project]]
+    id = "0a1b2c3d4e5f40718293a4b5c6d7e8f9"   # the project_id of the URL path
+    name = "sales"               # optional label (banner, suggested env vars); default: the id
+    workspace = "ws-sales"       # optional: requests must send `workspace: ws-sales` (else 400 DLF.0810);
+                                 # unset: as one project, the header selects among the jobs' workspaces
+    auth = "aksk"                # optional: default the top-level auth
+
+    [project.credentials]        # optional: ak, sk, token, max_clock_skew; default the top-level [credentials]
+    ak = "SIMAK-SALES-0000000001"
+    sk = "simulator-sales-secret-key"
+
+    [[project.job]]              # the [[job]] keys, with .node, .step and .fault under it
+    name = "job_sms"
+
+    [[project.fault]]            # a fault on this project's requests only
+
+Another project's valid credentials get 403 APIG.0302; projects with the same credentials are
+one user (one rate budget). An AK has one SK across projects.
 """
 
 from __future__ import annotations
@@ -184,6 +208,7 @@ class Fault:
     kind: FaultKind
     job: str | None = None  # None: every request (status and list)
     workspace: str | None = None  # with job: only that workspace's job; None: the name in any workspace
+    project: str | None = None  # only requests for this project id; None: every project the scenario serves
     endpoint: Endpoint = "any"
     delay: float = 0.0  # latency
     status: int | None = None  # http_error, html
@@ -269,8 +294,55 @@ UNLIMITED = Limits(requests_per_second=0.0, latency=0.0)
 
 
 @dataclass(frozen=True, slots=True)
+class Project:
+    """One project a multi-project scenario serves: its id (the URL's), its workspace, who may call it, its jobs.
+
+    ``workspace`` set: every request must carry the header ``workspace: <it>`` (else 400
+    ``WORKSPACE_NOT_FOUND``) and every job lives there (a job naming another workspace is a
+    ValueError; one naming none is moved there). ``workspace = ""``: as a one-project
+    scenario, the header selects among the jobs' own workspaces, none meaning the default.
+    ``auth`` is who is served: another project's valid credentials get 403 (``server.py``).
+    ``faults`` apply to this project's requests only; ``name`` labels it in banners and
+    the environment variable names ``notifier simulate`` suggests ("" = the id).
+    """
+
+    id: str
+    jobs: tuple[JobScript, ...]
+    workspace: str = ""
+    auth: AuthSettings = DEFAULT_AUTH
+    faults: tuple[Fault, ...] = ()
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id or "/" in self.id or self.id != self.id.strip():
+            raise ValueError(f"a project id must be a non-empty name without '/' or surrounding spaces, "
+                             f"got {self.id!r}")
+        if not self.workspace:
+            return
+        stray = [j.name for j in self.jobs if j.workspace not in ("", self.workspace)]
+        if stray:
+            raise ValueError(f"project {self.label!r} serves workspace {self.workspace!r} only; job {stray[0]!r} "
+                             f"names another")
+        if any(j.workspace != self.workspace for j in self.jobs):  # frozen: the one place its jobs are adjusted
+            object.__setattr__(self, "jobs", tuple(j if j.workspace else replace(j, workspace=self.workspace)
+                                                   for j in self.jobs))
+
+    @property
+    def label(self) -> str:
+        """How banners and errors name the project: its ``name``, else its id."""
+        return self.name or self.id
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
-    """Everything the simulator serves, parsed and validated."""
+    """Everything the simulator serves, parsed and validated.
+
+    A one-project scenario is ``project_id``, ``jobs``, ``auth`` and ``faults``. A
+    multi-project one (``Scenario.of_projects``, or ``[[project]]`` tables) holds its
+    ``projects``; then ``project_id`` is the first project's id, ``jobs`` every project's jobs
+    in order (both read-only conveniences, checked to agree), ``auth`` unused and ``faults``
+    the ones that apply to every project. ``served()`` is the projects either way.
+    """
 
     project_id: str
     jobs: tuple[JobScript, ...]
@@ -286,6 +358,52 @@ class Scenario:
     source: str = ""
     limits: Limits = DEFAULT_LIMITS
     scale_model: ScaleModel | None = None  # scale mode (``Scenario.scale``): changes computed on top of the jobs
+    projects: tuple[Project, ...] = ()  # a multi-project scenario's projects; () = one project (project_id, jobs)
+
+    def __post_init__(self) -> None:
+        if not self.projects:
+            return
+        problem = check_projects(self.projects)
+        if problem is not None:
+            raise ValueError(problem)
+        jobs = tuple(job for p in self.projects for job in p.jobs)
+        if (self.project_id != self.projects[0].id or len(jobs) != len(self.jobs)
+                or any(a is not b for a, b in zip(jobs, self.jobs, strict=True))):
+            raise ValueError("a multi-project scenario's project_id and jobs are its projects' (the first id, every "
+                             "job): build it with Scenario.of_projects, change it by replacing its projects")
+        if self.scale_model is not None:
+            raise ValueError("scale mode serves one project: not with projects")
+
+    @classmethod
+    def of_projects(cls, *projects: Project, name: str = "projects", **fields: Any) -> Scenario:
+        """A scenario serving ``projects`` on one port; ``fields`` are the other ``Scenario`` fields (loop, limits...).
+
+        ``faults`` given here apply to every project; each project's own ``faults`` to it.
+        Two projects with the same credentials are the same user (one rate budget).
+        """
+        if not projects:
+            raise ValueError("Scenario.of_projects needs at least one project")
+        for key in ("project_id", "jobs", "auth", "projects", "scale_model"):
+            if key in fields:
+                raise ValueError(f"Scenario.of_projects: {key} comes from the projects")
+        return cls(project_id=projects[0].id, jobs=tuple(job for p in projects for job in p.jobs),
+                   projects=tuple(projects), name=name, **fields)
+
+    def served(self) -> tuple[Project, ...]:
+        """The projects served: ``projects``, or the one project of a one-project scenario (its jobs, auth, faults)."""
+        if self.projects:
+            return self.projects
+        return (Project(id=self.project_id, jobs=self.jobs, auth=self.auth),)  # its faults stay the scenario's
+
+    def as_project(self, id: str | None = None, *, workspace: str = "",  # noqa: A002 (the TOML key's name)
+                   auth: AuthSettings | None = None, name: str = "") -> Project:
+        """This one-project scenario's jobs and faults as a ``Project`` (default: its id and auth) to combine."""
+        if self.projects:
+            raise ValueError("as_project: this scenario already serves several projects")
+        if self.scale_model is not None:
+            raise ValueError("as_project: a scale scenario's changes need the whole scenario")
+        return Project(id=id if id is not None else self.project_id, jobs=self.jobs, workspace=workspace,
+                       auth=auth if auth is not None else self.auth, faults=self.faults, name=name)
 
     @classmethod
     def synthetic(cls, jobs: int = 1000, nodes: int = 10, project_id: str = DEFAULT_PROJECT_ID,
@@ -330,6 +448,23 @@ class Scenario:
         return replace(base, name=f"scale-{jobs}x{nodes}", limits=DEFAULT_LIMITS, scale_model=model,
                        description=f"{jobs} jobs with {nodes} nodes each; {change_share:.2%} of the jobs change "
                                    f"per {period:g}s, each change held {hold:g}s (seed {seed})")
+
+
+def check_projects(projects: tuple[Project, ...]) -> str | None:
+    """Why these projects cannot be served together (a duplicate id or name, one AK with two SKs), or None."""
+    ids: set[str] = set()
+    labels: set[str] = set()
+    sks: dict[str, str] = {}
+    for p in projects:
+        if p.id in ids:
+            return f"project id {p.id!r} is served twice"
+        if p.label in labels:
+            return f"project name {p.label!r} is used twice"
+        ids.add(p.id)
+        labels.add(p.label)
+        if p.auth.mode == "aksk" and sks.setdefault(p.auth.ak, p.auth.sk) != p.auth.sk:
+            return f"project {p.label!r}: its AK is another project's with another SK (an AK has one SK)"
+    return None
 
 
 # --- compiled plans -------------------------------------------------------------------
@@ -475,8 +610,10 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
 
 
 def parse_scenario(data: Mapping[str, Any], *, file: str = "<scenario>", name: str = "scenario") -> Scenario:
-    """Validate a scenario document (as read from TOML) into a ``Scenario``."""
+    """Validate a scenario document (as read from TOML) into a ``Scenario`` (``[[project]]``: several projects)."""
     top = TableReader(data, file=file, where="")
+    if top.has("project"):
+        return _multi_project(top, name=name)
     project_id = _name(top, "project_id")
     loop = top.bool("loop", False)
     epoch = _instant(top, "epoch_start", None, relative=False)
@@ -506,6 +643,63 @@ def parse_scenario(data: Mapping[str, Any], *, file: str = "<scenario>", name: s
                     epoch_start_ms=epoch.epoch_ms if epoch is not None else None, faults=faults,
                     list_offset=list_offset, iam=iam, auth=auth, response_style=response_style, name=name,
                     description=description, source=file, limits=limits, scale_model=model)
+
+
+_NOT_WITH_PROJECTS = {
+    "project_id": "each [[project]] table names its own `id`: remove the top-level project_id",
+    "job": "with [[project]] tables every job belongs to a project: write [[project.job]] under its [[project]]",
+    "scale": "[scale] generates one project's jobs: not with [[project]] tables",
+}
+
+
+def _multi_project(top: TableReader, *, name: str) -> Scenario:
+    """``[[project]]`` tables: the top level keeps what every project shares (time, style, IAM, limits, faults)."""
+    for key, why in _NOT_WITH_PROJECTS.items():
+        if top.has(key):
+            raise top.error(key, why)
+    loop = top.bool("loop", False)
+    epoch = _instant(top, "epoch_start", None, relative=False)
+    list_offset = top.choice("list_offset", ("records", "pages"), "records")
+    response_style = top.choice("response_style", RESPONSE_STYLES, "document")
+    description = top.str("description", "")
+    # the top-level auth and [credentials] are every project's defaults
+    defaults = _auth(top.choice("auth", AUTH_MODES, "none"), top.table("credentials", None))
+    projects: list[Project] = []
+    sks: dict[str, str] = {}
+    for r in _tables(top, "project", required=True):
+        project = _project(r, loop, defaults)
+        if any(p.id == project.id for p in projects):
+            raise r.error("id", f"project id {project.id!r} is defined twice")
+        if any(p.label == project.label for p in projects):
+            raise r.error("name", f"project name {project.label!r} is used twice")
+        if project.auth.mode == "aksk" and sks.setdefault(project.auth.ak, project.auth.sk) != project.auth.sk:
+            raise ConfigError("this AK is another project's, with another SK: an AK has one SK (give this project "
+                              "its own AK, or the same SK)", file=top.file, where=f"{r.where}.credentials", key="sk")
+        projects.append(project)
+    jobs = tuple(job for p in projects for job in p.jobs)
+    faults = tuple(_fault(r, jobs=jobs, projects=tuple(projects)) for r in _tables(top, "fault"))
+    iam = _iam(top.table("iam", None))
+    limits = _limits(top.table("limits", None))
+    top.finish()
+    return Scenario.of_projects(*projects, name=name, loop=loop,
+                                epoch_start_ms=epoch.epoch_ms if epoch is not None else None, faults=faults,
+                                list_offset=list_offset, iam=iam, response_style=response_style,
+                                description=description, source=top.file, limits=limits)
+
+
+def _project(r: TableReader, loop: bool, defaults: AuthSettings) -> Project:
+    project_id = _name(r, "id")
+    label = _name(r, "name") if r.has("name") else ""
+    r.where = f"project[{label or project_id}]"
+    workspace = r.str("workspace", "")
+    if workspace != workspace.strip():
+        raise r.error("workspace", f"must not have surrounding spaces, got {workspace!r}")
+    auth = _auth(r.choice("auth", AUTH_MODES, defaults.mode), r.table("credentials", None), defaults)
+    jobs = tuple(_job(j, loop, workspace=workspace, project=project_id) for j in _tables(r, "job", required=True))
+    _check_unique(r, "job", [(j.workspace, j.name) for j in jobs], lambda k: f"job {k[1]!r} in workspace {k[0]!r}")
+    faults = tuple(_fault(f, jobs=jobs, project=project_id) for f in _tables(r, "fault"))
+    r.finish()
+    return Project(id=project_id, jobs=jobs, workspace=workspace, auth=auth, faults=faults, name=label)
 
 
 def _limits(r: TableReader | None) -> Limits:
@@ -552,8 +746,8 @@ def _iam(r: TableReader | None) -> IamSettings:
     return iam
 
 
-def _auth(mode: AuthMode, r: TableReader | None) -> AuthSettings:
-    d = DEFAULT_AUTH
+def _auth(mode: AuthMode, r: TableReader | None, d: AuthSettings = DEFAULT_AUTH) -> AuthSettings:
+    """``[credentials]`` (or ``[project.credentials]``); keys not given are ``d``'s."""
     if r is None:
         return replace(d, mode=mode)
     auth = AuthSettings(mode=mode, ak=_credential(r, "ak", d.ak), sk=_credential(r, "sk", d.sk),
@@ -570,9 +764,13 @@ def _credential(r: TableReader, key: str, default: str) -> str:
     return value
 
 
-def parse_fault(fields: Mapping[str, Any], *, jobs: tuple[JobScript, ...] = (), where: str = "fault") -> Fault:
-    """Validate one fault given as keyword arguments (``Simulator.set_fault``); numbers are seconds."""
-    return _fault(TableReader(dict(fields), file="<set_fault>", where=where), jobs=jobs)
+def parse_fault(fields: Mapping[str, Any], *, jobs: tuple[JobScript, ...] = (), where: str = "fault",
+                projects: tuple[Project, ...] | None = None) -> Fault:
+    """Validate one fault given as keyword arguments (``Simulator.set_fault``); numbers are seconds.
+
+    ``projects`` (a multi-project scenario's) allows the ``project`` key: a project's id or name.
+    """
+    return _fault(TableReader(dict(fields), file="<set_fault>", where=where), jobs=jobs, projects=projects)
 
 
 def _tables(reader: TableReader, key: str, *, required: bool = False) -> list[TableReader]:
@@ -660,10 +858,14 @@ def _extra(reader: TableReader, key: str, reserved: frozenset[str]) -> Mapping[s
     return MappingProxyType(dict(table.data))
 
 
-def _job(r: TableReader, loop: bool) -> JobScript:
+def _job(r: TableReader, loop: bool, *, workspace: str = "", project: str | None = None) -> JobScript:
+    """A ``[[job]]`` (or ``[[project.job]]``: ``workspace`` its project's, "" none, ``project`` its id)."""
     name = _name(r, "name")
-    r.where = f"job[{name}]"
-    workspace = r.str("workspace", "")
+    r.where = f"{r.where.rpartition('job[')[0]}job[{name}]"  # keeps a "project[...]." prefix
+    if workspace and r.str("workspace", workspace) != workspace:
+        raise r.error("workspace", f"this project serves workspace {workspace!r} only (its `workspace`): leave "
+                                   f"the job's out")
+    workspace = r.str("workspace", workspace)
     status = _status(r, "status", "NORMAL")
     nodes = tuple(_node(n) for n in _tables(r, "node"))
     _check_unique(r, "node", [n.name for n in nodes], lambda k: f"node {k!r}")
@@ -681,7 +883,7 @@ def _job(r: TableReader, loop: bool) -> JobScript:
         owner=r.str("owner", "simulator"), create_user=r.str("create_user", None),
         priority=r.int("priority", 0), loop=job_loop, extra=_extra(r, "extra", _STATUS_KEYS),
     )
-    faults = tuple(_fault(f, jobs=(job,), implied=job) for f in _tables(r, "fault"))
+    faults = tuple(_fault(f, jobs=(job,), implied=job, project=project) for f in _tables(r, "fault"))
     r.finish()
     return replace(job, faults=faults)
 
@@ -743,16 +945,29 @@ def _known_node(table: TableReader, node: str, node_names: set[str]) -> None:
         raise table.error(node, f"no node of that name in this job (nodes: {known})")
 
 
-def _fault(r: TableReader, *, jobs: tuple[JobScript, ...], implied: JobScript | None = None) -> Fault:
+def _fault(r: TableReader, *, jobs: tuple[JobScript, ...], implied: JobScript | None = None,
+           project: str | None = None, projects: tuple[Project, ...] | None = None) -> Fault:
+    """A fault table: a job's (``implied``), a project's (``project``: its id), or the scenario's.
+
+    A multi-project scenario's own faults (``projects`` given) may name a ``project`` (id or name).
+    """
     kind = r.choice("kind", FAULT_KINDS)
     if implied is not None:
         job, workspace = implied.name, implied.workspace
         endpoint = r.choice("endpoint", ("status",), "status")
     else:
+        if projects is not None and project is None and r.has("project"):
+            wanted = r.str("project")
+            match = next((p for p in projects if wanted in (p.id, p.name)), None)
+            if match is None:
+                known = ", ".join(repr(p.label) for p in projects)
+                raise r.error("project", f"no project with that id or name in this scenario (projects: {known})")
+            project, jobs = match.id, match.jobs
         job = r.str("job", None)
         workspace = r.str("workspace", None)
         if job is not None and jobs and not any(j.name == job for j in jobs):
-            raise r.error("job", f"no job named {job!r} in this scenario")
+            where = "this project" if project is not None else "this scenario"
+            raise r.error("job", f"no job named {job!r} in {where}")
         if workspace is not None and job is None:
             raise r.error("workspace", "only meaningful together with `job`")
         endpoint = r.choice("endpoint", ("status",) if job else ("any", "status", "list"), "status" if job else "any")
@@ -764,7 +979,7 @@ def _fault(r: TableReader, *, jobs: tuple[JobScript, ...], implied: JobScript | 
     if probability is not None and not 0 < probability <= 1:
         raise r.error("probability", f"must be in (0, 1], got {probability:g}")
     fields: dict[str, Any] = dict(
-        kind=kind, job=job, workspace=workspace, endpoint=endpoint, after=after, until=until,
+        kind=kind, job=job, workspace=workspace, project=project, endpoint=endpoint, after=after, until=until,
         count=r.int("count", None, minimum=1), probability=probability, seed=r.int("seed", 0),
     )
     if kind == "latency":

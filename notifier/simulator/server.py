@@ -6,7 +6,8 @@ Routes (``workspace`` header selects a workspace; none means the default one):
     GET /v1/{project_id}/jobs?jobType=REAL_TIME&offset=&limit=&jobName=   the list-jobs API
     POST /v3/auth/tokens                               IAM's token API (password method; see IamSettings)
 
-Who is served is the scenario's ``auth`` (``AuthSettings``), checked as the API gateway does
+Who is served is the scenario's ``auth`` (``AuthSettings``; a multi-project scenario's: each
+project's, picked by the path's project_id), checked as the API gateway does
 (``notifier.simulator.auth``): ``"none"`` serves anyone; ``"aksk"`` wants an ``SDK-HMAC-SHA256``
 signature with the scenario's AK/SK and an ``X-Sdk-Date`` within 15 minutes of the wall
 clock; ``"token"`` (or ``IamSettings.require_token``) wants ``X-Auth-Token``: the scenario's
@@ -33,10 +34,13 @@ Huawei support asks for, so the client quotes it in its errors.
 Errors, as the service words them where known:
 
     unknown job (or job of another workspace)  400 {"error_code": "DLF.0100", "error_msg": "The job does not exists."}
+    a project's workspace header missing/wrong 400 {"error_code": "DLF.0810", "error_msg": "Workspace does not ..."}
+                                               (DataArts Factory's words; the code is the simulator's choice)
     wrong project_id                           404 {"error_code": "SIM.0404", ...}   (simulator's own code)
     bad list parameters                        400 {"error_code": "SIM.0400", ...}   (simulator's own code)
     any other path                             404 {"error_code": "APIG.0101", ...}  (API Gateway's answer)
     missing or bad credentials (auth = ...)    401 {"error_code": "APIG.0301", "error_msg": "Incorrect IAM ...", ...}
+    another project's valid credentials        403 {"error_code": "APIG.0302", "error_msg": "The IAM user is not ..."}
     over the per-user rate limit               429 {"error_code": "APIG.0308", "error_msg": "The throttling ..."}
     wrong IAM user, password or domain         401 {"error_code": "IAM.0004", ...}
     methods other than GET and POST            501 (http.server's default)
@@ -56,6 +60,7 @@ import math
 import random
 import re
 import secrets
+import shlex
 import signal
 import socket
 import sys
@@ -68,6 +73,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, TextIO, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -76,13 +82,17 @@ from notifier.core.counters import COUNTER_NAMES
 from notifier.simulator.auth import TOKEN_INVALID, TOKEN_NOT_FOUND, ReceivedRequest, token_expired, verify_aksk
 from notifier.simulator.scale import EXCEPTION, Change, ScaleModel
 from notifier.simulator.scenario import (
+    DEFAULT_AUTH,
+    DEFAULT_IAM,
     EMPTY,
+    SCENARIO_DIR,
     AuthSettings,
     Fault,
     IamSettings,
     JobPlan,
     JobView,
     NodeScript,
+    Project,
     Scenario,
     compile_job,
     parse_fault,
@@ -126,6 +136,12 @@ IAM_TOKEN_PATH = "/v3/auth/tokens"
 BAD_CREDENTIALS = "APIG.0301"
 MAX_BODY = 1 << 20  # a GET with a body is odd; more than this is not read (and the connection is closed)
 BAD_LOGIN = ("IAM.0004", "The username or password is wrong.")
+FOREIGN_PROJECT = ("APIG.0302", "The IAM user is not authorized to access the API")
+"""403 for valid credentials of a user the project does not accept (another project's): API Gateway's code for an
+IAM user refused an API. Not in the DGC API document; the simulator's choice (with its own precision appended)."""
+WORKSPACE_NOT_FOUND = ("DLF.0810", "Workspace does not exists")
+"""400 for a project's workspace header missing or wrong. The words are DataArts Factory's (its FAQ "Workspace does
+not exists"); the code is the simulator's choice: the DGC API document names none."""
 
 
 # --- clocks ---------------------------------------------------------------------------
@@ -176,6 +192,8 @@ class RecordedRequest:
     client: str  # "host:port" of the connection; the same for requests on a reused keep-alive connection
     t: float  # scenario time
     request_id: str = ""  # the X-Request-Id the answer carried
+    project: str = ""  # the project id of a status or list request's path (URL-decoded); "" for any other path
+    user: str = ""  # whose rate budget a status or list request is counted in (``Simulator.user_of``); "" otherwise
 
 
 class RequestLog:
@@ -286,6 +304,7 @@ class _Entry:
     index: int
     plan: JobPlan
     faults: tuple[Fault, ...]
+    project: str = ""  # the id of the project serving it
 
     @property
     def name(self) -> str:
@@ -294,6 +313,33 @@ class _Entry:
     @property
     def workspace(self) -> str:
         return self.plan.job.workspace
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """A served project with its jobs' entries, indexed the ways requests look them up."""
+
+    project: Project
+    entries: tuple[_Entry, ...]
+    by_key: Mapping[tuple[str, str], _Entry]  # (workspace, job name)
+    by_workspace: Mapping[str, tuple[_Entry, ...]]
+
+    @classmethod
+    def of(cls, project: Project, entries: tuple[_Entry, ...]) -> _Served:
+        by_workspace: dict[str, list[_Entry]] = {}
+        for e in entries:
+            by_workspace.setdefault(e.workspace, []).append(e)
+        return cls(project, entries, MappingProxyType({(e.workspace, e.name): e for e in entries}),
+                   MappingProxyType({k: tuple(v) for k, v in by_workspace.items()}))
+
+
+@dataclass(frozen=True, slots=True)
+class _Issued:
+    """A token the simulated IAM issued: when it expires (scenario time), the project it is scoped to, its user."""
+
+    expires: float
+    project: str
+    user: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +396,13 @@ class Simulator:
     and refused (``served_by_user()``, ``throttled_by_user()`` per user). A scale scenario
     (``Scenario.scale``) has its changes computed on every answer; ``changes(t0, t1)`` is
     their ground truth.
+
+    A multi-project scenario (``Scenario.of_projects``, ``[[project]]``) is served on the one
+    port: each project by its id in the path, with its own workspace, credentials and jobs
+    (``projects``; ``project_id`` is the first's). The rate limit stays per user, so projects
+    sharing credentials share a budget. Every recorded request names its ``project`` and
+    ``user``; ``requests_for(project_id)`` is one project's. ``auth=`` only replaces a
+    one-project scenario's credentials (a multi-project one's are its projects').
     """
 
     def __init__(self, scenario: Scenario, host: str = "127.0.0.1", port: int = 0, clock: Clock | None = None,
@@ -361,7 +414,13 @@ class Simulator:
                  limit_clock: LimitClock | None = None) -> None:
         self.scenario = scenario
         self.iam = iam if iam is not None else scenario.iam
-        self.auth = auth if auth is not None else scenario.auth
+        projects = scenario.served()
+        if auth is not None:
+            if scenario.projects:
+                raise ValueError("Simulator(auth=) replaces a one-project scenario's credentials; a multi-project "
+                                 "scenario's are its projects' (replace the projects)")
+            projects = (replace(projects[0], auth=auth),)
+        self.projects: tuple[Project, ...] = projects
         self.wall_clock: WallClock = wall_clock if wall_clock is not None else time.time
         self.rate_limit: float = _limit_value(
             "rate_limit", scenario.limits.requests_per_second if isinstance(rate_limit, FromScenario) else rate_limit)
@@ -369,7 +428,7 @@ class Simulator:
             "latency", scenario.limits.latency if isinstance(latency, FromScenario) else latency)
         self._limiter = UserRateLimit(limit_clock if limit_clock is not None else time.monotonic)
         self._scale: ScaleModel | None = scenario.scale_model
-        self._tokens: dict[str, float] = {}  # issued token -> scenario time it expires
+        self._tokens: dict[str, _Issued] = {}
         self._token_lock = threading.Lock()
         self.tokens_issued = 0
         self.host = host
@@ -380,16 +439,32 @@ class Simulator:
         self._stopping = threading.Event()
         self._sleep: Sleep = sleep if sleep is not None else self._interruptible_sleep
         timelines: dict[tuple[Any, ...], Any] = {}
-        self._entries = tuple(_Entry(i, compile_job(job, loop=scenario.loop, cache=timelines), job.faults)
-                              for i, job in enumerate(scenario.jobs))
-        self._by_key = {(e.workspace, e.name): e for e in self._entries}
-        by_workspace: dict[str, list[_Entry]] = {}
+        multi = bool(scenario.projects)
+        served: list[_Served] = []
+        index = 0
+        for project in projects:
+            scope = project.id if multi else None  # a multi-project scenario's job and project faults: its own
+            entries = []
+            for job in project.jobs:
+                entries.append(_Entry(index, compile_job(job, loop=scenario.loop, cache=timelines),
+                                      _scoped(job.faults, scope), project.id))
+                index += 1
+            served.append(_Served.of(replace(project, faults=_scoped(project.faults, scope)), tuple(entries)))
+        self._served = tuple(served)
+        self._served_by_id = {s.project.id: s for s in self._served}
+        self._entries = tuple(e for s in self._served for e in s.entries)
         by_name: dict[str, list[_Entry]] = {}
         for e in self._entries:
-            by_workspace.setdefault(e.workspace, []).append(e)
             by_name.setdefault(e.name, []).append(e)
-        self._by_workspace = {k: tuple(v) for k, v in by_workspace.items()}
         self._by_name = {k: tuple(v) for k, v in by_name.items()}
+        # the gateway's user directory: an AK's credentials, a static token's project
+        self._aksk: dict[str, AuthSettings] = {}
+        self._static_tokens: dict[str, str] = {}
+        for project in projects:
+            if project.auth.mode == "aksk":
+                self._aksk.setdefault(project.auth.ak, project.auth)
+            elif project.auth.mode == "token":
+                self._static_tokens.setdefault(project.auth.token, project.id)
         self._epoch_ms = scenario.epoch_start_ms if scenario.epoch_start_ms is not None else int(time.time() * 1000)
         # Copy-on-write: readers take the current reference without a lock; writers swap it under one.
         self._overrides: Mapping[int, _Override] = MappingProxyType({})
@@ -397,6 +472,7 @@ class Simulator:
         self._fault_lock = threading.Lock()
         self._runtime_faults: tuple[_FaultState, ...] = ()
         self._scripted_faults = tuple(_new_state(f) for e in self._entries for f in e.faults) + tuple(
+            _new_state(f) for s in self._served for f in s.project.faults) + tuple(
             _new_state(f) for f in scenario.faults)
         self._faults = self._scripted_faults
         self._server: _Server | None = None
@@ -478,7 +554,7 @@ class Simulator:
         return self._limiter.throttled
 
     def served_by_user(self) -> dict[str, int]:
-        """``served`` per user: ``ak:<AK>``, ``token:<token>`` or ``anonymous``."""
+        """``served`` per user (``user_of``): ``ak:<AK>``, ``iam:<user>``, ``token:<token>`` or ``anonymous``."""
         return self._limiter.served_by_user()
 
     def throttled_by_user(self) -> dict[str, int]:
@@ -488,6 +564,37 @@ class Simulator:
     def reset_limits(self) -> None:
         """Empty every user's window and zero the counts."""
         self._limiter.reset()
+
+    def user_of(self, headers: Mapping[str, str]) -> str:
+        """Whose budget a request (lower-cased header names) uses: as ``user_of``, but a token this IAM issued is
+        its user's (``iam:<user>``): the gateway limits users, so a new token is no new budget."""
+        user = user_of(headers)
+        if user.startswith("token:"):
+            with self._token_lock:
+                issued = self._tokens.get(user[len("token:"):])
+            if issued is not None:
+                return issued.user
+        return user
+
+    # projects
+
+    @property
+    def auth(self) -> AuthSettings:
+        """The first project's credentials: a one-project scenario's (its ``auth`` and ``[credentials]``)."""
+        return self.projects[0].auth
+
+    def project(self, id_or_name: str) -> Project:
+        """A served project by its id or name (ValueError naming the served ones when none is)."""
+        for project in self.projects:
+            if id_or_name in (project.id, project.name):
+                return project
+        raise ValueError(f"no project {id_or_name!r} served here (projects: "
+                         f"{', '.join(repr(p.label) for p in self.projects)})")
+
+    def requests_for(self, project: str) -> tuple[RecordedRequest, ...]:
+        """The recorded status and list requests whose path names ``project`` (an id, or a served project's name)."""
+        wanted = next((p.id for p in self.projects if project in (p.id, p.name)), project)
+        return tuple(r for r in self.requests if r.project == wanted)
 
     @property
     def scale_model(self) -> ScaleModel | None:
@@ -510,11 +617,13 @@ class Simulator:
         """Add a fault now; later ones win over earlier ones and over the scenario's.
 
         Keywords are the scenario file's fault keys; durations may be numbers of seconds.
-        ``after``/``until`` are absolute scenario times.
+        ``after``/``until`` are absolute scenario times. In a multi-project scenario ``project``
+        (an id or name) limits it to that project's requests; without it, it applies to all.
         """
         if job is not None:
             fault["job"] = job
-        parsed = parse_fault(fault, jobs=tuple(e.plan.job for e in self._entries))
+        parsed = parse_fault(fault, jobs=tuple(e.plan.job for e in self._entries),
+                             projects=self.projects if self.scenario.projects else None)
         with self._fault_lock:
             self._runtime_faults = (_new_state(parsed), *self._runtime_faults)
             self._faults = self._runtime_faults + self._scripted_faults
@@ -528,24 +637,30 @@ class Simulator:
                 self._scripted_faults = ()
             self._faults = self._scripted_faults
 
-    def set_job_status(self, job: str, status: str, *, workspace: str | None = None) -> None:
-        """Serve ``status`` for the job from now on; lastUpdateTime moves only if the status changes."""
+    def set_job_status(self, job: str, status: str, *, workspace: str | None = None,
+                       project: str | None = None) -> None:
+        """Serve ``status`` for the job from now on; lastUpdateTime moves only if the status changes.
+
+        ``workspace`` and ``project`` (id or name) say which job when the name is not unique.
+        """
         with self._override_lock:
-            entry = self._entry(job, workspace)
+            entry = self._entry(job, workspace, project)
             t = self.now()
             current = self._view(entry, t)
             since = current.since if status == current.status else t
             self._put_override(entry, status=status, since=since)
 
-    def set_node_status(self, job: str, node: str, status: str, *, workspace: str | None = None) -> None:
+    def set_node_status(self, job: str, node: str, status: str, *, workspace: str | None = None,
+                        project: str | None = None) -> None:
         """Serve ``status`` for the node from now on."""
         with self._override_lock:
-            entry = self._entry(job, workspace)
+            entry = self._entry(job, workspace, project)
             n = self._node_index(entry, node)
             old = self._overrides.get(entry.index, _Override())
             self._put_override(entry, nodes=MappingProxyType({**old.nodes, n: status}))
 
-    def set_counters(self, job: str, node: str, *, workspace: str | None = None, **counters: int) -> None:
+    def set_counters(self, job: str, node: str, *, workspace: str | None = None, project: str | None = None,
+                     **counters: int) -> None:
         """Pin counters (API names, e.g. ``totalPutRecords=5``) at fixed values from now on."""
         values: dict[int, int] = {}
         for name, value in counters.items():
@@ -555,7 +670,7 @@ class Simulator:
                 raise ValueError(f"counter {name} must be a non-negative int, got {value!r}")
             values[COUNTER_NAMES.index(name)] = value
         with self._override_lock:
-            entry = self._entry(job, workspace)
+            entry = self._entry(job, workspace, project)
             n = self._node_index(entry, node)
             old = self._overrides.get(entry.index, _Override())
             merged = {**old.counters.get(n, EMPTY), **values}
@@ -570,31 +685,50 @@ class Simulator:
         """Whether ``token`` was issued here and has neither expired (at scenario time ``t``) nor been revoked."""
         t = self.now() if t is None else t
         with self._token_lock:
-            expires = self._tokens.get(token or "")
-        return expires is not None and t < expires
+            issued = self._tokens.get(token or "")
+        return issued is not None and t < issued.expires
 
-    def _refusal(self, request: ReceivedRequest, t: float) -> _Answer | None:
-        """The gateway's 401 when this request lacks the credentials the scenario wants; None to serve it."""
-        if self.auth.mode == "aksk":
+    def _refusal(self, request: ReceivedRequest, project: Project, t: float) -> _Answer | None:
+        """The gateway's answer when ``project`` does not serve this request's credentials; None to serve it.
+
+        401 APIG.0301 for missing, unknown or badly signed credentials (checked as a
+        one-project scenario checks them); 403 APIG.0302 for valid credentials of a user the
+        project does not accept: another project's AK/SK or static token, or an IAM token
+        scoped to another project.
+        """
+        auth = project.auth
+        if auth.mode == "aksk":
             now = datetime.fromtimestamp(self.wall_clock(), tz=timezone.utc)
-            problem = verify_aksk(request, self.auth, now)
-        elif self.auth.mode == "token" or self.iam.require_token:
-            problem = self._token_problem(request.headers.get("x-auth-token"), t)
+            match = _ACCESS.match(request.headers.get("authorization", ""))
+            owner = self._aksk.get(match[1], auth) if match is not None and match[1] != auth.ak else auth
+            problem = verify_aksk(request, owner, now)  # a foreign AK's signature is checked with its own SK
+            if problem is None and owner is not auth:
+                return self._foreign(project)
+        elif auth.mode == "token" or self.iam.require_token:
+            problem, scope = self._token_problem(request.headers.get("x-auth-token"), project, t)
+            if problem is None and scope != project.id:
+                return self._foreign(project)
         else:
             return None
         return None if problem is None else _error(401, BAD_CREDENTIALS, problem)
 
-    def _token_problem(self, token: str | None, t: float) -> str | None:
-        """Why ``token`` is refused at scenario time ``t`` (the gateway's words), or None."""
+    def _token_problem(self, token: str | None, project: Project, t: float) -> tuple[str | None, str]:
+        """(why ``token`` is refused at scenario time ``t`` in the gateway's words, or None; the project it is for)."""
         if not token:
-            return TOKEN_NOT_FOUND
-        if self.auth.mode == "token" and secrets.compare_digest(token.encode(), self.auth.token.encode()):
-            return None
+            return TOKEN_NOT_FOUND, ""
+        if project.auth.mode == "token" and secrets.compare_digest(token.encode(), project.auth.token.encode()):
+            return None, project.id
         with self._token_lock:
-            expires = self._tokens.get(token)
-        if expires is None:
-            return TOKEN_INVALID
-        return token_expired(self._iso(expires)) if t >= expires else None
+            issued = self._tokens.get(token)
+        if issued is None:
+            owner = self._static_tokens.get(token)
+            return (TOKEN_INVALID, "") if owner is None else (None, owner)
+        return (token_expired(self._iso(issued.expires)) if t >= issued.expires else None), issued.project
+
+    def _foreign(self, project: Project) -> _Answer:
+        """403: these credentials are valid, but not the ones ``project`` accepts."""
+        return _error(403, FOREIGN_PROJECT[0], f"{FOREIGN_PROJECT[1]}: project {project.id} does not accept these "
+                                               f"credentials (they are valid, but another project's)")
 
     def clear_overrides(self) -> None:
         """Forget every runtime status and counter override: the script rules again."""
@@ -605,17 +739,21 @@ class Simulator:
         old = self._overrides.get(entry.index, _Override())
         self._overrides = MappingProxyType({**self._overrides, entry.index: replace(old, **changes)})
 
-    def _entry(self, job: str, workspace: str | None) -> _Entry:
-        if workspace is not None:
-            entry = self._by_key.get((workspace, job))
-            if entry is None:
-                raise ValueError(f"no job {job!r} in workspace {workspace!r}")
-            return entry
+    def _entry(self, job: str, workspace: str | None, project: str | None = None) -> _Entry:
         found = self._by_name.get(job, ())
+        if project is not None:
+            pid = self.project(project).id
+            found = tuple(e for e in found if e.project == pid)
+        if workspace is not None:
+            found = tuple(e for e in found if e.workspace == workspace)
+        where = "".join((f" in workspace {workspace!r}" if workspace is not None else "",
+                         f" of project {project!r}" if project is not None else ""))
         if not found:
-            raise ValueError(f"no job {job!r} in the scenario")
+            raise ValueError(f"no job {job!r}{where or ' in the scenario'}")
         if len(found) > 1:
-            raise ValueError(f"job {job!r} exists in several workspaces; pass workspace=")
+            several = ("projects; pass project=" if len({e.project for e in found}) > 1
+                       else "workspaces; pass workspace=")
+            raise ValueError(f"job {job!r}{where} exists in several {several}")
         return found[0]
 
     @staticmethod
@@ -741,7 +879,7 @@ class Simulator:
             item["endTime"] = since_ms
         return item
 
-    def _list(self, query: Mapping[str, str], workspace: str, t: float) -> _Answer:
+    def _list(self, query: Mapping[str, str], served: _Served, workspace: str, t: float) -> _Answer:
         job_type = query.get("jobType") or "BATCH"  # the documented default; the simulator has no batch jobs
         if job_type not in ("REAL_TIME", "BATCH"):
             return _error(400, "SIM.0400", f"jobType must be REAL_TIME or BATCH, got {job_type!r}")
@@ -750,7 +888,7 @@ class Simulator:
             offset = _int_param(query, "offset", 0, 0, None)
         except ValueError as exc:
             return _error(400, "SIM.0400", str(exc))
-        entries = self._by_workspace.get(workspace, ()) if job_type == "REAL_TIME" else ()
+        entries = served.by_workspace.get(workspace, ()) if job_type == "REAL_TIME" else ()
         name = query.get("jobName", "")
         if name:
             entries = tuple(e for e in entries if name in e.name)
@@ -758,19 +896,33 @@ class Simulator:
         return _Answer(200, {"total": len(entries),
                              "jobs": [self._list_item(e, t) for e in entries[first:first + limit]]})
 
-    def _route(self, path: str, query: Mapping[str, str], workspace: str,
+    def _target(self, project_id: str) -> _Served | None:
+        """Whose credentials a DGC request is judged by: its path's project (one-project scenario: the one, whatever
+        the path says, so a wrong id is refused like any request before its 404); None: no such project."""
+        if not self.scenario.projects:
+            return self._served[0]
+        return self._served_by_id.get(project_id)
+
+    def _served_ids(self) -> str:
+        return ", ".join(repr(p.id) for p in self.projects)
+
+    def _route(self, path: str, query: Mapping[str, str], workspace: str, served: _Served | None,
                t: float) -> tuple[str | None, _Entry | None, _Answer]:
         """(endpoint, job entry or None, the fault-free answer)."""
         endpoint = _endpoint(path)
         if endpoint is not None:
             parts = path.rstrip("/").split("/")
-            if unquote(parts[2]) != self.project_id:
+            project_id = unquote(parts[2])
+            if served is None or project_id != served.project.id:
                 return endpoint, None, _error(
-                    404, "SIM.0404", f"project_id {unquote(parts[2])!r} is not served here (this simulator serves "
-                                     f"{self.project_id!r})")
+                    404, "SIM.0404", f"project_id {project_id!r} is not served here (this simulator serves "
+                                     f"{self._served_ids()})")
+            problem = _workspace_problem(served.project, workspace)
+            if problem is not None:
+                return endpoint, None, _error(400, WORKSPACE_NOT_FOUND[0], problem)
             if endpoint == "list":
-                return endpoint, None, self._list(query, workspace, t)
-            entry = self._by_key.get((workspace, unquote(parts[4])))
+                return endpoint, None, self._list(query, served, workspace, t)
+            entry = served.by_key.get((workspace, unquote(parts[4])))
             if entry is None:
                 return endpoint, None, _Answer(400, NOT_FOUND)
             return endpoint, entry, _Answer(200, self._status_doc(entry, t))
@@ -779,7 +931,8 @@ class Simulator:
 
     # faults
 
-    def _pick_faults(self, t: float, endpoint: str | None, entry: _Entry | None) -> tuple[float, Fault | None]:
+    def _pick_faults(self, t: float, endpoint: str | None, entry: _Entry | None,
+                     project: str) -> tuple[float, Fault | None]:
         """Total latency and the first answer-changing fault that apply to this request."""
         states = self._faults
         if not states:
@@ -790,7 +943,7 @@ class Simulator:
                 f = state.fault
                 if chosen is not None and f.kind != "latency":
                     continue
-                if not _fault_matches(f, t, endpoint, entry) or state.remaining == 0:
+                if not _fault_matches(f, t, endpoint, entry, project) or state.remaining == 0:
                     continue
                 if f.probability is not None and state.rng.random() >= f.probability:
                     continue
@@ -816,13 +969,20 @@ class Simulator:
         headers = _lower_headers(handler)
         body = _read_body(handler)
         host, port = handler.client_address[:2]
-        self.requests.append(RecordedRequest(handler.command, split.path, MappingProxyType(query),
-                                             MappingProxyType(headers), f"{host}:{port}", t, request_id))
         endpoint = _endpoint(split.path)
+        project_id, user, served = "", "", None
+        if endpoint is not None:
+            project_id, user = unquote(split.path.split("/")[2]), self.user_of(headers)
+            served = self._target(project_id)
+        self.requests.append(RecordedRequest(handler.command, split.path, MappingProxyType(query),
+                                             MappingProxyType(headers), f"{host}:{port}", t, request_id,
+                                             project_id, user))
         refusal = None
         if endpoint is not None:
-            refusal = self._refusal(ReceivedRequest(handler.command, split.path, split.query, headers, body), t)
-            if refusal is None and not self._limiter.admit(user_of(headers), self.rate_limit):
+            if served is not None:
+                refusal = self._refusal(ReceivedRequest(handler.command, split.path, split.query, headers, body),
+                                        served.project, t)
+            if refusal is None and not self._limiter.admit(user, self.rate_limit):
                 if self.latency > 0:
                     self._sleep(self.latency)
                 _send(handler, _error(429, THROTTLED[0], throttled_message(self.rate_limit)), request_id)
@@ -830,8 +990,8 @@ class Simulator:
         if refusal is not None:
             entry, answer = None, refusal
         else:
-            endpoint, entry, answer = self._route(split.path, query, headers.get("workspace", ""), t)
-        delay, fault = self._pick_faults(t, endpoint, entry)
+            endpoint, entry, answer = self._route(split.path, query, headers.get("workspace", ""), served, t)
+        delay, fault = self._pick_faults(t, endpoint, entry, project_id)
         if endpoint is not None:
             delay += self.latency
         if delay:
@@ -874,19 +1034,22 @@ class Simulator:
         iam = self.iam
         if (name, password, domain) != (iam.user, iam.password, iam.domain):
             return _error(401, *BAD_LOGIN)
-        if not isinstance(project, dict) or not (project.get("id") == self.project_id
-                                                 or project.get("name") == iam.project):
+        if isinstance(project, dict) and project.get("id") in self._served_by_id:
+            scope = str(project["id"])
+        elif isinstance(project, dict) and project.get("name") == iam.project:
+            scope = self.project_id  # by name: the first project (a one-project scenario's)
+        else:
             return _error(400, "IAM.0011", f"Request body is invalid: scope {project!r} is not served here "
-                                           f"(project id {self.project_id!r} or name {iam.project!r})")
+                                           f"(project id {self._served_ids()} or name {iam.project!r})")
         token = f"sim-{secrets.token_urlsafe(24)}"
         expires = t + iam.token_lifetime
         with self._token_lock:
-            self._tokens[token] = expires
+            self._tokens[token] = _Issued(expires, scope, f"iam:{iam.user}")
             self.tokens_issued += 1
         doc = {"token": {
             "methods": ["password"],
             "issued_at": self._iso(t), "expires_at": self._iso(expires),
-            "project": {"id": self.project_id, "name": iam.project, "domain": {"name": iam.domain}},
+            "project": {"id": scope, "name": iam.project, "domain": {"name": iam.domain}},
             "user": {"name": iam.user, "domain": {"name": iam.domain}},
         }}
         return _Answer(201, doc, headers=(("X-Subject-Token", token),))
@@ -904,6 +1067,15 @@ def _limit_value(name: str, value: float | None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number of at least 0 (0 or None: off), got {value!r}")
     return float(value)
+
+
+def _workspace_problem(project: Project, workspace: str) -> str | None:
+    """Why a request's ``workspace`` header is not ``project``'s (DataArts Factory's words, then the simulator's)."""
+    if not project.workspace or workspace == project.workspace:
+        return None
+    sent = f"the request's workspace header is {workspace!r}" if workspace else \
+        "the request sent no workspace header (the default workspace, which this project does not have)"
+    return f"{WORKSPACE_NOT_FOUND[1]}: {sent}; project {project.id} serves workspace {project.workspace!r}"
 
 
 def _endpoint(path: str) -> str | None:
@@ -957,14 +1129,23 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
     return handler.rfile.read(length) if length > 0 else b""
 
 
+def _scoped(faults: tuple[Fault, ...], project_id: str | None) -> tuple[Fault, ...]:
+    """``faults``, those naming no project limited to ``project_id``'s requests (None: unchanged)."""
+    if project_id is None:
+        return faults
+    return tuple(f if f.project is not None else replace(f, project=project_id) for f in faults)
+
+
 def _new_state(fault: Fault) -> _FaultState:
     return _FaultState(fault, fault.count, random.Random(fault.seed))
 
 
-def _fault_matches(f: Fault, t: float, endpoint: str | None, entry: _Entry | None) -> bool:
+def _fault_matches(f: Fault, t: float, endpoint: str | None, entry: _Entry | None, project: str) -> bool:
     if t < f.after or (f.until is not None and t >= f.until):
         return False
     if endpoint is None or (f.endpoint != "any" and f.endpoint != endpoint):
+        return False
+    if f.project is not None and f.project != project:
         return False
     if f.job is None:
         return True
@@ -1123,7 +1304,9 @@ def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out:
           latency: float | FromScenario | None = FROM_SCENARIO) -> None:
     """Serve until Ctrl-C or SIGTERM; print the URL, project ID and limits first (for `notifier simulate`).
 
-    ``rate_limit`` and ``latency`` replace the scenario's ``[limits]`` (None or 0: off).
+    ``rate_limit`` and ``latency`` replace the scenario's ``[limits]`` (None or 0: off). A
+    multi-project scenario's banner says, per project, its id, workspace, auth and how a
+    notifier source reaches it (``project_lines``).
     """
     out = out if out is not None else sys.stdout
     stop = threading.Event()
@@ -1133,16 +1316,22 @@ def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out:
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
         with Simulator(scenario, host=host, port=port, rate_limit=rate_limit, latency=latency) as sim:
-            print(f"DGC simulator: scenario {scenario.name!r} at {sim.url}  project_id={sim.project_id}", file=out)
-            print(f"  {_auth_line(sim.auth, sim.iam)}", file=out)
-            print(f"  {limits_line(sim.rate_limit, sim.latency)}", file=out)
-            if sim.scale_model is not None:
-                print(f"  {sim.scale_model.describe()}", file=out)
-            for entry in sim._entries[:20]:
-                where = f" (workspace {entry.workspace!r})" if entry.workspace else ""
-                print(f"  {sim.url}/v1/{sim.project_id}/jobs/{entry.name}/status{where}", file=out)
-            if len(sim._entries) > 20:
-                print(f"  ... and {len(sim._entries) - 20} more jobs", file=out)
+            if scenario.projects:
+                print(f"DGC simulator: scenario {scenario.name!r} at {sim.url}  {len(sim.projects)} projects "
+                      f"(the path's project_id picks one)", file=out)
+                print(f"  {limits_line(sim.rate_limit, sim.latency)}", file=out)
+                for served in sim._served:
+                    for line in project_lines(sim, served.project):
+                        print(f"  {line}", file=out)
+                    _print_jobs(sim, served.project.id, served.entries, out, limit=5, indent="    ")
+            else:
+                print(f"DGC simulator: scenario {scenario.name!r} at {sim.url}  project_id={sim.project_id}",
+                      file=out)
+                print(f"  {_auth_line(sim.auth, sim.iam)}", file=out)
+                print(f"  {limits_line(sim.rate_limit, sim.latency)}", file=out)
+                if sim.scale_model is not None:
+                    print(f"  {sim.scale_model.describe()}", file=out)
+                _print_jobs(sim, sim.project_id, sim._entries, out, limit=20, indent="  ")
             out.flush()
             try:
                 while not stop.wait(0.5):
@@ -1152,6 +1341,74 @@ def serve(scenario: Scenario, host: str = "127.0.0.1", port: int = 8080, *, out:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _print_jobs(sim: Simulator, project_id: str, entries: tuple[_Entry, ...], out: TextIO, *, limit: int,
+                indent: str) -> None:
+    for entry in entries[:limit]:
+        where = f" (workspace {entry.workspace!r})" if entry.workspace else ""
+        print(f"{indent}{sim.url}/v1/{project_id}/jobs/{entry.name}/status{where}", file=out)
+    if len(entries) > limit:
+        print(f"{indent}... and {len(entries) - limit} more jobs", file=out)
+
+
+def project_lines(sim: Simulator, project: Project) -> list[str]:
+    """A served project for the banner: id, workspace, auth, a ``[sources.NAME]`` table reaching it and its env vars.
+
+    Credentials are printed only where they are the simulator's own made-up ones (the
+    built-in defaults, or a scenario shipped with the package); a scenario file's own are
+    named by where they are, never printed.
+    """
+    name = project.label if re.fullmatch(r"[A-Za-z0-9_-]+", project.label) else json.dumps(project.label)
+    env = "SIM_" + re.sub(r"[^A-Za-z0-9]+", "_", project.label).strip("_").upper()
+    workspace = (f"workspace {project.workspace!r} (send the header `workspace: {project.workspace}`)"
+                 if project.workspace else "no workspace of its own (the header selects among its jobs' workspaces)")
+    jobs = f"{len(project.jobs)} job{'' if len(project.jobs) == 1 else 's'}"
+    lines = [f"project {project.label!r}: project_id={project.id}, {workspace}, {jobs}"]
+    keys = [f'endpoint = "{sim.url}"', f'project_id = "{project.id}"']
+    if project.workspace:
+        keys.append(f'workspace = "{project.workspace}"')
+    auth, shipped = project.auth, _shipped(sim.scenario)
+    exports: list[tuple[str, str, bool]] = []  # (variable, value, printable)
+    if auth.mode == "aksk":
+        keys += ['auth = "aksk"', f'ak_env = "{env}_AK"', f'sk_env = "{env}_SK"']
+        exports += [(f"{env}_AK", auth.ak, True), (f"{env}_SK", auth.sk, shipped or auth.sk == DEFAULT_AUTH.sk)]
+        what = "auth: aksk (SDK-HMAC-SHA256 with this project's AK/SK; another project's valid ones get 403)"
+    elif auth.mode == "token":
+        keys += ['auth = "token"', f'token_env = "{env}_TOKEN"']
+        exports.append((f"{env}_TOKEN", auth.token, shipped or auth.token == DEFAULT_AUTH.token))
+        what = f"auth: token (X-Auth-Token: this project's static token, or an IAM token scoped to it: " \
+               f"POST {IAM_TOKEN_PATH})"
+    elif sim.iam.require_token:
+        iam = sim.iam
+        keys += ['auth = "iam"', f'iam_endpoint = "{sim.url}"', f'iam_domain = "{iam.domain}"',
+                 f'iam_user_env = "{env}_IAM_USER"', f'iam_password_env = "{env}_IAM_PASSWORD"']
+        exports += [(f"{env}_IAM_USER", iam.user, True),
+                    (f"{env}_IAM_PASSWORD", iam.password, shipped or iam.password == DEFAULT_IAM.password)]
+        what = f"auth: token (X-Auth-Token from POST {IAM_TOKEN_PATH}, scoped to this project's id)"
+    else:
+        keys.append('auth = "none"')
+        what = "auth: none (every request is served)"
+    lines += [f"  {what}", f"  as a notifier source: [sources.{name}] {', '.join(keys)}"]
+    if exports:
+        shown = [f"{var}={shlex.quote(value)}" for var, value, printable in exports if printable]
+        hidden = [var for var, _, printable in exports if not printable]
+        if shown:
+            lines.append(f"  export {' '.join(shown)}")
+        if hidden:
+            where = sim.scenario.source or "the scenario"
+            lines.append(f"  {', '.join(hidden)}: this project's credentials in {where} (not printed)")
+    return lines
+
+
+def _shipped(scenario: Scenario) -> bool:
+    """Whether the scenario is a file shipped with the package (its credentials are the simulator's made-up ones)."""
+    if not scenario.source:
+        return False
+    try:
+        return Path(scenario.source).resolve().is_relative_to(SCENARIO_DIR)
+    except OSError:
+        return False
 
 
 def limits_line(rate_limit: float, latency: float) -> str:
