@@ -306,6 +306,8 @@ def test_error_message_names_the_code() -> None:
     pytest.param("DLF.0100", "no such job", id="DLF.0100"),
     pytest.param("DLF.6888", "no permission", id="DLF.6888"),
     pytest.param("DLF.3018", "job name is not valid", id="DLF.3018"),
+    pytest.param("DLF.0810", "no such workspace", id="DLF.0810"),
+    pytest.param("APIG.0302", "not allowed this API or project", id="APIG.0302"),
     pytest.param("APIG.0301", "refused the credentials", id="APIG.0301"),
     pytest.param("APIGW.0301", "clock more than 15 minutes off", id="APIGW.0301"),
     pytest.param("APIG.0308", "throttled", id="APIG.0308"),

@@ -62,6 +62,9 @@ ERROR_CODES: Mapping[str, str] = MappingProxyType({
     "DLF.0100": "no such job in this workspace: check the job name and [source] workspace",
     "DLF.3018": "the job name is not valid",
     "DLF.6888": "no permission: the IAM user lacks DataArts Studio rights for this workspace",
+    "DLF.0810": "no such workspace for this project: check [source] workspace (the workspace id, not its name)",
+    "APIG.0302": "these credentials are not allowed this API or project: check [source] project_id and the "
+                 "IAM user's permissions for it",
     "APIG.0301": _BAD_CREDENTIALS,
     "APIGW.0301": _BAD_CREDENTIALS,
     "APIG.0308": _THROTTLED,
