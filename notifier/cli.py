@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from notifier.logs import setup_logging
 log = logging.getLogger("notifier")
 
 EXIT_OK, EXIT_SOURCE, EXIT_CONFIG = 0, 1, 2
+TEST_RULE = "notifier-test"  # the rule name of `notifier test-channel` messages
 
 
 def _common(*, defaults: bool) -> argparse.ArgumentParser:
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "alerts", parents=[common], help="show firing alerts and undelivered notifications",
         description="What is pending or firing (with fingerprints, and what mutes each: silence, maintenance "
                     "window, inhibiting rule, ack, flapping), undelivered notifications, and whether the source "
-                    "is failing. Reads the state file; safe while the service runs. Exit 0; 2 bad config.")
+                    "is failing. Reads the state file; safe while the service runs. Exit 0; 1 state file unusable; "
+                    "2 bad config.")
     sim = sub.add_parser(
         "simulate", parents=[common], help="run the bundled DGC simulator on loopback",
         description="Serve the DGC status and list APIs from a scenario (or --scale N generated jobs) on "
@@ -287,9 +290,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_test_channel(args: argparse.Namespace) -> int:
     from notifier.channels import CHANNEL_TYPES
+    from notifier.channels.am_payload import source_labels
     from notifier.channels.base import Identifies
     from notifier.clock import utcnow
-    from notifier.core.models import Notification
+    from notifier.core.models import Notification, fingerprint
     from notifier.render import sample_groups
     from notifier.runtime import close_channels, create_channels, load_runtime
 
@@ -303,16 +307,21 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
     now = utcnow()
     group = sample_groups(args.name)[0]
     since = now - timedelta(minutes=4)
-    group = replace(group, alerts=tuple(replace(a, summary=f"TEST from notifier: {a.summary}", since=since,
-                                                starts_at=since) for a in group.alerts))
+    # the look of a real critical alert, but its own rule name and fingerprint: a receiver or Alertmanager must not
+    # take it for (or merge it with) a real alert, and can route or silence alertname="notifier-test"
+    group = replace(group, alerts=tuple(replace(
+        a, rule=TEST_RULE, fingerprint=fingerprint(TEST_RULE, a.job, a.node or ""),
+        summary=f"TEST from notifier: {a.summary}", since=since, starts_at=since,
+        labels={**source_labels(config.source), **a.labels}) for a in group.alerts))
+    test_id = secrets.token_hex(8)  # receivers deduplicate on the notification key: every test is new
     channel = channels[args.name]
     try:
         if isinstance(channel, Identifies):  # say whose token it is first: the likeliest mistake
             print(f"credentials: {channel.check()}")
         payloads = kind.compose_for(runtime.renderer, config.channels[args.name].settings, group, now)
         for i, payload in enumerate(payloads, start=1):
-            channel.send(Notification(id=-i, channel=args.name, group=group.group,
-                                                  payload=payload, created_at=now))
+            channel.send(Notification(id=-i, channel=args.name, group=group.group, payload=payload,
+                                      created_at=now, key=f"test-{test_id}-{i}"))
     except ChannelError as exc:
         kind_word = "transient" if exc.retryable else "permanent"
         print(f"FAILED: channel {args.name}: {exc} ({kind_word})", file=sys.stderr)

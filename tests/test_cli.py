@@ -219,7 +219,12 @@ def test_test_channel_reports_success_and_the_exact_error(write_config, sim) -> 
         ok = notifier("test-channel", "hook", "-c", str(config))
         assert ok.returncode == 0, ok.stderr
         assert "ok:" in ok.stdout and len(hook.requests) == 1
-        assert "TEST" in hook.requests[0].json["alerts"][0]["summary"]
+        test_alert = hook.requests[0].json["alerts"][0]
+        assert "TEST" in test_alert["summary"] and test_alert["rule"] == "notifier-test"  # never a real rule's alert
+        again = notifier("test-channel", "hook", "-c", str(config))
+        assert again.returncode == 0 and len(hook.requests) == 2
+        keys = [r.headers["idempotency-key"] for r in hook.requests]
+        assert keys[0] != keys[1] and all(k.startswith("test-") for k in keys)  # a receiver must not drop the 2nd
         hook.respond_with(404, b"no such hook")
         bad = notifier("test-channel", "hook", "-c", str(config))
         assert bad.returncode == 1 and "404" in bad.stderr and "permanent" in bad.stderr

@@ -88,8 +88,23 @@ def test_overdue_jobs_in_bulk_never_crowd_out_a_change_the_list_shows() -> None:
     assert p.urgent[0] == "j49" and p.reasons["changed"] == 1 and p.deferred == 50 - len(p.urgent)
 
 
+def test_in_the_first_sweep_after_a_fresh_start_news_and_trouble_go_before_the_jobs_never_fetched() -> None:
+    """10,000 new jobs outnumber a cycle's budget for nine cycles: a job seen in cycle 1 that changes or is bad is not
+    left waiting behind them (an operator's walkthrough found a recovery alerted only when the first sweep ended)."""
+    names = [f"j{i:02d}" for i in range(40)]
+    stale = NOW - timedelta(seconds=60)
+    entities = view(job_entities("j00"), job_entities("j01", nodes=("EXCEPTION",)))  # fetched in cycle 1
+    lst = {n: Listed(n, "NORMAL", stale) for n in names}
+    lst["j00"] = Listed("j00", "EXCEPTION", NOW)  # changed since its fetch
+    lst["j39"] = Listed("j39", "EXCEPTION", stale)  # never fetched, but the list already says it is bad
+    p = plan(names, lst, Budget(rate=0.1, interval=60), entities=entities,
+             last_fetched={"j00": stale, "j01": stale}, seen={"j00": Listed("j00", "NORMAL", stale)})
+    assert p.urgent[0] == "j00" and set(p.urgent[1:3]) == {"j01", "j39"}
+    assert p.reasons["changed"] == 1 and p.reasons["troubled"] == 2
+
+
 def test_urgent_reasons_and_their_order() -> None:
-    """News from the list first, then overdue, trouble, alerts, unlisted names, stall deadlines; the sweep last."""
+    """News from the list, overdue, trouble, alerts, never fetched, unlisted names, stall deadlines; the sweep last."""
     at = NOW - timedelta(seconds=30)
     entities = view(job_entities("changed"), job_entities("moved"), job_entities("sick", nodes=("EXCEPTION",)),
                     job_entities("alerting"), job_entities("unlisted"), job_entities("due"), job_entities("quiet"),
@@ -107,7 +122,7 @@ def test_urgent_reasons_and_their_order() -> None:
     p = plan(names, lst, entities=entities, alerts=alerts, last_fetched=last, seen=seen,
              due={"due": NOW - timedelta(seconds=1)})
     # a listed status other than the remembered one is a change (listed-bad: NORMAL -> STOPPING)
-    assert p.urgent == ("new", "changed", "listed-bad", "moved", "old", "sick", "alerting", "unlisted", "due")
+    assert p.urgent == ("changed", "listed-bad", "moved", "old", "sick", "alerting", "new", "unlisted", "due")
     assert p.sweep == ("quiet",)
     assert p.reasons == {"overdue": 1, "new": 1, "changed": 3, "troubled": 1, "alerting": 1, "unlisted": 1, "due": 1,
                          "sweep": 1}

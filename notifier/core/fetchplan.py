@@ -7,13 +7,13 @@ every job (ceil(N/1000) requests) and asks for a job's status only when that can
 something new:
 
 - **urgent**, in this order: jobs the list shows changed (status, or lastUpdateTime
-  since the job was last fetched) or never fetched (the news: a handful a cycle, and the
-  one thing a cycle must not miss), jobs overdue (not fetched for two sweeps: the promise
-  that no job is ever left behind; a budget cut short, by throttling say, makes many at
-  once, and they must not crowd out the news), jobs in trouble (the job or a node
-  not NORMAL, as remembered or as listed), jobs with a pending or firing alert, jobs
-  missing from the list or answering "no such job", and jobs whose stalled-counter rule
-  is due for a look (``rules.stall_deadline``);
+  since the job was last fetched: the news, a handful a cycle, and the one thing a cycle
+  must not miss), jobs overdue (not fetched for two sweeps: the promise that no job is
+  ever left behind), jobs in trouble (the job or a node not NORMAL, as remembered or as
+  listed: to see them recover), jobs with a pending or firing alert, jobs never fetched
+  (every job in the first cycles after a fresh start: they must not crowd out the news
+  and the trouble), jobs missing from the list or answering "no such job", and jobs whose
+  stalled-counter rule is due for a look (``rules.stall_deadline``);
 - **sweep**: a rotating share of the rest, stalest first, so that every job's nodes are
   fetched at least once per sweep: a node can fail under a job that stays NORMAL, and
   only its status request shows it.
@@ -41,8 +41,8 @@ BUDGET_SHARE = 0.95  # of rate x interval a cycle plans for; the rest is room fo
 OVERDUE_SWEEPS = 2  # a job not fetched for this many sweeps goes first, whatever else is urgent
 
 Reason = Literal["overdue", "changed", "new", "troubled", "alerting", "unlisted", "due", "sweep"]
-_RANK: Mapping[Reason, int] = {"changed": 0, "new": 0, "overdue": 1, "troubled": 2, "alerting": 3, "unlisted": 4,
-                               "due": 5}
+_RANK: Mapping[Reason, int] = {"changed": 0, "overdue": 1, "troubled": 2, "alerting": 3, "new": 4, "unlisted": 5,
+                               "due": 6}
 NEVER = datetime.min.replace(tzinfo=timezone.utc)  # sorts a job never fetched before every fetched one
 
 
@@ -138,9 +138,8 @@ def plan_fetch(watched: Sequence[str], listed: Mapping[str, Listed] | None, budg
     def reason(job: str) -> Reason | None:
         last = last_fetched.get(job)
         item = listed.get(job) if listed is not None else None
-        if last is None and job not in entities.groups:
-            return "new"
-        if item is not None:
+        new = last is None and job not in entities.groups
+        if item is not None and not new:
             before = seen.get(job)
             remembered = entities.job(job).get((job, ""))
             if ((before is not None and before.updated_at != item.updated_at)
@@ -152,6 +151,8 @@ def plan_fetch(watched: Sequence[str], listed: Mapping[str, Listed] | None, budg
             return "troubled"
         if job in alerting:
             return "alerting"
+        if new:
+            return "new"
         if (listed is not None and item is None) or job in missing:
             return "unlisted"
         deadline = due.get(job)
