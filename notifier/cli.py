@@ -222,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SOURCE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `notifier alerts | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and the flush at exit must not fail too
+        return EXIT_OK
 
 
 def _config_path(args: argparse.Namespace) -> Path:

@@ -110,6 +110,12 @@ def test_once_against_simulate_prints_the_alert_once(write_config, tmp_path: Pat
         assert second.returncode == 0 and second.stdout == ""
         alerts = notifier("alerts", "-c", str(config))
         assert "firing   node-exception" in alerts.stdout and "job_sms/DLI_SMS_GES" in alerts.stdout
+        # `notifier alerts | head`: the reader is gone before anything is written; exit 0, no traceback
+        piped = subprocess.Popen([sys.executable, "-m", "notifier", "alerts", "-c", str(config)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        assert piped.stdout is not None and piped.stderr is not None
+        piped.stdout.close()
+        assert piped.wait(timeout=60) == 0 and b"Traceback" not in piped.stderr.read()
     finally:
         sim.send_signal(signal.SIGTERM)
         assert sim.wait(timeout=10) == 0
