@@ -25,24 +25,30 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from notifier.channels import CHANNEL_TYPES, alertmanager
-from notifier.channels.am_payload import source_labels, with_labels
+from notifier.channels.am_payload import facts_of, with_source_labels
 from notifier.clock import utcnow
 from notifier.config import ChannelConfig, Config, SourceConfig
 from notifier.core.amsync import Synced
-from notifier.core.cycle import group_alerts, plan_cycle
+from notifier.core.cycle import CyclePlan, group_alerts, plan_cycle
 from notifier.core.fetchplan import FetchPlan, Listed, plan_fetch
 from notifier.core.flap import FlapState
 from notifier.core.incidents import Conversation, Drawn, Incident, IncidentKey, plan_incidents
-from notifier.core.meta import STATE_UNWRITABLE, Health, Streak, missing_streaks, state_alert
+from notifier.core.meta import GLOBAL_META, STATE_UNWRITABLE, Health, Streak, missing_streaks, state_alert
 from notifier.core.models import (
+    DEFAULT_SOURCE,
     AlertState,
     Clock,
     EntitiesByJob,
+    EntityKey,
+    EntityState,
     FetchError,
     FetchResult,
     MessageGroup,
     Notification,
     Payload,
+    job_key,
+    source_of,
+    split_job_key,
 )
 from notifier.delivery import Deliverer, DeliveryReport
 from notifier.errors import SourceError, StateError
@@ -60,6 +66,7 @@ from notifier.state import (
     SOURCE_FAILURES_KEY,
     CycleWrite,
     StateStore,
+    meta_key,
 )
 from notifier.statefile import from_ms, to_ms
 
@@ -145,6 +152,7 @@ class Fetched:
     listed_ok: bool = False  # the list was answered this cycle: evidence that the source works
     throttled: int = 0
     started: datetime | None = None  # when the cycle's first round began (the sweep's deadline counts from it)
+    source: str = DEFAULT_SOURCE  # whose round this is ([sources.NAME]); names, results and owners are job keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +177,38 @@ class CycleReport:
     deferred: int = 0  # urgent jobs the budget left for the next cycle
     sweep: float | None = None  # seconds since the least recently fetched job was fetched (the achieved sweep)
     sweep_target: float | None = None  # the sweep the planner keeps (configured, or the fastest the budget allows)
+    source: str = DEFAULT_SOURCE  # the source this report is about (a cycle of several: the first's name)
+    sources: Mapping[str, CycleReport] = field(default_factory=dict)  # a cycle of several sources: each one's
+
+    @classmethod
+    def combine(cls, reports: Sequence[CycleReport]) -> CycleReport:
+        """One report for a cycle of several sources (each a whole cycle of its own); ``sources`` keeps each one."""
+        if len(reports) == 1:
+            return replace(reports[0], sources={reports[0].source: reports[0]})
+        first = reports[0]
+        failed = [r for r in reports if r.source_failed]
+        sweeps = [r.sweep for r in reports if r.sweep is not None]
+        targets = [r.sweep_target for r in reports if r.sweep_target is not None]
+        return replace(
+            failed[0] if failed else first, at=min(r.at for r in reports), jobs=sum(r.jobs for r in reports),
+            fetched=sum(r.fetched for r in reports), errors=tuple(e for r in reports for e in r.errors),
+            transitions=sum(r.transitions for r in reports), notifications=sum(r.notifications for r in reports),
+            firing=sum(r.firing for r in reports), source_failed=bool(failed),
+            source_failures=max(r.source_failures for r in reports), requests=sum(r.requests for r in reports),
+            retries=sum(r.retries for r in reports), throttled=sum(r.throttled for r in reports),
+            urgent=sum(r.urgent for r in reports), swept=sum(r.swept for r in reports),
+            deferred=sum(r.deferred for r in reports), sweep=max(sweeps) if sweeps else None,
+            sweep_target=max(targets) if targets else None, source=first.source,
+            sources={r.source: r for r in reports})
 
     @property
     def failure(self) -> str | None:
-        """Why the source failed this cycle, in one line; None when it did not."""
-        return source_failure(self.discovery_error, self.errors) if self.source_failed else None
+        """Why the source failed this cycle, in one line; None when it did not (several: each failing one's)."""
+        if not self.source_failed:
+            return None
+        if len(self.sources) > 1:
+            return "; ".join(f"source {name}: {r.failure}" for name, r in self.sources.items() if r.source_failed)
+        return source_failure(self.discovery_error, self.errors)
 
     def log(self, duration_ms: int | None = None) -> None:
         """The one line (or JSON object) a cycle leaves in the journal."""
@@ -183,6 +218,8 @@ class CycleReport:
               swept=self.swept, deferred=self.deferred or None,
               sweep_s=None if self.sweep is None else round(self.sweep),
               source_failing_cycles=self.source_failures or None,
+              sources_failing=",".join(n for n, r in self.sources.items() if r.source_failed) or None
+              if len(self.sources) > 1 else None,
               duration_ms=duration_ms)
 
     def then(self, later: CycleReport) -> CycleReport:
@@ -194,40 +231,80 @@ class CycleReport:
                        urgent=self.urgent, swept=self.swept + later.swept, deferred=self.deferred,
                        discovery_error=self.discovery_error,
                        sweep=later.sweep if later.sweep is not None else self.sweep,
-                       sweep_target=self.sweep_target)
+                       sweep_target=self.sweep_target, source=self.source)
+
+
+@dataclass
+class SourceView:
+    """What the poller remembers about one source between cycles: its planner's memory and its streaks."""
+
+    name: str
+    memory: FetchMemory  # what the fetch planner remembers between cycles (not in the state file)
+    failures: int = 0
+    failing_since: datetime | None = None  # the first cycle of the current source failure
+    missing: dict[str, Streak] = field(default_factory=dict)  # job key -> cycles in a row it was not found
+    start: _CycleStart | None = None  # the cycle's first round: what later ones build on
 
 
 @dataclass
 class Poller:
-    """Holds the remembered view between cycles; the state file is the truth on start."""
+    """Holds the remembered view between cycles; the state file is the truth on start.
+
+    The view is one for all sources (a job of source S is the job key ``S/JOB``, the bare
+    name for ``default``); each source's round plans and commits its own part of it
+    (``_Part``), so one source's rounds never wait for another's fetch. ``apply`` is called
+    for one round at a time (``App`` serialises them).
+    """
 
     store: StateStore
     clock: Clock = utcnow
     entities: EntitiesByJob = field(default_factory=EntitiesByJob)
     alerts: dict[str, AlertState] = field(default_factory=dict)
-    source_failures: int = 0
-    source_failing_since: datetime | None = None  # the first cycle of the current source failure
-    missing: dict[str, Streak] = field(default_factory=dict)  # job -> cycles in a row it was not found
     unwritable_since: datetime | None = None  # the state file refused a commit (in memory: it cannot be stored)
     flaps: dict[str, FlapState] = field(default_factory=dict)
     incidents: dict[IncidentKey, Incident] = field(default_factory=dict)  # open conversations (Slack threads)
     drawn: dict[str, Drawn] = field(default_factory=dict)  # what each open incident's parent shows (in memory)
     synced: dict[str, Synced] = field(default_factory=dict)  # what each Alertmanager channel was last told (in memory)
     buttons: tuple[ButtonHealth, ...] = ()  # Socket Mode connections: one down too long is a failing channel
-    memory: FetchMemory = field(init=False)  # what the fetch planner remembers between cycles (not in the state file)
-    _start: _CycleStart | None = field(default=None, init=False)  # the cycle's first round: what later ones build on
+    views: dict[str, SourceView] = field(default_factory=dict)  # source name -> its planner memory and streaks
+    first: str = DEFAULT_SOURCE  # the first configured source (what the single-source properties show)
 
     def __post_init__(self) -> None:
-        self.memory = FetchMemory(started=self.clock())
         self.entities = EntitiesByJob.group(self.store.load_entities())
         self.alerts = self.store.load_alerts()
-        self.source_failures = int(self.store.get_meta(SOURCE_FAILURES_KEY) or 0)
-        since = self.store.get_meta(SOURCE_FAILING_SINCE_KEY)
-        self.source_failing_since = from_ms(int(since)) if since else None
-        self.missing = {job: Streak(cycles, from_ms(ms))
-                        for job, (cycles, ms) in json.loads(self.store.get_meta(JOBS_MISSING_KEY) or "{}").items()}
         self.flaps = self.store.load_flaps()
         self.incidents = self.store.threads.open_incidents()
+
+    def view(self, source: str) -> SourceView:
+        """One source's memory and streaks, loaded from the state file's meta rows the first time."""
+        view = self.views.get(source)
+        if view is None:
+            since = self.store.get_meta(meta_key(SOURCE_FAILING_SINCE_KEY, source))
+            missing = json.loads(self.store.get_meta(meta_key(JOBS_MISSING_KEY, source)) or "{}")
+            view = self.views[source] = SourceView(
+                name=source, memory=FetchMemory(started=self.clock(),
+                                                label="" if source == DEFAULT_SOURCE else f"source {source}: "),
+                failures=int(self.store.get_meta(meta_key(SOURCE_FAILURES_KEY, source)) or 0),
+                failing_since=from_ms(int(since)) if since else None,
+                missing={job: Streak(cycles, from_ms(ms)) for job, (cycles, ms) in missing.items()})
+        return view
+
+    # the first source's, for single-source code paths and tests
+    @property
+    def memory(self) -> FetchMemory:
+        return self.view(self.first).memory
+
+    @property
+    def source_failures(self) -> int:
+        return self.view(self.first).failures
+
+    @property
+    def source_failing_since(self) -> datetime | None:
+        return self.view(self.first).failing_since
+
+    @property
+    def missing(self) -> dict[str, Streak]:
+        return self.view(self.first).missing
 
     def watch_buttons(self, buttons: Sequence[ButtonHealth]) -> None:
         """Report these Socket Mode connections as failing channels when they stay down (``[meta] channel_stuck``)."""
@@ -244,10 +321,22 @@ class Poller:
                     f"the Socket Mode connection for the buttons is down: {error}", since)
         return failing
 
-    async def fetch(self, wiring: Wiring) -> Fetched:
-        """The I/O half of a cycle's first round: list the jobs, plan the cycle, fetch the urgent ones."""
+    def _part(self, config: Config, source: str, *, planning: bool = False) -> _Part:
+        """The part of the remembered view that ``source``'s rounds judge and commit.
+
+        ``planning`` (the fetch planner, on the event loop while another round may commit in
+        a thread): only the entities and alerts, whose mappings a commit replaces, never edits.
+        """
+        return _Part.of(self, config, source, planning=planning)
+
+    async def fetch(self, wiring: Wiring, source: str | None = None) -> Fetched:
+        """The I/O half of a cycle's first round for one source (the first by default): list the jobs, plan the
+        cycle, fetch the urgent ones."""
         now = self.clock()
-        client, jobs, config = wiring.client, wiring.config.jobs, wiring.config
+        config = wiring.config
+        source = source if source is not None else next(iter(config.sources))
+        client, jobs = wiring.clients[source], config.sources[source].jobs
+        view, key = self.view(source), _keyer(source)
         before = _counts(client)
         discovery_error: str | None = None
         discovery_auth = False
@@ -255,61 +344,71 @@ class Poller:
         if jobs.discover:
             try:
                 listing = await client.list_all()
-                names: tuple[str, ...] = select_jobs(jobs.names, listing.jobs, jobs.include, jobs.exclude)
+                names: tuple[str, ...] = tuple(map(key, select_jobs(jobs.names, listing.jobs, jobs.include,
+                                                                    jobs.exclude)))
                 watched: tuple[str, ...] | None = names
             except SourceError as exc:
                 # discovery failed: poll the jobs we already know, and forget none of them
-                log.error("job discovery failed, polling known jobs: %s", exc)
+                log.error("job discovery failed, polling known jobs source=%s: %s", source, exc)
                 discovery_error, discovery_auth = str(exc), exc.kind == "auth"
-                names = tuple(sorted(set(self.entities.groups) | set(jobs.names)))
+                known = {k for k in self.entities.groups if source_of(k) == source}
+                names = tuple(sorted(known | set(map(key, jobs.names))))
                 watched = None
         else:
-            names = watched = tuple(dict.fromkeys(jobs.names))
-            listing = await self.memory.list_named(client, names)
-        listed = None if listing is None else {n: listing.jobs[n] for n in names if n in listing.jobs}
-        budget = budget_of(config)
-        self.memory.prepare(wiring.runtime.all_rules, self.entities)
-        plan = plan_fetch(names, listed, budget, now, entities=self.entities, alerts=self.alerts,
-                          last_fetched=self.memory.last_fetched, seen=self.memory.seen, due=self.memory.due,
-                          missing=self.missing.keys(), spent=listing.requests if listing is not None else 0)
-        self.memory.tell(len(names), budget, listing=listed is not None)
-        result = await client.fetch_all(plan.urgent)
+            bare = tuple(dict.fromkeys(jobs.names))
+            names = watched = tuple(map(key, bare))
+            listing = await view.memory.list_named(client, bare)
+        listed = None if listing is None else _keyed_listing(listing.jobs, names, source)
+        budget = budget_of(config, wiring.rate(source))
+        part = self._part(config, source, planning=True)  # as it is now, after the list's wait
+        view.memory.prepare(wiring.runtime.all_rules, part.entities)
+        plan = plan_fetch(names, listed, budget, now, entities=part.entities, alerts=part.alerts,
+                          last_fetched=view.memory.last_fetched, seen=view.memory.seen, due=view.memory.due,
+                          missing=view.missing.keys(), spent=listing.requests if listing is not None else 0)
+        view.memory.tell(len(names), budget, listing=listed is not None)
+        result = _keyed(await client.fetch_all(_bare(plan.urgent, source)), source)
         requests, retries, throttled = _spent(client, before)
         return Fetched(result=result, names=names, watched=watched, at=now, discovery_error=discovery_error,
-                       discovery_auth=discovery_auth, owners=dict(client.owners), rest=plan.sweep, plan=plan,
-                       listed=listed, listed_ok=listing is not None, requests=requests, retries=retries,
-                       throttled=throttled, started=now)
+                       discovery_auth=discovery_auth, owners={key(j): o for j, o in client.owners.items()},
+                       rest=plan.sweep, plan=plan, listed=listed, listed_ok=listing is not None, requests=requests,
+                       retries=retries, throttled=throttled, started=now, source=source)
 
     async def fetch_more(self, wiring: Wiring, previous: Fetched) -> Fetched | None:
         """The I/O half of the cycle's next sweep round; None when the sweep share is all fetched."""
         if not previous.rest:
             return None
-        client, rate = wiring.client, wiring.config.source.max_requests_per_second
+        source = previous.source
+        client, rate = wiring.clients[source], wiring.rate(source)
         now = self.clock()
         elapsed = (now - previous.started).total_seconds() if previous.started is not None else 0.0
         size = round_fits(round_size(rate), rate, elapsed, wiring.config.interval)
         if size == 0:
-            log.debug("sweep stopped at the cycle's deadline, %d jobs left for the next cycle", len(previous.rest))
+            log.debug("sweep stopped at the cycle's deadline, %d jobs left for the next cycle source=%s",
+                      len(previous.rest), source)
             return None
         batch, rest = previous.rest[:size], previous.rest[size:]
         before = _counts(client)
-        result = await client.fetch_all(batch)
+        result = _keyed(await client.fetch_all(_bare(batch, source)), source)
         requests, retries, throttled = _spent(client, before)
         return replace(previous, result=result, at=now, discovery_error=None, discovery_auth=False,
                        round=previous.round + 1, rest=rest, listed_ok=False, requests=requests, retries=retries,
                        throttled=throttled)
 
     def apply(self, wiring: Wiring, fetched: Fetched) -> CycleReport:
-        """The synchronous half of a round: plan, compose, commit, then adopt the new view.
+        """The synchronous half of a round of one source: plan, compose, commit, then adopt the new view.
 
         Every round of a cycle builds on the state before the cycle's first round for its
         streaks (source failures, missing jobs), so a cycle of many rounds counts once.
+        The round judges its source's part of the view (``_Part``) and the global
+        meta-alerts when its source owns them; the other sources' parts stay as they are.
         """
         runtime, result, now = wiring.runtime, fetched.result, fetched.at
         config = runtime.config
-        if fetched.round == 0 or self._start is None:
-            self._start = _CycleStart(self.source_failures, self.source_failing_since, dict(self.missing))
-        start = self._start
+        source = fetched.source if fetched.source in config.sources else next(iter(config.sources))
+        view, part = self.view(source), self._part(config, source)
+        if fetched.round == 0 or view.start is None:
+            view.start = _CycleStart(view.failures, view.failing_since, dict(view.missing))
+        start = view.start
         start.judge(_source_verdict(fetched), fetched.discovery_error)
         start.errors.extend(result.errors)
         start.fine.update(s.name for s in result.snapshots)
@@ -320,28 +419,30 @@ class Poller:
         health = Health(
             source_failures=Streak(failures, failing_since) if failing_since is not None else None,
             source_error=start.failure() if source_failed else None,
-            auth_error=_auth_error(fetched, config.source), missing=missing,
-            failing_channels=self._failing_channels(config, now),
+            auth_error=_auth_error(fetched, config.sources[source]), missing=missing, source=source,
+            failing_channels=self._failing_channels(config, now) if part.global_meta else {},
         )
-        budget = budget_of(config)
+        budget = budget_of(config, wiring.rate(source))
         oldest: float | None = None  # the achieved sweep, measured when the cycle's last round is in
         if not fetched.rest:
             fine = {s.name for s in result.snapshots}
-            oldest = self.memory.oldest([j for j in fetched.names if j not in fine], now)
+            oldest = view.memory.oldest([j for j in fetched.names if j not in fine], now)
         silences, acks = self.store.silences.current(now), self.store.silences.acks()
         mutes = (*silences, *config.maintenance)
-        plan = plan_cycle(runtime.all_rules, self.entities, self.alerts, result, fetched.watched, now,
+        plan = plan_cycle(runtime.all_rules, part.entities, part.alerts, result, fetched.watched, now,
                           mutes=mutes, acked=acks.keys(), health=health,
-                          meta_policy=config.meta, flaps=self.flaps, flap_policy=config.noise)
+                          meta_policy=config.meta, flaps=part.flaps, flap_policy=config.noise)
         for job in plan.forgotten:
             log.info("job no longer watched, forgetting its state job=%s", job)
         for alert in plan.notify:  # what was decided, one line each: the journal answers "did it fire?"
-            event(log, logging.INFO, f"alert {alert.status}", rule=alert.rule, job=alert.job, node=alert.node,
-                  severity=alert.severity, fingerprint=alert.fingerprint)
-        facts = source_labels(config.source)  # the source's facts travel with its alerts (Alertmanager labels)
-        notify = tuple(with_labels(a, facts) for a in plan.notify)
+            event(log, logging.INFO, f"alert {alert.status}", rule=alert.rule,
+                  source=alert.source if alert.source != DEFAULT_SOURCE else None, job=alert.job,
+                  node=alert.node, severity=alert.severity, fingerprint=alert.fingerprint)
+        facts = facts_of(config.sources)  # each source's facts travel with its alerts (Alertmanager labels)
+        notify = tuple(with_source_labels(a, facts) for a in plan.notify)
         grouping = group_alerts(notify, config.channels, routed_channels(runtime))
-        syncs = alertmanager.sync(config, runtime.all_rules, self.alerts, plan.alerts, plan.entities, plan.notify,
+        entities, alerts, flaps = part.merged(plan)
+        syncs = alertmanager.sync(config, runtime.all_rules, self.alerts, alerts, entities, plan.notify,
                                   now, self.synced)  # Alertmanager channels are told the state, not the messages
         grouping = replace(grouping, groups=tuple(g for g in grouping.groups if g.channel not in syncs.channels))
         for channel, rule in grouping.unknown:
@@ -349,8 +450,8 @@ class Poller:
         for alert in grouping.unrouted:
             log.error("no other channel to tell that a channel is failing: %s", alert.summary)
         threaded = threaded_channels(runtime)
-        incidents = plan_incidents(grouping.groups, threaded, self.incidents, plan.alerts, runtime.all_rules,
-                                   plan.entities, now, new_incident_id, previous=self.alerts, silences=silences,
+        incidents = plan_incidents(grouping.groups, threaded, part.incidents, plan.alerts, runtime.all_rules,
+                                   plan.entities, now, new_incident_id, previous=part.alerts, silences=silences,
                                    acks={fp: ack.author or "-" for fp, ack in acks.items()}, drawn=self.drawn)
         notifications = compose(runtime, (*grouping.groups, *(g for g, _ in incidents.edits)), now,
                                 (*incidents.conversations, *(c for _, c in incidents.edits)), fetched.owners)
@@ -361,9 +462,12 @@ class Poller:
             self.store.commit_cycle(CycleWrite(
                 at=now, upsert_entities=plan.upserts, delete_entities=plan.deletes,
                 upsert_alerts=plan.alert_upserts, delete_alerts=plan.alert_deletes, notifications=notifications,
-                meta={SOURCE_FAILURES_KEY: str(failures), JOBS_MISSING_KEY: _streaks_json(missing),
-                      SOURCE_FAILING_SINCE_KEY: None if failing_since is None else str(to_ms(failing_since)),
-                      **({FETCH_SWEEP_KEY: sweep_json(oldest, fetched.plan, len(fetched.names), budget)}
+                meta={meta_key(SOURCE_FAILURES_KEY, source): str(failures),
+                      meta_key(JOBS_MISSING_KEY, source): _streaks_json(missing),
+                      meta_key(SOURCE_FAILING_SINCE_KEY, source):
+                          None if failing_since is None else str(to_ms(failing_since)),
+                      **({meta_key(FETCH_SWEEP_KEY, source): sweep_json(oldest, fetched.plan, len(fetched.names),
+                                                                        budget)}
                          if oldest is not None and fetched.plan is not None else {})},
                 upsert_flaps=plan.flap_upserts, delete_flaps=plan.flap_deletes,
                 open_incidents=incidents.opened, close_incidents=incidents.closed,
@@ -372,19 +476,19 @@ class Poller:
             self._announce_unwritable(wiring, str(exc), now)
             raise
         # adopt only after the commit succeeded: a failed commit leaves memory == disk
-        self.entities = plan.entities  # immutable: adopted as is, no copy
-        self.alerts, self.flaps = dict(plan.alerts), dict(plan.flaps)
-        self.source_failures, self.source_failing_since = failures, failing_since
-        self.missing, self.unwritable_since = missing, None
+        self.entities = entities  # immutable: adopted as is, no copy
+        self.alerts, self.flaps = alerts, flaps
+        view.failures, view.failing_since = failures, failing_since
+        view.missing, self.unwritable_since = missing, None
         self.synced = syncs.synced
         for incident in incidents.closed:
             self.incidents.pop(incident.key, None)
         self.incidents.update((incident.key, incident) for incident in incidents.opened)
         self.drawn = {**{k: v for k, v in self.drawn.items() if k not in {i.id for i in incidents.closed}},
                       **incidents.drawn}
-        self.memory.remember(result, now, fetched.listed, self.entities)
+        view.memory.remember(result, now, fetched.listed, self.entities)
         if fetched.watched is not None and fetched.round == 0:
-            self.memory.forget_others(fetched.watched)
+            view.memory.forget_others(fetched.watched)
         first = fetched.plan if fetched.round == 0 else None  # the plan's figures are the first round's
         return CycleReport(
             at=now, jobs=len(fetched.names), fetched=len(result.snapshots), errors=result.errors,
@@ -395,7 +499,7 @@ class Poller:
             urgent=len(first.urgent) if first else 0,
             swept=0 if fetched.round == 0 else len(result.snapshots) + len(result.errors),
             deferred=first.deferred if first else 0, sweep=oldest,
-            sweep_target=fetched.plan.sweep_target if fetched.plan else None,
+            sweep_target=fetched.plan.sweep_target if fetched.plan else None, source=source,
         )
 
     def _state_groups(self, runtime: Runtime, detail: str, now: datetime, *, resolved: bool
@@ -447,6 +551,96 @@ class _CycleStart:
 
     def failure(self) -> str:
         return source_failure(self.discovery_error, self.errors)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One source's part of the remembered view, and the rest, which its round leaves as it is.
+
+    A job key belongs to its source; a key of a source no longer configured belongs to the
+    source that owns the global meta-alerts (``default`` when configured, else the first), so
+    its state is forgotten like an unwatched job's. The global meta-alerts
+    (``core.meta.GLOBAL_META``) and bare-named incidents go with that owner too. With one
+    source the part is the whole view (no copy).
+    """
+
+    source: str
+    global_meta: bool  # this source's rounds judge the global meta-alerts
+    entities: EntitiesByJob
+    alerts: Mapping[str, AlertState]
+    flaps: Mapping[str, FlapState]
+    incidents: Mapping[IncidentKey, Incident]
+    rest: tuple[Mapping[str, Mapping[EntityKey, EntityState]], Mapping[str, AlertState], Mapping[str, FlapState]]
+
+    @classmethod
+    def of(cls, poller: Poller, config: Config, source: str, *, planning: bool = False) -> _Part:
+        names = tuple(config.sources)
+        owner_of_global = DEFAULT_SOURCE if DEFAULT_SOURCE in config.sources else names[0]
+        entities_now, alerts_now = poller.entities, poller.alerts  # one consistent pair, even across a commit
+        if len(names) == 1:
+            if planning:
+                return cls(source, True, entities_now, alerts_now, {}, {}, ({}, {}, {}))
+            return cls(source, True, entities_now, alerts_now, poller.flaps, poller.incidents, ({}, {}, {}))
+
+        def owner(key: str) -> str:
+            of = source_of(key)
+            return of if of in config.sources else owner_of_global
+
+        def owns(rule: str, job: str) -> bool:
+            return (owner_of_global if rule in GLOBAL_META else owner(job)) == source
+
+        mine: dict[str, Mapping[EntityKey, EntityState]] = {}
+        other: dict[str, Mapping[EntityKey, EntityState]] = {}
+        for key, group in entities_now.groups.items():
+            (mine if owner(key) == source else other)[key] = group
+        alerts = {fp: a for fp, a in alerts_now.items() if owns(a.rule, a.job)}
+        if planning:
+            return cls(source, source == owner_of_global, EntitiesByJob(mine), alerts, {}, {}, ({}, {}, {}))
+        flaps = {fp: f for fp, f in poller.flaps.items() if owns(f.rule, f.job)}
+        return cls(source, source == owner_of_global, EntitiesByJob(mine), alerts, flaps,
+                   {k: i for k, i in poller.incidents.items() if owner(k[2]) == source},
+                   (other, {fp: a for fp, a in alerts_now.items() if fp not in alerts},
+                    {fp: f for fp, f in poller.flaps.items() if fp not in flaps}))
+
+    def merged(self, plan: CyclePlan) -> tuple[EntitiesByJob, dict[str, AlertState], dict[str, FlapState]]:
+        """The whole view after this part's round: its new part beside the rest, untouched."""
+        groups, alerts, flaps = self.rest
+        if not groups and not alerts and not flaps:
+            return plan.entities, dict(plan.alerts), dict(plan.flaps)
+        return (EntitiesByJob({**groups, **plan.entities.groups}), {**alerts, **plan.alerts},
+                {**flaps, **plan.flaps})
+
+
+def _keyer(source: str) -> Callable[[str], str]:
+    """Bare job name -> the job key of ``source`` (``job_key``); the identity for the default source."""
+    if source == DEFAULT_SOURCE:
+        return str
+    return lambda job: job_key(source, job)
+
+
+def _bare(keys: Sequence[str], source: str) -> tuple[str, ...]:
+    """Job keys of ``source`` -> the names its API knows."""
+    return tuple(keys) if source == DEFAULT_SOURCE else tuple(split_job_key(k)[1] for k in keys)
+
+
+def _keyed(result: FetchResult, source: str) -> FetchResult:
+    """The client's answer (bare names) in job keys: what the core judges."""
+    if source == DEFAULT_SOURCE:
+        return result
+    return FetchResult(tuple(replace(s, name=job_key(source, s.name)) for s in result.snapshots),
+                       tuple(replace(e, job=job_key(source, e.job)) for e in result.errors))
+
+
+def _keyed_listing(listed: Mapping[str, Listed], names: Sequence[str], source: str) -> dict[str, Listed]:
+    """The list answer for the watched jobs (``names``, job keys), keyed like them."""
+    if source == DEFAULT_SOURCE:
+        return {n: listed[n] for n in names if n in listed}
+    out = {}
+    for name in names:
+        item = listed.get(split_job_key(name)[1])
+        if item is not None:
+            out[name] = item
+    return out
 
 
 def _source_verdict(fetched: Fetched) -> bool | None:
@@ -554,7 +748,8 @@ class App:
         self.wiring = wiring
         self.lock = lock
         self.store = store
-        self.poller = Poller(store, clock)
+        self.poller = Poller(store, clock, first=next(iter(wiring.config.sources)))
+        self._applying = asyncio.Lock()  # rounds of several sources commit one at a time
         self.deliverer = Deliverer(store.outbox, wiring.channels, wiring.config.delivery, clock=clock,
                                    threads=store.threads)
 
@@ -600,8 +795,27 @@ class App:
         """
         started = time.monotonic()  # the duration is for people, not for decisions: the real clock
         wiring = self.wiring  # one consistent wiring for the whole cycle, even across a reload
+        self.poller.first = next(iter(wiring.config.sources))
+        # every source's rounds run side by side: a source that times out or refuses the
+        # credentials never holds back another's alerts (each round commits on its own)
+        outcomes = await asyncio.gather(*(self._source_cycle(stop, wiring, name, in_thread=in_thread,
+                                                             on_round=on_round)
+                                          for name in wiring.config.sources), return_exceptions=True)
+        for outcome in outcomes:  # a commit that failed fails the cycle, once every source's rounds are done
+            if isinstance(outcome, BaseException):
+                raise outcome
+        done = [r for r in outcomes if isinstance(r, CycleReport)]
+        if not done:
+            return None
+        report = CycleReport.combine(done)
+        report.log(duration_ms=round((time.monotonic() - started) * 1000))
+        return report
+
+    async def _source_cycle(self, stop: asyncio.Event | None, wiring: Wiring, source: str, *, in_thread: bool,
+                            on_round: Callable[[CycleReport], None] | None) -> CycleReport | None:
+        """One source's rounds of a cycle (see ``cycle_until``); None when its first round was abandoned."""
         report: CycleReport | None = None
-        fetched: Fetched | None = await _unless(stop, self.poller.fetch(wiring))
+        fetched: Fetched | None = await _unless(stop, self.poller.fetch(wiring, source))
         while fetched is not None:
             # the next round's requests go out while this one commits: the limiter spaces
             # requests evenly and never wins back idle time, so a cycle's commits would
@@ -617,8 +831,6 @@ class App:
             if on_round is not None:
                 on_round(done)
             fetched = await ahead
-        if report is not None:
-            report.log(duration_ms=round((time.monotonic() - started) * 1000))
         return report
 
     async def _next_round(self, stop: asyncio.Event | None, wiring: Wiring, previous: Fetched) -> Fetched | None:
@@ -626,10 +838,14 @@ class App:
         return await _unless(stop, self.poller.fetch_more(wiring, previous))
 
     async def _apply(self, wiring: Wiring, fetched: Fetched, *, in_thread: bool) -> CycleReport:
-        """A round's synchronous half: plan, render, one commit; never cancelled half way."""
-        if in_thread:
-            return await asyncio.to_thread(self.poller.apply, wiring, fetched)
-        return self.poller.apply(wiring, fetched)
+        """A round's synchronous half: plan, render, one commit; never cancelled half way.
+
+        One round at a time, whatever its source: they share the remembered view and the state file.
+        """
+        async with self._applying:
+            if in_thread:
+                return await asyncio.to_thread(self.poller.apply, wiring, fetched)
+            return self.poller.apply(wiring, fetched)
 
     def deliver(self) -> DeliveryReport:
         """One delivery round over every due outbox row."""

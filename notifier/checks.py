@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import difflib
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -26,15 +26,22 @@ import jinja2
 from notifier import statefile
 from notifier.channels import CHANNEL_TYPES
 from notifier.clock import utcnow
-from notifier.config import Config
+from notifier.config import Config, SourceConfig
 from notifier.core.models import Rule
 from notifier.errors import ConfigError, NotifierError, SourceError, StateError, TemplateError
 from notifier.fetching import budget_of, budget_warning, lists, sweep_sentence
 from notifier.httputil import redact_url
 from notifier.lock import creation_problem
 from notifier.render import Renderer, sample_groups
-from notifier.runtime import close_channels, create_channels, load_runtime
-from notifier.source.client import DgcClient, select_jobs
+from notifier.runtime import (
+    budget_conflicts,
+    build_clients,
+    close_channels,
+    create_channels,
+    load_runtime,
+    shared_rates,
+)
+from notifier.source.client import select_jobs
 
 EXIT_OK, EXIT_SOURCE, EXIT_CONFIG = 0, 1, 2  # the CLI's exit code contract (ARCHITECTURE.md, "Contracts")
 
@@ -93,17 +100,19 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
         problems.append(str(exc))
     problems.extend(state_problems(config))
 
-    listed: tuple[str, ...] | None = None
+    asked: _Asked = _Asked()
     try:
-        listed = asyncio.run(_ask_source(config, online=online))
-    except SourceError as exc:
-        hint = " (the API refused the credentials: check [source] auth and its secrets)" if exc.kind == "auth" else ""
-        source_errors.append(_at(str(config.path), "source", None, f"--online: could not ask the list API at "
-                                 f"{redact_url(config.source.endpoint)}: {exc}{hint}"))
+        asked = asyncio.run(_ask_sources(config, online=online))
     except ConfigError as exc:
         problems.append(str(exc.located(str(config.path), "source")))
     except NotifierError as exc:
         problems.append(f"{config.path}: source: {exc}")
+    for name, refused in asked.errors.items():
+        table = config.sources[name].table
+        hint = (f" (the API refused the credentials: check [{table}] auth and its secrets)"
+                if refused.kind == "auth" else "")
+        source_errors.append(_at(str(config.path), table, None, f"--online: could not ask the list API at "
+                                 f"{redact_url(config.sources[name].endpoint)}: {refused}{hint}"))
 
     if runtime.renderer.user_dir is not None:
         for path in sorted(runtime.renderer.user_dir.glob("*.j2")):
@@ -132,23 +141,27 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
                     problems.append(f"template {template!r} for channel {name!r} ({channel.type}): {exc}")
                     break
 
-    warnings = [*_unmatched_job_globs(runtime.rules, config), *_slack_warnings(runtime.rules, config)]
+    warnings = [*_unmatched_job_globs(runtime.rules, config), *_unmatched_source_globs(runtime.rules, config),
+                *_slack_warnings(runtime.rules, config), *asked.warnings]
     summary = (f"ok: {config.path}: {len(runtime.rules)} rules, {len(config.channels)} channels, "
                f"{rendered} sample messages rendered")
-    watched: Sequence[str] | None = None if config.jobs.discover else config.jobs.names
-    if listed is not None:
-        problems.extend(_unknown_jobs(config, listed))
-        watched = select_jobs(config.jobs.names, listed, config.jobs.include, config.jobs.exclude) \
-            if config.jobs.discover else config.jobs.names
-        summary += f"; online: {len(listed)} REAL_TIME jobs listed, {len(watched)} would be watched"
-    if watched is not None:
-        listing = lists(len(watched), discover=config.jobs.discover,
-                        list_total=len(listed) if listed is not None else None)
-        budget = budget_of(config)
-        warning = budget_warning(len(watched), budget, listing=listing)
-        if warning is not None:
-            warnings.append(f"{config.path}: schedule: full_sweep: {warning}")
-        summary += f"; polling: {sweep_sentence(len(watched), budget, listing=listing)}"
+    several = len(config.sources) > 1
+    for name, source in config.sources.items():
+        jobs, listed = source.jobs, asked.listed.get(name)
+        of = f" ({name})" if several else ""
+        watched: Sequence[str] | None = None if jobs.discover else jobs.names
+        if listed is not None:
+            problems.extend(_unknown_jobs(config, source, listed))
+            watched = select_jobs(jobs.names, listed, jobs.include, jobs.exclude) if jobs.discover else jobs.names
+            summary += f"; online{of}: {len(listed)} REAL_TIME jobs listed, {len(watched)} would be watched"
+        if watched is not None:
+            listing = lists(len(watched), discover=jobs.discover,
+                            list_total=len(listed) if listed is not None else None)
+            budget = budget_of(config, asked.rates.get(name, source.max_requests_per_second))
+            warning = budget_warning(len(watched), budget, listing=listing)
+            if warning is not None:
+                warnings.append(f"{config.path}: schedule: full_sweep{of}: {warning}")
+            summary += f"; polling{of}: {sweep_sentence(len(watched), budget, listing=listing)}"
     return CheckReport(problems=tuple(problems), source_errors=tuple(source_errors), warnings=tuple(warnings),
                        summary=summary)
 
@@ -198,16 +211,40 @@ def _slack_warnings(rules: Sequence[Rule], config: Config) -> list[str]:
             out.append(f"{config.path}: channels.{name}: allow: there are no buttons without an app token "
                        "(app_token_env here or in [slack])")
     owners = any(ch.type == "slack" and ch.settings.owners for ch in config.channels.values())
-    if owners and not config.jobs.discover:
+    if owners and not any(s.jobs.discover for s in config.sources.values()):
         out.append(f"{config.path}: slack.owners: job owners come from the list API, which notifier only asks with "
                    "[jobs] discover = true: nobody will be pinged as an owner")
     return out
 
 
-async def _ask_source(config: Config, *, online: bool) -> tuple[str, ...] | None:
-    """Build the client (reads the source's secrets); with ``online``, list the jobs once (every page)."""
-    async with DgcClient(config.source) as client:
-        return await client.list_jobs() if online else None
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What building the clients (and, ``--online``, asking each list API) told."""
+
+    listed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # source -> its REAL_TIME jobs
+    errors: Mapping[str, SourceError] = field(default_factory=dict)  # source -> why its list API failed
+    rates: Mapping[str, float] = field(default_factory=dict)  # source -> its share of its user's budget
+    warnings: tuple[str, ...] = ()  # sources of one user with different budgets
+
+
+async def _ask_sources(config: Config, *, online: bool) -> _Asked:
+    """Build the clients (reads every source's secrets); with ``online``, list each source's jobs (every page)."""
+    clients = build_clients(config)
+    listed: dict[str, tuple[str, ...]] = {}
+    errors: dict[str, SourceError] = {}
+    try:
+        for name, client in clients.items():
+            if not online:
+                continue
+            try:
+                listed[name] = await client.list_jobs()
+            except SourceError as exc:
+                errors[name] = exc
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return _Asked(listed=listed, errors=errors, rates=shared_rates(config, clients),
+                  warnings=tuple(budget_conflicts(config, clients)))
 
 
 def _missing_templates(rules: Sequence[Rule], renderer: Renderer) -> list[str]:
@@ -235,31 +272,43 @@ def _template_exists(env: jinja2.Environment, loader: jinja2.BaseLoader, name: s
 
 
 def _unmatched_job_globs(rules: Sequence[Rule], config: Config) -> list[str]:
-    """``jobs`` globs matching none of ``[jobs] names`` (only when names are configured): likely a typo."""
-    names = config.jobs.names
-    if not names:
-        return []
-    shown = ", ".join(names[:_NAMES_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > _NAMES_SHOWN else "")
-    why = ("discovery may still match it" if config.jobs.discover
-           else "and [jobs] discover is off, so nothing else can match it")
-    return [_at(rule.file, f"rule {rule.name!r}", "jobs",
-                f"{glob!r} matches none of the configured [jobs] names ({shown}); {why}")
-            for rule in rules for glob in rule.jobs
+    """``jobs`` globs matching none of ``[jobs] names`` of the rule's sources (only when names are configured)."""
+    out: list[str] = []
+    for rule in rules:
+        sources = [s for name, s in config.sources.items() if any(fnmatchcase(name, g) for g in rule.sources)]
+        names = tuple(dict.fromkeys(n for s in sources for n in s.jobs.names))
+        if not names:
+            continue
+        shown = ", ".join(names[:_NAMES_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > _NAMES_SHOWN
+                                                    else "")
+        why = ("discovery may still match it" if any(s.jobs.discover for s in sources)
+               else "and [jobs] discover is off, so nothing else can match it")
+        out.extend(_at(rule.file, f"rule {rule.name!r}", "jobs",
+                       f"{glob!r} matches none of the configured [jobs] names ({shown}); {why}")
+                   for glob in rule.jobs if not any(fnmatchcase(name, glob) for name in names))
+    return out
+
+
+def _unmatched_source_globs(rules: Sequence[Rule], config: Config) -> list[str]:
+    """``sources`` globs matching no configured source: the rule can never fire (a typo, or a source removed)."""
+    names = tuple(config.sources)
+    return [_at(rule.file, f"rule {rule.name!r}", "sources",
+                f"{glob!r} matches none of the configured sources ({', '.join(names)})")
+            for rule in rules for glob in rule.sources
             if not any(fnmatchcase(name, glob) for name in names)]
 
 
-def _unknown_jobs(config: Config, listed: Sequence[str]) -> list[str]:
+def _unknown_jobs(config: Config, source: SourceConfig, listed: Sequence[str]) -> list[str]:
     """Configured job names the list API does not know, each with the closest listed name."""
     known = set(listed)
-    scope = f"project {config.source.project_id}" + (f", workspace {config.source.workspace}"
-                                                     if config.source.workspace else "")
+    scope = f"project {source.project_id}" + (f", workspace {source.workspace}" if source.workspace else "")
     problems: list[str] = []
-    for name in config.jobs.names:
+    for name in source.jobs.names:
         if name in known:
             continue
         close = difflib.get_close_matches(name, listed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        problems.append(_at(str(config.path), "jobs", "names",
+        problems.append(_at(str(config.path), source.jobs_table, "names",
                             f"job {name!r} does not exist: the list API has no REAL_TIME job of that name "
                             f"in {scope}{hint}"))
     return problems

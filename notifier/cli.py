@@ -154,6 +154,8 @@ def _default_author() -> str:
 
 def _matcher_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rule", metavar="GLOB", help="rule name glob, e.g. 'node-exception' or '*'")
+    parser.add_argument("--source", metavar="GLOB",
+                        help="source name glob ([sources.NAME]), e.g. 'prod-*' (default: every source)")
     parser.add_argument("--job", metavar="GLOB", help="job name glob, e.g. 'job_sms' or 'job_*'")
     parser.add_argument("--node", metavar="GLOB", help="node name glob (node alerts only)")
 
@@ -280,8 +282,11 @@ def cmd_once(args: argparse.Namespace) -> int:
     except StateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SOURCE
+    from notifier.core.models import DEFAULT_SOURCE, source_of
+
     for error in report.errors:
-        print(f"source error: {error.message}", file=sys.stderr)
+        source = source_of(error.job)
+        print(f"source error{f' ({source})' if source != DEFAULT_SOURCE else ''}: {error.message}", file=sys.stderr)
     return EXIT_SOURCE if report.source_failed else EXIT_OK
 
 
@@ -343,7 +348,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from notifier.fetching import describe_sweep
     from notifier.render import ago, timestamp
     from notifier.rulefile import load_rules
-    from notifier.state import FETCH_SWEEP_KEY, SOURCE_FAILURES_KEY, StateStore
+    from notifier.state import FETCH_SWEEP_KEY, SOURCE_FAILURES_KEY, StateStore, meta_key
 
     config = load_config(_config_path(args))
     if not config.state_path.exists():
@@ -358,18 +363,21 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     with StateStore.open(config.state_path) as store:
         alerts = sorted(store.load_alerts().values(), key=lambda a: (a.job, a.node, a.rule))
         rows = store.outbox.rows()
-        source_failures = int(store.get_meta(SOURCE_FAILURES_KEY) or 0)
-        polling = describe_sweep(store.get_meta(FETCH_SWEEP_KEY))
+        several = len(config.sources) > 1
+        failing = {name: int(store.get_meta(meta_key(SOURCE_FAILURES_KEY, name)) or 0) for name in config.sources}
+        polling = {name: describe_sweep(store.get_meta(meta_key(FETCH_SWEEP_KEY, name))) for name in config.sources}
         silences = store.silences.current(now)
         mutes = (*silences, *config.maintenance)
         comments = {s.label: f"{s.label} ({s.author or '-'}: {s.comment})" for s in silences}
         acks = store.silences.acks()
         flaps = store.load_flaps()
-    if source_failures:
-        print(f"SOURCE FAILING: the last {source_failures} cycle(s) could not read the API; "
-              "alerts below are as of the last good poll")
-    if polling:
-        print(polling)
+    for name, source_failures in failing.items():
+        if source_failures:
+            print(f"SOURCE FAILING{f' ({name})' if several else ''}: the last {source_failures} cycle(s) could not "
+                  f"read the API; {'its ' if several else ''}alerts below are as of the last good poll")
+    for name, line in polling.items():
+        if line:
+            print(line.replace("POLLING:", f"POLLING {name}:", 1) if several else line)
     inhibited = inhibitions(rules, alerts)
     firing = sum(1 for a in alerts if a.phase == "firing")
     print(f"ALERTS ({firing} firing, {len(alerts) - firing} pending)")

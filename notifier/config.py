@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Literal, TypedDict, TypeVar
 from notifier.core.flap import DEFAULT_FLAP, FlapPolicy
 from notifier.core.maintenance import MaintenanceWindow
 from notifier.core.meta import DEFAULT_META, MetaPolicy
+from notifier.core.models import DEFAULT_SOURCE  # a lone [source]'s name: its jobs keep bare names
 from notifier.strict_toml import TableReader, load_toml, refuse_world_writable
 from notifier.windowfile import parse_maintenance
 
@@ -23,6 +25,18 @@ DEFAULT_CONFIG_PATH = "/etc/notifier/notifier.toml"
 DEFAULT_STATE_PATH = "/var/lib/notifier/state.db"
 
 AuthMode = Literal["aksk", "token", "iam", "none"]
+
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+"""What a ``[sources.NAME]`` may be called: it goes into job keys (``NAME/JOB``), labels and meta keys."""
+
+
+
+@dataclass(frozen=True, slots=True)
+class JobsConfig:
+    names: tuple[str, ...] = ()
+    discover: bool = False
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +65,19 @@ class SourceConfig:
     retries: int = 3  # extra attempts after the first, on timeouts, 5xx and 429
     backoff: float = 0.5  # first retry delay in seconds (doubles, with jitter)
     backoff_max: float = 10.0
+    name: str = DEFAULT_SOURCE  # [sources.NAME]; a lone [source] is "default"
+    jobs: JobsConfig = JobsConfig()  # its [jobs] ([sources.NAME.jobs])
+    named: bool = False  # from a [sources.NAME] table (not a lone [source])
 
+    @property
+    def table(self) -> str:
+        """Where it was configured, for messages: ``source`` or ``sources.prod``."""
+        return f"sources.{self.name}" if self.named else "source"
 
-@dataclass(frozen=True, slots=True)
-class JobsConfig:
-    names: tuple[str, ...] = ()
-    discover: bool = False
-    include: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
+    @property
+    def jobs_table(self) -> str:
+        """``jobs`` or ``sources.prod.jobs``."""
+        return f"sources.{self.name}.jobs" if self.named else "jobs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +106,8 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     path: Path
-    source: SourceConfig
-    jobs: JobsConfig
+    source: SourceConfig  # the first source (single-source code paths only)
+    jobs: JobsConfig  # the first source's jobs
     interval: float = 60.0
     stall_timeout: float | None = None  # None: max(3 intervals, 10 min); see daemon's watchdog
     full_sweep: float | None = None  # every job's nodes fetched at least this often; None: as the budget allows
@@ -102,6 +121,12 @@ class Config:
     meta: MetaPolicy = DEFAULT_META
     noise: FlapPolicy = DEFAULT_FLAP
     metrics: MetricsConfig = MetricsConfig()
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    """Every source by name, in config order (``source`` is the first); filled from ``source`` when empty."""
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            object.__setattr__(self, "sources", {self.source.name: replace(self.source, jobs=self.jobs)})
 
 
 # defaults read from instances: with slots=True the class attributes are descriptors
@@ -119,10 +144,13 @@ def load_config(path: Path) -> Config:
     refuse_world_writable(path)
     root = TableReader(load_toml(path), file=str(path), where="")
     base = path.resolve().parent
+    sources = _sources(root)
+    first = next(iter(sources.values()))
     config = Config(
         path=path,
-        source=_source(root.table("source")),
-        jobs=_jobs(root.optional_table("jobs")),
+        source=first,
+        jobs=first.jobs,
+        sources=sources,
         **_schedule(root.optional_table("schedule")),
         state_path=_read(root.optional_table("state"), lambda t: _resolve(base, t.str("path", DEFAULT_STATE_PATH))),
         **_paths(root.optional_table("paths"), base),
@@ -245,8 +273,37 @@ SOURCE_KEYS = (
 """Every key of ``[source]``: checked first, so ``projct_id`` is reported as a typo, not as a missing key."""
 
 
-def _source(src: TableReader) -> SourceConfig:
-    src.finish(SOURCE_KEYS)  # unknown keys first: a typo explains a "missing" required key
+def _sources(root: TableReader) -> dict[str, SourceConfig]:
+    """``[source]`` + ``[jobs]`` (the source ``default``), or ``[sources.NAME]`` tables with ``[sources.NAME.jobs]``."""
+    if not root.has("sources"):
+        source = _source(root.table("source"))
+        return {source.name: replace(source, jobs=_jobs(root.optional_table("jobs")))}
+    for key, shape in (("source", "[sources.NAME]"), ("jobs", "[sources.NAME.jobs]")):
+        if root.has(key):
+            raise root.error(key, f"[{key}] and [sources.NAME] do not mix: with several sources every source is "
+                                  f"a {shape} table (a lone [source] + [jobs] is the source named "
+                                  f"{DEFAULT_SOURCE!r}: [sources.{DEFAULT_SOURCE}] keeps its state)")
+    table = root.table("sources")
+    if not table.data:
+        raise root.error("sources", "no [sources.NAME] table: name at least one source")
+    out: dict[str, SourceConfig] = {}
+    for name in list(table.data):
+        if not SOURCE_NAME.fullmatch(name):
+            raise table.error(name, "a source name is letters, digits, '_' and '-' (it names the source in "
+                                    "alerts, labels and the state file)")
+        src = table.table(name)
+        jobs = src.table("jobs", None)
+        if jobs is None:
+            raise src.error("jobs", f"each source has its own jobs: add [sources.{name}.jobs] with names = [...] "
+                                    "or discover = true")
+        source = replace(_source(src, extra=("jobs",)), name=name, named=True)
+        out[name] = replace(source, jobs=_jobs(jobs))
+    table.finish()
+    return out
+
+
+def _source(src: TableReader, *, extra: tuple[str, ...] = ()) -> SourceConfig:
+    src.finish((*SOURCE_KEYS, *extra))  # unknown keys first: a typo explains a "missing" required key
     ak_env, ak_file = src.env_or_file("ak", _SRC.ak_env)
     sk_env, sk_file = src.env_or_file("sk", _SRC.sk_env)
     token_env, token_file = src.env_or_file("token", _SRC.token_env)

@@ -133,7 +133,8 @@ class Daemon:
         busy = self._busy_since
         if busy is None:
             return 0.0
-        return self._monotonic() - max(busy, self.app.wiring.client.stats.last_answer)
+        answered = max(c.stats.last_answer for c in self.app.wiring.clients.values())  # any source's progress
+        return self._monotonic() - max(busy, answered)
 
     async def watchdog(self, period: float) -> None:
         """WATCHDOG=1 every ``period`` while the loop runs and no tick is stalled past its bound."""
@@ -253,8 +254,11 @@ class Daemon:
         if self.systemd.watchdog_interval is not None:
             background.append(loop.create_task(self.watchdog(self.systemd.watchdog_interval)))
         self.systemd.send(ready="1", status="started; first cycle running")
+        jobs: dict[str, str | int] = {name: "discover" if s.jobs.discover else len(s.jobs.names)
+                                      for name, s in config.sources.items()}
         event(log, logging.INFO, "notifier running", interval=f"{config.interval:g}s",
-              jobs="discover" if config.jobs.discover else len(config.jobs.names),
+              jobs=next(iter(jobs.values())) if len(jobs) == 1 else None,
+              sources=",".join(f"{name}:{n}" for name, n in jobs.items()) if len(jobs) > 1 else None,
               rules=len(self.app.runtime.rules), channels=len(self.app.wiring.channels))
         try:
             await self._until_stopped(duration)

@@ -38,8 +38,10 @@ ROUND_MIN, ROUND_MAX = 100, 1000  # ... but never fewer or more jobs than these
 SWEEP_DEADLINE = 0.95  # a cycle's sweep rounds end by this share of the interval (round_fits)
 
 
-def budget_of(config: Config) -> Budget:
-    return Budget(rate=config.source.max_requests_per_second, interval=config.interval, full_sweep=config.full_sweep)
+def budget_of(config: Config, rate: float | None = None) -> Budget:
+    """A source's budget per cycle: ``rate`` (its share of its user's, ``Wiring.rates``), else the first source's."""
+    return Budget(rate=rate if rate is not None else config.source.max_requests_per_second,
+                  interval=config.interval, full_sweep=config.full_sweep)
 
 
 def round_size(rate: float) -> int:
@@ -102,6 +104,7 @@ class FetchMemory:
     list_total: int | None = None  # jobs the list API last said the project has
     list_refused: str | None = None  # why named jobs are polled one by one (the list API refused this user)
     told: str = ""  # the sweep sentence last logged: logged again only when it changes
+    label: str = ""  # "source prod: " before what it logs when there are several sources
 
     def should_list(self, names: int) -> bool:
         """Named jobs without discovery: list only when it is cheaper than asking for each job's status."""
@@ -116,10 +119,10 @@ class FetchMemory:
         except SourceError as exc:
             if exc.error_code == "DLF.6888" or exc.status_code == 403:  # no permission: this user may not list
                 self.list_refused = str(exc)
-                log.warning("the list API is refused for this user, polling the %d named jobs one by one within "
-                            "the budget: %s", len(names), exc)
+                log.warning("%sthe list API is refused for this user, polling the %d named jobs one by one within "
+                            "the budget: %s", self.label, len(names), exc)
             else:
-                log.warning("the job list failed this cycle, planning from memory: %s", exc)
+                log.warning("%sthe job list failed this cycle, planning from memory: %s", self.label, exc)
             return None
         self.list_total = listing.total
         return listing
@@ -171,9 +174,9 @@ class FetchMemory:
         self.told = sentence
         warning = budget_warning(jobs, budget, listing=listing)
         if warning is not None:
-            log.warning("%s", warning)
+            log.warning("%s%s", self.label, warning)
         else:
-            log.info("%s", sentence)
+            log.info("%s%s", self.label, sentence)
 
 
 def sweep_json(oldest: float, plan: FetchPlan, jobs: int, budget: Budget) -> str:

@@ -128,12 +128,14 @@ _VIEW = {
         ("channel",), {}),
     "notifier_last_successful_cycle_timestamp_seconds": _Family(
         "When the last cycle with a working source finished (Unix time; absent before the first).", (), {}),
-    "notifier_source_failing_cycles": _Family("Cycles in a row the source has failed (0: it works).", (), {}),
+    "notifier_source_failing_cycles": _Family("Cycles in a row the source has failed (0: it works).",
+                                              ("source",), {}),
     "notifier_sweep_oldest_fetch_seconds": _Family(
         "Seconds since the least recently fetched watched job's status was fetched, at the end of the last cycle "
-        "(the achieved sweep).", (), {}),
+        "(the achieved sweep), per source.", ("source",), {}),
     "notifier_sweep_target_seconds": _Family(
-        "The sweep the fetch planner keeps: [schedule] full_sweep, or the fastest the request budget allows.", (), {}),
+        "The sweep the fetch planner keeps: [schedule] full_sweep, or the fastest the request budget allows, per "
+        "source.", ("source",), {}),
 }
 
 
@@ -162,11 +164,12 @@ class Metrics:
         self.cycle_duration = Histogram("notifier_cycle_duration_seconds", "Wall time of a completed poll cycle.",
                                         buckets=CYCLE_BUCKETS, registry=r)
         self.api_requests = Counter("notifier_api_requests", "HTTP requests sent to the DGC API, retries "
-                                    "included.", registry=r)
-        self.api_retries = Counter("notifier_api_retries", "HTTP requests to the DGC API that were retries.",
-                                   registry=r)
+                                    "included, per source.", ("source",), registry=r)
+        self.api_retries = Counter("notifier_api_retries", "HTTP requests to the DGC API that were retries, per "
+                                   "source.", ("source",), registry=r)
         self.api_throttled = Counter("notifier_api_throttled", "DGC API answers refused for the user's rate limit "
-                                     "(APIG.0308, 429); each one slowed every request of the source.", registry=r)
+                                     "(APIG.0308, 429); each one slowed every request of the source's user.",
+                                     ("source",), registry=r)
         self.fetch_errors = Counter("notifier_fetch_errors", "Jobs whose status could not be fetched, by error "
                                     "kind, HTTP status and DGC error code ('' when none).",
                                     ("kind", "status_code", "error_code"), registry=r)
@@ -180,7 +183,8 @@ class Metrics:
         self.retries = Counter("notifier_notification_retries", "Failed sends that will be tried again (all "
                                "channels together).", registry=r)
         self._view = _ViewCollector(_VIEW)
-        self._view.set("notifier_source_failing_cycles", {(): 0})
+        self._view.set("notifier_source_failing_cycles", {})
+        self._sweeps: dict[str, tuple[float | None, float | None]] = {}  # source -> (oldest, target) last seen
         r.register(self._view)
 
     # --- fed by the daemon ------------------------------------------------------------
@@ -194,9 +198,11 @@ class Metrics:
         finished = report.at + timedelta(seconds=max(0.0, duration_s))
         self.cycles.labels(outcome).inc()
         self.cycle_duration.observe(max(0.0, duration_s))
-        self.api_requests.inc(report.requests)
-        self.api_retries.inc(report.retries)
-        self.api_throttled.inc(report.throttled)
+        per_source = report.sources or {report.source: report}
+        for name, one in per_source.items():
+            self.api_requests.labels(name).inc(one.requests)
+            self.api_retries.labels(name).inc(one.retries)
+            self.api_throttled.labels(name).inc(one.throttled)
         self.transitions.inc(report.transitions)
         self.queued.inc(report.notifications)
         for error in report.errors:
@@ -214,11 +220,18 @@ class Metrics:
         self._view.set("notifier_jobs", {(s,): n for s, n in jobs.items()})
         self._view.set("notifier_nodes", {(s,): n for s, n in nodes.items()})
         self._view.set("notifier_alerts", dict(by_rule))
-        self._view.set("notifier_source_failing_cycles", {(): report.source_failures})
-        if report.sweep is not None:  # the achieved sweep: how long ago the least recently fetched job was fetched
-            self._view.set("notifier_sweep_oldest_fetch_seconds", {(): report.sweep})
-        if report.sweep_target is not None and report.sweep_target != float("inf"):
-            self._view.set("notifier_sweep_target_seconds", {(): report.sweep_target})
+        self._view.set("notifier_source_failing_cycles", {(n,): r.source_failures for n, r in per_source.items()})
+        for name, one in per_source.items():  # a source whose cycle did not finish its sweep keeps its last figures
+            oldest, target = self._sweeps.get(name, (None, None))
+            if one.sweep is not None:  # the achieved sweep: how long ago the least recently fetched job was fetched
+                oldest = one.sweep
+            if one.sweep_target is not None and one.sweep_target != float("inf"):
+                target = one.sweep_target
+            self._sweeps[name] = (oldest, target)
+        self._view.set("notifier_sweep_oldest_fetch_seconds",
+                       {(n,): o for n, (o, _) in self._sweeps.items() if o is not None})
+        self._view.set("notifier_sweep_target_seconds",
+                       {(n,): t for n, (_, t) in self._sweeps.items() if t is not None})
         with self._lock:
             self._attempts += 1
             if report.source_failed:

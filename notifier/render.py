@@ -24,7 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from notifier.core import summary
 from notifier.core.durations import format_duration
-from notifier.core.models import SEVERITIES, Alert, MessageGroup
+from notifier.core.models import DEFAULT_SOURCE, SEVERITIES, Alert, MessageGroup
 from notifier.errors import TemplateError
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,10 @@ def message_context(group: MessageGroup, now: datetime) -> dict[str, Any]:
     resolved = tuple(a for a in group.alerts if a.status == "resolved")
     worst = worst_severity(group) or "info"
     return {
-        "group": group.group,
-        "job": group.group,
+        "group": group.group,  # the job key: "prod/JOB" for the source prod, the bare name for default
+        "job": group.group,  # what messages call the job (the source named unless it is default)
+        "source": group.source,
+        "job_name": group.job,  # the bare DataArts job name
         "channel": group.channel,
         "alerts": group.alerts,
         "firing": firing,
@@ -206,7 +208,8 @@ def _what(alerts: Sequence[Alert]) -> str:
 def silence_command(alert: Alert, duration: str = "2h") -> str:
     """The exact command that silences this alert (rule, job and node), to paste into a shell."""
     node = f" --node {shlex.quote(alert.node)}" if alert.node else ""
-    return (f"notifier silence add --rule {shlex.quote(alert.rule)} --job {shlex.quote(alert.job)}{node} "
+    source = f" --source {shlex.quote(alert.source)}" if alert.source != DEFAULT_SOURCE else ""
+    return (f"notifier silence add --rule {shlex.quote(alert.rule)}{source} --job {shlex.quote(alert.job)}{node} "
             f'--for {duration} --comment "..."')
 
 
@@ -218,7 +221,7 @@ def mrkdwn_escape(value: object) -> str:
 def alert_line(alert: Alert, now: datetime) -> str:
     """One plain line per alert: the built-in fallback that needs no template."""
     head = "RESOLVED" if alert.status == "resolved" else alert.severity.upper()
-    where = f"{alert.job}/{alert.node}" if alert.node else alert.job
+    where = f"{alert.key}/{alert.node}" if alert.node else alert.key
     line = (f"[{head}] {where}: {alert.summary or alert.state} "
             f"(rule {alert.rule}, since {timestamp(alert.since)}, {ago(alert.since, now)})")
     if alert.log_path:

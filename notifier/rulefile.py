@@ -25,7 +25,7 @@ RESERVED_PREFIX = "notifier-"
 """Rule names of this form belong to the built-in meta-alerts (``core.meta``)."""
 
 RULE_KEYS = (
-    "name", "scope", "status", "transition", "for", "jobs", "nodes", "node_types", "severity",
+    "name", "scope", "status", "transition", "for", "sources", "jobs", "nodes", "node_types", "severity",
     "channels", "template", "repeat", "resolved", "stalled", "inhibits", "summary", "slack_channel", "mention",
     "labels",
 )
@@ -234,7 +234,8 @@ def _parse_rule(data: Any, index: int, file: str, channels: Collection[str]) -> 
         status=status,
         transition=transition,
         for_=r.seconds("for", 0.0),
-        jobs=_globs(r, "jobs", ("*",)),
+        sources=_globs(r, "sources", ("*",)),
+        jobs=_job_globs(r),
         nodes=_globs(r, "nodes", ("*",)),
         node_types=r.str_list("node_types", ()),
         severity=r.choice("severity", SEVERITIES, "warning"),
@@ -283,6 +284,17 @@ def _globs(r: TableReader, key: str, default: tuple[str, ...]) -> tuple[str, ...
         if problem := glob_problem(glob):
             raise r.error(key, f"{glob!r}: {problem}")
     return value
+
+
+def _job_globs(r: TableReader) -> tuple[str, ...]:
+    """``jobs`` globs match the bare job name; a ``/`` (no job name has one) means a source was meant."""
+    globs = _globs(r, "jobs", ("*",))
+    for glob in globs:
+        if "/" in glob:
+            source, _, job = glob.partition("/")
+            raise r.error("jobs", f"{glob!r}: a job name has no '/'; to select a source say "
+                                  f"sources = [{source!r}] and jobs = [{job!r}]")
+    return globs
 
 
 def glob_problem(glob: str) -> str | None:

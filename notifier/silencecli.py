@@ -35,18 +35,26 @@ def run(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def matchers_from(args: argparse.Namespace) -> Matchers | None:
-    """The --rule/--job/--node globs given, or None when none was (a mute of everything must be said).
+    """The --rule/--source/--job/--node globs given, or None when none was (a mute of everything must be said).
 
     An empty glob is refused: ``--job "$JOB"`` with JOB unset must not silence every job.
+    ``--job`` matches the bare job name; ``--source`` (default: every source) the source.
     """
-    given = {"rule": args.rule, "job": args.job, "node": args.node}
+    source = getattr(args, "source", None)
+    given = {"rule": args.rule, "source": source, "job": args.job, "node": args.node}
     for name, value in given.items():
         if value is not None and not value.strip():
             raise ValueError(f"--{name} is empty: an empty glob would match nothing (or, left out, everything); "
                              "give a name or a glob such as 'job_*'")
+    for name in ("source", "job"):
+        value = given[name]
+        if value is not None and "/" in value:
+            hint = (f"say --source {value.partition('/')[0]!r} --job {value.partition('/')[2]!r}" if name == "job"
+                    else "a source name is letters, digits, '_' and '-'")
+            raise ValueError(f"--{name} {value!r}: no {name} name has a '/'; {hint}")
     if all(value is None for value in given.values()):
         return None
-    return Matchers(rule=args.rule or "*", job=args.job or "*", node=args.node or "*")
+    return Matchers(rule=args.rule or "*", job=args.job or "*", node=args.node or "*", source=source or "*")
 
 
 def parse_until(text: str, now: datetime) -> datetime:
@@ -67,7 +75,7 @@ def _add(args: argparse.Namespace, store: StateStore, _windows: Sequence[Mute], 
     except ValueError as exc:
         return _usage(str(exc))
     if matchers is None:
-        return _usage("give at least one of --rule, --job, --node (to silence everything, say --rule '*')")
+        return _usage("give at least one of --rule, --source, --job, --node (to silence everything, say --rule '*')")
     if not args.comment.strip():
         return _usage("--comment must say why (it is shown to whoever wonders why alerts are quiet)")
     try:
@@ -130,7 +138,7 @@ def ack(args: argparse.Namespace, config_path: Path) -> int:
     except ValueError as exc:
         return _usage(str(exc))
     if (args.fingerprint is None) == (matchers is None):
-        return _usage("give either a FINGERPRINT (see `notifier alerts`) or matchers (--rule/--job/--node)")
+        return _usage("give either a FINGERPRINT (see `notifier alerts`) or matchers (--rule/--source/--job/--node)")
     config = load_config(config_path)
     if not config.state_path.exists():
         return _usage(f"no state file yet at {config.state_path}: nothing is firing")

@@ -46,7 +46,7 @@ class Silences:
         m = silence.matchers
         self._file.write("add a silence", lambda conn: conn.execute(
             f"INSERT INTO silence ({_SILENCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (silence.id, m.rule, m.job, m.node, to_ms(silence.starts_at), to_ms(silence.ends_at),
+            (silence.id, m.rule, m.stored_job, m.node, to_ms(silence.starts_at), to_ms(silence.ends_at),
              to_ms(silence.created_at), silence.author, silence.comment)))
 
     def restore(self, rows: Iterable[tuple[object, ...]]) -> int:
@@ -122,5 +122,5 @@ def silence_rows(conn: sqlite3.Connection, now_ms: int) -> list[tuple[object, ..
 
 def _silence(row: tuple[Any, ...]) -> Silence:
     id_, rule, job, node, starts, ends, created, author, comment = row
-    return Silence(id=id_, matchers=Matchers(rule, job, node), starts_at=from_ms(starts), ends_at=from_ms(ends),
+    return Silence(id=id_, matchers=Matchers.stored(rule, job, node), starts_at=from_ms(starts), ends_at=from_ms(ends),
                    created_at=from_ms(created), author=author, comment=comment)

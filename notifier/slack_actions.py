@@ -45,7 +45,7 @@ from notifier.channels.slack_threads import (
     with_status,
 )
 from notifier.core.durations import format_duration
-from notifier.core.models import Clock, ThreadRef
+from notifier.core.models import Clock, ThreadRef, split_job_key
 from notifier.core.mutes import Matchers, Silence
 from notifier.errors import NotifierError
 from notifier.logs import event
@@ -232,7 +232,7 @@ class ButtonListener:
             details = f"silence={click.silence} expired={expired}"
         else:
             duration = SILENCE_ACTIONS[click.action]
-            silence = Silence(id=new_silence_id(), matchers=Matchers(job=glob.escape(click.job)), starts_at=now,
+            silence = Silence(id=new_silence_id(), matchers=_job_matchers(click.job), starts_at=now,
                               ends_at=now + timedelta(seconds=duration), created_at=now, comment=COMMENT,
                               author=click.username)
             self._store.silences.add(silence)
@@ -302,3 +302,9 @@ def listeners_for(channels: Mapping[str, Any], store: StateStore, clock: Clock,
     return [ButtonListener(token, tuple(c.name for c in group), current, store, clock,
                            base_url=group[0].settings.base_url, **options)
             for token, group in by_token.items()]
+
+
+def _job_matchers(key: str) -> Matchers:
+    """A Silence button's matchers: every rule of this job of this source (the button's job is a job key)."""
+    source, job = split_job_key(key)
+    return Matchers(job=glob.escape(job), source=glob.escape(source))

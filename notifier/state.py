@@ -20,7 +20,7 @@ from typing import Any, cast
 from notifier.core.counters import COUNTER_NAMES, NO_COUNTERS, Counters, compact_counters
 from notifier.core.flap import FlapState
 from notifier.core.incidents import Incident
-from notifier.core.models import AlertState, EntityKey, EntityState
+from notifier.core.models import DEFAULT_SOURCE, AlertState, EntityKey, EntityState
 from notifier.outbox import NewNotification, Outbox, enqueue
 from notifier.silences import Silences, forget_acks
 from notifier.statefile import StateFile, from_ms, opt_dt, opt_ms, to_ms
@@ -34,6 +34,11 @@ JOBS_MISSING_KEY = "jobs_missing"
 """Meta key: JSON {job: [cycles in a row the API said "no such job", epoch ms of the first]}."""
 FETCH_SWEEP_KEY = "fetch_sweep"
 """Meta key: JSON of the last cycle's achieved and planned sweep (``fetching.sweep_json``), for ``notifier alerts``."""
+
+
+def meta_key(key: str, source: str) -> str:
+    """A source's own meta key: ``fetch_sweep:prod``; the default source keeps the bare key (older files)."""
+    return key if source == DEFAULT_SOURCE else f"{key}:{source}"
 
 @dataclass(frozen=True, slots=True)
 class CycleWrite:

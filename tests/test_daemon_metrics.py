@@ -21,7 +21,7 @@ def sim() -> Iterator[Simulator]:
 
 
 def sample(text: str, name: str) -> float:
-    """The value of an unlabelled sample in Prometheus' text format."""
+    """The value of a sample (``name`` with its labels, if any) in Prometheus' text format."""
     (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
     return float(line.split()[1])
 
@@ -43,8 +43,9 @@ def test_metrics_move_and_healthz_turns_503_when_the_source_hangs(write_config, 
             except httpx.HTTPError:
                 return ""
         wait_until(lambda: "notifier_cycles_total{outcome=\"ok\"}" in scrape(), what="a cycle on /metrics")
-        before = sample(scrape(), "notifier_api_requests_total")
-        wait_until(lambda: sample(scrape(), "notifier_api_requests_total") >= before + 2, what="requests counting up")
+        requests = 'notifier_api_requests_total{source="default"}'
+        before = sample(scrape(), requests)
+        wait_until(lambda: sample(scrape(), requests) >= before + 2, what="requests counting up")
         assert 'notifier_alerts{phase="firing",rule="node-exception",severity="critical"} 1.0' in scrape()
         ok = httpx.get(f"{base}/healthz", timeout=2)
         assert ok.status_code == 200 and ok.text.startswith("ok: last successful cycle")

@@ -89,14 +89,15 @@ def test_observe_cycle_moves_counters_and_sets_the_view(metrics: Metrics, server
     assert got['notifier_cycles_total{outcome="error"}'] == 0
     assert got["notifier_cycle_duration_seconds_count"] == 2
     assert got["notifier_cycle_duration_seconds_sum"] == pytest.approx(1.7)
-    assert got["notifier_api_requests_total"] == 10 and got["notifier_api_retries_total"] == 2
+    assert got['notifier_api_requests_total{source="default"}'] == 10
+    assert got['notifier_api_retries_total{source="default"}'] == 2
     assert got["notifier_transitions_total"] == 6 and got["notifier_notifications_queued_total"] == 2
     assert got['notifier_fetch_errors_total{error_code="APIGW.0308",kind="throttled",status_code="429"}'] == 1
     assert got['notifier_fetch_errors_total{error_code="",kind="timeout",status_code=""}'] == 1
     assert got['notifier_jobs{status="RUNNING"}'] == 1 and got['notifier_jobs{status="EXCEPTION"}'] == 1
     assert got['notifier_nodes{status="RUNNING"}'] == 2 and got['notifier_nodes{status="FAILED"}'] == 1
     assert not [k for k in got if k.startswith("notifier_alerts{")]  # the latest view has no alerts
-    assert got["notifier_source_failing_cycles"] == 1
+    assert got['notifier_source_failing_cycles{source="default"}'] == 1
     assert got["notifier_last_successful_cycle_timestamp_seconds"] == pytest.approx(clock().timestamp() + 1.5)
     assert got[f'notifier_build_info{{python="{platform.python_version()}",version="{__version__}"}}'] == 1
 

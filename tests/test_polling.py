@@ -89,8 +89,9 @@ def test_one_list_a_cycle_status_within_the_budget_and_every_job_swept(
         metrics = Metrics()
         metrics.observe_cycle(p.cycle(), 0.01, {}, p.app.poller.entities)
         text = metrics.exposition()
-        assert f"notifier_sweep_target_seconds {3 * INTERVAL}" in text
-        assert "notifier_sweep_oldest_fetch_seconds " in text and "notifier_api_throttled_total 0.0" in text
+        assert f'notifier_sweep_target_seconds{{source="default"}} {3 * INTERVAL}' in text
+        assert 'notifier_sweep_oldest_fetch_seconds{source="default"} ' in text
+        assert 'notifier_api_throttled_total{source="default"} 0.0' in text
     finally:
         p.close()
 

@@ -106,7 +106,7 @@ def test_silence_added_while_running_mutes_the_resolve(write_config, sim) -> Non
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--for", "2h", "--comment", "x"), "at least one of --rule, --job, --node"),
+    (("--for", "2h", "--comment", "x"), "at least one of --rule, --source, --job, --node"),
     (("--rule", "r", "--for", "soon", "--comment", "x"), "--for 'soon'"),
     (("--rule", "r", "--until", "2001-01-01T00:00Z", "--comment", "x"), "in the past"),
     (("--rule", "r", "--until", "tomorrow", "--comment", "x"), "ISO 8601"),

@@ -36,11 +36,11 @@ import httpx
 from notifier import __version__
 from notifier.channels.am_payload import (
     am_alert,
+    facts_of,
     read_generator_url,
     read_labels,
     rfc3339,
-    source_labels,
-    with_labels,
+    with_source_labels,
 )
 from notifier.channels.base import ChannelType
 from notifier.channels.webhook import url_problem
@@ -182,15 +182,15 @@ def sync(config: Config, rules: Sequence[Rule], previous: Mapping[str, AlertStat
     channels = synced_channels(config)
     rows: list[NewNotification] = []
     synced = {name: s for name, s in memory.items() if name in channels}
-    source = source_labels(config.source)
+    facts = facts_of(config.sources)
     for name in sorted(channels):
         settings: AlertmanagerSettings = config.channels[name].settings
         plan = plan_sync(name, previous, states, rules, entities, now, last=memory.get(name),
                          resend=settings.resend, notified=notified)
         if not plan.due:
             continue
-        payload = sync_payload(settings, [with_labels(a, source) for a in plan.firing],
-                               [with_labels(a, source) for a in plan.resolved], now,
+        payload = sync_payload(settings, [with_source_labels(a, facts) for a in plan.firing],
+                               [with_source_labels(a, facts) for a in plan.resolved], now,
                                ttl(settings.resend, config.interval))
         rows.append(NewNotification(channel=name, group=SYNC_GROUP, payload=payload, supersede=merge))
         if plan.synced is not None:

@@ -73,6 +73,20 @@ def with_labels(alert: Alert, extra: Mapping[str, str]) -> Alert:
     return replace(alert, labels={**extra, **alert.labels}) if extra else alert
 
 
+SourceFacts = Mapping[str, Mapping[str, str]]
+"""Source name -> its ``source_labels``: what each source's alerts carry."""
+
+
+def facts_of(sources: Mapping[str, SourceConfig]) -> dict[str, dict[str, str]]:
+    """Every configured source's labels, by source name."""
+    return {name: source_labels(source) for name, source in sources.items()}
+
+
+def with_source_labels(alert: Alert, facts: SourceFacts) -> Alert:
+    """The alert with its own source's ``project_id``/``workspace`` under its labels (none for an unknown source)."""
+    return with_labels(alert, facts.get(alert.source, NO_LABELS))
+
+
 def am_labels(alert: Alert, static: Mapping[str, str] = NO_LABELS) -> dict[str, str]:
     """The alert's label set: ``static`` (the channel's), then ``alert.labels``, then the built-ins."""
     labels = {**static, **alert.labels}

@@ -190,6 +190,8 @@ class Grouping:
 def group_alerts(alerts: Sequence[Alert], channels: Collection[str], routed: Collection[str] | None = None) -> Grouping:
     """One message per channel, route, job and template: alerts of one job in one cycle go out together.
 
+    A job is a job of one source (``Alert.key``): two sources' jobs of one name are two messages.
+
     A rule's route (``slack_channel``) splits messages only on ``routed`` channels (None: all);
     elsewhere it means nothing, and the job's alerts stay one message.
     """
@@ -208,7 +210,7 @@ def group_alerts(alerts: Sequence[Alert], channels: Collection[str], routed: Col
                 unknown[(channel, alert.rule)] = None
                 continue
             route = alert.route if routed is None or channel in routed else None
-            groups[(channel, route, alert.job, alert.template)].append(alert)
+            groups[(channel, route, alert.key, alert.template)].append(alert)
     return Grouping(
         groups=tuple(MessageGroup(channel=c, group=j, alerts=tuple(a), template=t, route=r)
                      for (c, r, j, t), a in groups.items()),

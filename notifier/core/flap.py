@@ -127,14 +127,14 @@ def _firing(state: AlertState | None) -> bool:
 
 def _flapping_notice(alert: Alert, changes: int, policy: FlapPolicy) -> Alert:
     """The message that tipped it, saying it is flapping (its own words first: they say what is wrong)."""
-    who = alert.node or alert.job
+    who = alert.node or alert.key
     window = format_duration(policy.window)
     return replace(alert, summary=(f"{alert.summary}; {who} is flapping: {changes} changes in {window}, "
                                    f"quiet until it is stable for {format_duration(policy.quiet)}"))
 
 
 def _settled(alert: Alert, stable_for: timedelta) -> Alert:
-    who = alert.node or alert.job
+    who = alert.node or alert.key
     what = f"still {alert.state}" if alert.status == "firing" else f"{alert.state or 'clear'}"
     return replace(alert, summary=f"{who} stopped flapping, stable for {format_duration(stable_for)}: {what}")
 

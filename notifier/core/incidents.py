@@ -115,7 +115,7 @@ def plan_incidents(groups: Sequence[MessageGroup], threaded: Collection[str], op
             firing_alert(by_name[s.rule], s, entities.get((s.job, s.node)), entities, now, reminder=False)
             for s in sorted(firing.get(key, ()), key=lambda s: (s.node, s.rule)))
         silence = next((s for s in silences if current and s.starts_at <= now < s.ends_at
-                        and all(s.matchers.match(a.rule, a.job, a.node) for a in current)), None)
+                        and all(s.matchers.match(a.rule, a.key, a.node) for a in current)), None)
         return Conversation(incident, opens=opens, closes=key not in firing, current=current,
                             nodes=sum(1 for node in entities.job(key[2]) if node[1]), edit_only=edit_only,
                             silence=silence, acked_by={a.fingerprint: acks[a.fingerprint] for a in current

@@ -33,6 +33,6 @@ def inhibition_filter(rules: Sequence[Rule]) -> NotifyFilter:
 
     def keep(alerts: tuple[Alert, ...], states: Mapping[str, AlertState], now: datetime) -> tuple[Alert, ...]:
         muted = inhibitions(rules, states.values())
-        return tuple(a for a in alerts if (a.job, a.rule) not in muted) if muted else alerts
+        return tuple(a for a in alerts if (a.key, a.rule) not in muted) if muted else alerts
 
     return keep

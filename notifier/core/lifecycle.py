@@ -33,6 +33,8 @@ from notifier.core.models import (
     Event,
     Rule,
     fingerprint,
+    source_of,
+    split_job_key,
 )
 
 NotifyFilter = Callable[[tuple[Alert, ...], Mapping[str, AlertState], datetime], tuple[Alert, ...]]
@@ -122,7 +124,7 @@ def advance(rules: Sequence[Rule], conditions: Sequence[Condition], events: Sequ
 
 
 def _order(alert: Alert) -> tuple[str, str, str, bool, str]:
-    return (alert.job, alert.node or "", alert.rule, alert.event, alert.status)
+    return (alert.key, alert.node or "", alert.rule, alert.event, alert.status)
 
 
 def _step_condition(rule: Rule, cond: Condition, fp: str, old: AlertState | None,
@@ -192,7 +194,8 @@ def firing_alert(rule: Rule, state: AlertState, entity: EntityState | None,
             detail=detail)) or text
     return Alert(
         status="firing", rule=rule.name, severity=rule.severity, fingerprint=state.fingerprint,
-        job=state.job, node=state.node or None, node_type=entity.node_type if state.node else None,
+        source=source_of(state.job), job=split_job_key(state.job)[1], node=state.node or None,
+        node_type=entity.node_type if state.node else None,
         state=entity.status, previous_state=entity.previous_status, since=entity.since,
         starts_at=state.active_since, log_path=entity.log_path, summary=text,
         job_status=_job_status(entities, state.job), counters=dict(entity.counters),
@@ -222,8 +225,9 @@ def resolved_alert(rule: Rule, old: AlertState, entities: Mapping[EntityKey, Ent
             dict(entity.counters))
     return Alert(
         status="resolved", rule=rule.name, severity=rule.severity, fingerprint=old.fingerprint,
-        job=old.job, node=old.node or None, node_type=node_type if old.node else None,
-        state=state, previous_state=previous_state, since=since, starts_at=old.active_since, ends_at=now,
+        source=source_of(old.job), job=split_job_key(old.job)[1], node=old.node or None,
+        node_type=node_type if old.node else None, state=state, previous_state=previous_state, since=since,
+        starts_at=old.active_since, ends_at=now,
         log_path=log_path, summary=text, job_status=_job_status(entities, old.job), counters=counters,
         template=rule.template, channels=rule.channels, route=rule.slack_channel,
         mentions=rule.mention, labels=dict(rule.labels),
@@ -241,8 +245,8 @@ def _event_alert(rule: Rule, ev: Event, entities: Mapping[EntityKey, EntityState
             previous_state=t.from_status, duration=0.0)) or text
     return Alert(
         status="firing", rule=rule.name, severity=rule.severity, fingerprint=fingerprint(rule.name, t.job, t.node),
-        job=t.job, node=t.node or None, node_type=t.node_type if t.node else None,
-        state=t.to_status, previous_state=t.from_status,
+        source=source_of(t.job), job=split_job_key(t.job)[1], node=t.node or None,
+        node_type=t.node_type if t.node else None, state=t.to_status, previous_state=t.from_status,
         since=current.since if current is not None else t.at, starts_at=t.at,
         log_path=entity.log_path if entity is not None else None, summary=text,
         job_status=_job_status(entities, t.job), counters=dict(entity.counters) if entity is not None else {},

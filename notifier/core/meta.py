@@ -21,7 +21,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from notifier.core import summary
-from notifier.core.models import Alert, Condition, EntityState, FetchResult, Rule, Severity, fingerprint
+from notifier.core.models import (
+    DEFAULT_SOURCE,
+    Alert,
+    Condition,
+    EntityState,
+    FetchResult,
+    Rule,
+    Severity,
+    fingerprint,
+    job_key,
+)
 
 SOURCE_DOWN = "notifier-source-down"
 AUTH_FAILED = "notifier-auth-failed"
@@ -31,15 +41,21 @@ CHANNEL_FAILING = "notifier-channel-failing"
 META_RULES = (SOURCE_DOWN, AUTH_FAILED, JOB_MISSING, STATE_UNWRITABLE, CHANNEL_FAILING)
 
 META_JOB = "notifier"
-"""The ``job`` of meta-alerts that are not about one DataArts job (the webhook ``group``)."""
+"""The ``job`` of meta-alerts that are not about one DataArts job (the webhook ``group``). A source's
+own (source-down, auth-failed) are ``job_key(source, META_JOB)``: ``prod/notifier``, the bare name
+for the default source; the global ones (channel-failing, state-unwritable) are the bare name."""
+
+GLOBAL_META = (STATE_UNWRITABLE, CHANNEL_FAILING)
+"""Meta rules about notifier itself, not about one source: judged once per cycle, not per source."""
 
 _TEXT: Mapping[str, tuple[str, str, str]] = {
     # rule: (state word, firing summary, resolved summary); fields as in core.summary plus {detail}
-    SOURCE_DOWN: ("DOWN", "DGC source failing for {duration}: {detail}", "DGC source is back after {duration}"),
-    AUTH_FAILED: ("AUTH_FAILED", "DGC API refused the credentials: {detail}",
-                  "DGC authentication works again after {duration}"),
-    JOB_MISSING: ("MISSING", "{job} does not exist in DataArts Studio: {detail}",
-                  "{job}: no longer missing after {duration}"),
+    SOURCE_DOWN: ("DOWN", "DGC source{source_name} failing for {duration}: {detail}",
+                  "DGC source{source_name} is back after {duration}"),
+    AUTH_FAILED: ("AUTH_FAILED", "DGC API refused the credentials{of_source}: {detail}",
+                  "DGC authentication{of_source} works again after {duration}"),
+    JOB_MISSING: ("MISSING", "{job}{of_source} does not exist in DataArts Studio: {detail}",
+                  "{job}{of_source}: no longer missing after {duration}"),
     STATE_UNWRITABLE: ("UNWRITABLE", "state file cannot be written: {detail}",
                        "state file writable again after {duration}"),
     CHANNEL_FAILING: ("FAILING", "channel {node} is failing: {detail}",
@@ -70,12 +86,13 @@ class Streak:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """What the shell measured about notifier itself this cycle."""
+    """What the shell measured about notifier itself this cycle (about one source, and the global part)."""
 
     source_failures: Streak | None = None  # the source failed this cycle and these before it
     source_error: str | None = None  # the error of this cycle, when the source failed
     auth_error: str | None = None  # this cycle's auth refusal, with where the secret came from
-    missing: Mapping[str, Streak] = field(default_factory=dict)  # job -> "no such job" in a row
+    missing: Mapping[str, Streak] = field(default_factory=dict)  # job key -> "no such job" in a row
+    source: str = DEFAULT_SOURCE  # whose source_failures, auth_error and missing these are
     failing_channels: Mapping[str, tuple[str, datetime]] = field(default_factory=dict)  # channel -> (why, since)
 
 
@@ -128,12 +145,13 @@ def meta_conditions(health: Health, policy: MetaPolicy, now: datetime, active: C
     """
     held: dict[tuple[str, str, str], tuple[str, datetime]] = {}  # (rule, job, node) -> (detail, since)
     down = health.source_failures
+    own = job_key(health.source, META_JOB)
     auth_now = health.auth_error is not None
     if auth_now or (down is not None and AUTH_FAILED in active):
-        held[(AUTH_FAILED, META_JOB, "auth")] = (health.auth_error or health.source_error or "", now)
+        held[(AUTH_FAILED, own, "auth")] = (health.auth_error or health.source_error or "", now)
     if (down is not None and down.cycles >= policy.source_failures and health.source_error is not None
             and (not auth_now or SOURCE_DOWN in active)):
-        held[(SOURCE_DOWN, META_JOB, "source")] = (f"{down.cycles} cycles in a row; {health.source_error}",
+        held[(SOURCE_DOWN, own, "source")] = (f"{down.cycles} cycles in a row; {health.source_error}",
                                                    down.since)
     for job, missing in sorted(health.missing.items()):
         if missing.cycles >= policy.job_missing:

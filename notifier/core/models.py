@@ -91,7 +91,31 @@ class FetchResult:
 # --- what notifier remembers (state file) --------------------------------------------
 
 EntityKey = tuple[str, str]
-"""(job, node); node is "" for the job itself."""
+"""(job, node); node is "" for the job itself. ``job`` is a job key (``job_key``)."""
+
+DEFAULT_SOURCE = "default"
+"""The source of a lone ``[source]`` table, and of every job named without a source."""
+
+
+def job_key(source: str, job: str) -> str:
+    """How the core names job ``job`` of source ``source``: ``"prod/JOB"``, the bare name for ``default``.
+
+    DataArts job names cannot contain ``/`` (the name is a URL path segment), so the key
+    is unambiguous; the default source keeps bare names, so a state file written before
+    sources existed keeps its keys and fingerprints.
+    """
+    return job if source == DEFAULT_SOURCE else f"{source}/{job}"
+
+
+def split_job_key(key: str) -> tuple[str, str]:
+    """``"prod/JOB"`` -> ``("prod", "JOB")``; a bare name is the default source's."""
+    source, sep, job = key.partition("/")
+    return (source, job) if sep else (DEFAULT_SOURCE, key)
+
+
+def source_of(key: str) -> str:
+    """The source a job key belongs to."""
+    return split_job_key(key)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +279,7 @@ class Rule:
     scope: Scope
     channels: tuple[str, ...]
     status: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ("*",)  # globs on the source name ([sources.NAME]; one source: "default")
     transition: TransitionMatch | None = None
     for_: float = 0.0  # seconds the condition must hold before firing
     jobs: tuple[str, ...] = ("*",)
@@ -366,6 +391,11 @@ class Alert:
     """Extra labels for Alertmanager payloads: the rule's ``labels``, and the source's
     ``project_id``/``workspace`` added by the shell (``core.labels.BUILTIN`` names)."""
 
+    @property
+    def key(self) -> str:
+        """The job key (``job_key(source, job)``): what the state and the fingerprint name."""
+        return job_key(self.source, self.job)
+
 
 # --- notifications --------------------------------------------------------------------
 
@@ -374,10 +404,19 @@ class MessageGroup:
     """Alerts of one job that go out together on one channel in one cycle."""
 
     channel: str
-    group: str  # the job name
+    group: str  # the job key (``job_key``): the bare job name for the default source
     alerts: tuple[Alert, ...]
     template: str = "default"
     route: str | None = None  # where inside the channel (a Slack channel); None: the channel's default
+
+    @property
+    def source(self) -> str:
+        return split_job_key(self.group)[0]
+
+    @property
+    def job(self) -> str:
+        """The bare DataArts job name."""
+        return split_job_key(self.group)[1]
 
 
 Payload = Mapping[str, Any]

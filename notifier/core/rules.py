@@ -24,6 +24,7 @@ from notifier.core.models import (
     Rule,
     Transition,
     TransitionMatch,
+    split_job_key,
 )
 
 Matcher = Callable[[str], bool]
@@ -39,6 +40,18 @@ def _glob_matcher(patterns: tuple[str, ...]) -> Matcher:
     if not patterns or "*" in patterns:
         return _match_all
     return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match  # type: ignore[return-value]
+
+
+def _key_matcher(sources: tuple[str, ...], jobs: tuple[str, ...]) -> Matcher:
+    """Matches a job key (``models.job_key``): ``sources`` globs on its source, ``jobs`` globs on the bare name."""
+    source_ok, job_ok = _glob_matcher(sources), _glob_matcher(jobs)
+    if source_ok is _match_all and job_ok is _match_all:
+        return _match_all
+
+    def match(key: str) -> bool:
+        source, job = split_job_key(key)
+        return bool(source_ok(source)) and bool(job_ok(job))
+    return match
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +73,7 @@ def _compile(rule: Rule) -> _Compiled:
     return _Compiled(
         rule=rule,
         statuses=rule.status,
-        jobs=_glob_matcher(rule.jobs),
+        jobs=_key_matcher(rule.sources, rule.jobs),
         nodes=_glob_matcher(rule.nodes) if rule.scope == "node" else _match_all,
         node_types=_glob_matcher(rule.node_types) if rule.scope == "node" else _match_all,
         from_status=frozenset(t.from_status),

@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from notifier.core.durations import format_duration
-from notifier.core.models import Alert, EntityState, Rule, Transition
+from notifier.core.models import DEFAULT_SOURCE, Alert, EntityState, Rule, Transition, split_job_key
 
-SUMMARY_FIELDS = ("job", "node", "node_type", "state", "previous_state", "rule", "severity", "duration", "counter")
+SUMMARY_FIELDS = ("job", "source", "node", "node_type", "state", "previous_state", "rule", "severity", "duration",
+                  "counter")
 """Placeholders a rule's ``summary`` may use, e.g. ``"{job}/{node} is {state} since {duration}"``."""
 
 _FRESH_SECONDS = 60.0  # below this, "3s ago" is noise: the message already shows the time
@@ -58,11 +59,15 @@ def custom(fmt: str, fields: Mapping[str, str]) -> str | None:
 
 def fields(rule: Rule, *, job: str, node: str, node_type: str, state: str, previous_state: str | None,
            duration: float, detail: str = "") -> dict[str, str]:
-    """The values a custom summary can use (``detail``: built-in meta rules only)."""
+    """The values a custom summary can use (``detail``: built-in meta rules only); ``job`` is a job key."""
+    source, bare = split_job_key(job)
     return {
-        "job": job, "node": node, "node_type": node_type, "state": state,
+        "job": bare, "source": source, "node": node, "node_type": node_type, "state": state,
         "previous_state": previous_state or "", "rule": rule.name, "severity": rule.severity,
         "duration": format_duration(duration), "counter": rule.stalled or "", "detail": detail,
+        # built-in meta rules only: name the source unless it is the default one
+        "source_name": "" if source == DEFAULT_SOURCE else f" {source}",
+        "of_source": "" if source == DEFAULT_SOURCE else f" of source {source}",
     }
 
 

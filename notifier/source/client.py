@@ -20,11 +20,12 @@ for. The credentials are scrubbed from every error text, whatever the server ech
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -136,14 +137,14 @@ class DgcClient:
     def __init__(self, config: SourceConfig, *, transport: httpx.AsyncBaseTransport | None = None,
                  clock: Callable[[], datetime] = utcnow, sleep: Sleep = asyncio.sleep,
                  monotonic: Monotonic = time.monotonic, environ: Mapping[str, str] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, limiters: MutableMapping[str, RateLimiter] | None = None) -> None:
+        """``limiters`` (user identity -> limiter) shares one limiter among the clients of one user (``user``)."""
         self._config = config
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._base = f"{config.endpoint.rstrip('/')}/v1/{quote(config.project_id, safe='')}"
         self._semaphore = asyncio.Semaphore(config.concurrency)
-        self._limiter = RateLimiter(config.max_requests_per_second, monotonic=monotonic, sleep=sleep)
         self._headers = _base_headers(config)
         self._token: Secret | None = None
         self._aksk: tuple[Secret, Secret] | None = None
@@ -156,6 +157,9 @@ class DgcClient:
         elif config.auth == "iam":
             iam_credentials = (_secret(config.iam_user_env, config.iam_user_file, environ),
                                _secret(config.iam_password_env, config.iam_password_file, environ))
+        self.user = _user_identity(config, self._token, self._aksk, iam_credentials)
+        fresh = RateLimiter(config.max_requests_per_second, monotonic=monotonic, sleep=sleep)
+        self._limiter = fresh if limiters is None else limiters.setdefault(self.user, fresh)
         limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
         self._http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(config.timeout), limits=limits,
                                        follow_redirects=False)
@@ -165,6 +169,11 @@ class DgcClient:
             self.iam = TokenSource(config, self._http, user=user, password=password, clock=clock)
         self.stats = ClientStats()
         self.owners: dict[str, str] = {}  # job -> its owner, as the last job list said (for Slack mentions)
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The rate limiter this client's requests wait for: its user's, shared by the sources of that user."""
+        return self._limiter
 
     async def __aenter__(self) -> DgcClient:
         return self
@@ -396,6 +405,25 @@ def _secret(env: str, file: str | None, environ: Mapping[str, str] | None) -> Se
     if secret is None:  # read_secret raises for required secrets; this keeps the type honest
         raise ConfigError(f"missing secret: set environment variable {env}", where="source")
     return secret
+
+
+def _user_identity(config: SourceConfig, token: Secret | None, aksk: tuple[Secret, Secret] | None,
+                   iam: tuple[Secret, Secret] | None) -> str:
+    """Who the API counts this client's requests against (its 30 requests/s are per user): a digest.
+
+    Same AK (whatever env var or file it came from), same token, or same IAM user of one
+    account is one user; a digest, so the identity can be compared and never shows a secret.
+    """
+    parts: tuple[str, ...]
+    if aksk is not None:
+        parts = ("aksk", aksk[0].reveal())
+    elif token is not None:
+        parts = ("token", token.reveal())
+    elif iam is not None:
+        parts = ("iam", config.iam_endpoint, config.iam_domain, iam[0].reveal())
+    else:
+        parts = ("none", config.endpoint, config.project_id)
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
 def _base_headers(config: SourceConfig) -> dict[str, str]:
