@@ -670,6 +670,29 @@ def _spent(client: DgcClient, before: tuple[int, int, int]) -> tuple[int, int, i
     return requests - before[0], retries - before[1], throttled - before[2]
 
 
+@dataclass(frozen=True, slots=True)
+class _Running:
+    """A source's cycle while it runs: a late one outlives the cycle that started it."""
+
+    task: asyncio.Task[CycleReport | None]
+    wiring: Wiring  # what it polls and commits with: a reload closes that wiring only once it ended
+    since: float  # monotonic start, for the logs
+
+
+async def _until_done(tasks: Sequence[asyncio.Task[Any]], enough: asyncio.Event | None) -> None:
+    """Wait for every task; once ``enough`` is set, for no more than at least one of them."""
+    pending: set[asyncio.Future[Any]] = set(tasks)
+    give_up = asyncio.ensure_future(enough.wait()) if enough is not None else None
+    try:
+        while pending and not (give_up is not None and give_up.done() and len(pending) < len(tasks)):
+            waits = pending if give_up is None or give_up.done() else {*pending, give_up}
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(give_up)
+    finally:
+        if give_up is not None:
+            give_up.cancel()
+
+
 async def _unless(stop: asyncio.Event | None, fetch: Coroutine[Any, Any, Fetched | None]) -> Fetched | None:
     """``fetch``'s result, or None when ``stop`` is set first (the fetch is then cancelled: nothing was written)."""
     if stop is None:
@@ -750,6 +773,7 @@ class App:
         self.store = store
         self.poller = Poller(store, clock, first=next(iter(wiring.config.sources)))
         self._applying = asyncio.Lock()  # rounds of several sources commit one at a time
+        self._running: dict[str, _Running] = {}  # source -> its cycle, while it runs
         self.deliverer = Deliverer(store.outbox, wiring.channels, wiring.config.delivery, clock=clock,
                                    threads=store.threads)
 
@@ -784,32 +808,63 @@ class App:
         return report
 
     async def cycle_until(self, stop: asyncio.Event | None, *, in_thread: bool = False,
-                          on_round: Callable[[CycleReport], None] | None = None) -> CycleReport | None:
-        """One poll cycle: its first round (list, urgent jobs), then the sweep rounds; one report for all of them.
+                          on_round: Callable[[CycleReport], None] | None = None,
+                          enough: asyncio.Event | None = None) -> CycleReport | None:
+        """One poll cycle: each source's first round (list, urgent jobs), then its sweep rounds; one report.
 
         ``in_thread`` runs each round's synchronous half off the event loop (the daemon).
         ``stop`` (set by a shutdown) abandons the fetch of the running round: nothing of it
         is written, the rounds before it are committed, and the cycle ends there (None when
         the first round is abandoned). ``on_round`` hears each round's report after its
         commit, so the daemon delivers the urgent round's alerts while the sweep goes on.
+
+        ``enough`` (the daemon sets it at the interval) ends the cycle with the sources done
+        so far: a source still polling (a slow or unreachable endpoint) goes on alone, is not
+        started again while it runs, and its report joins the cycle in which it ends. So one
+        source's slowness never stretches another's interval. Without it, every source ends.
         """
         started = time.monotonic()  # the duration is for people, not for decisions: the real clock
-        wiring = self.wiring  # one consistent wiring for the whole cycle, even across a reload
+        wiring = self.wiring  # one consistent wiring for each source's cycle, even across a reload
         self.poller.first = next(iter(wiring.config.sources))
-        # every source's rounds run side by side: a source that times out or refuses the
-        # credentials never holds back another's alerts (each round commits on its own)
-        outcomes = await asyncio.gather(*(self._source_cycle(stop, wiring, name, in_thread=in_thread,
-                                                             on_round=on_round)
-                                          for name in wiring.config.sources), return_exceptions=True)
-        for outcome in outcomes:  # a commit that failed fails the cycle, once every source's rounds are done
-            if isinstance(outcome, BaseException):
-                raise outcome
-        done = [r for r in outcomes if isinstance(r, CycleReport)]
+        for name in wiring.config.sources:
+            # every source's rounds run side by side: a source that times out or refuses the
+            # credentials never holds back another's alerts (each round commits on its own)
+            late = self._running.get(name)
+            if late is not None:
+                event(log, logging.WARNING, "the source's previous cycle is still running, not starting another",
+                      source=name, running_s=round(time.monotonic() - late.since))
+                continue
+            task = asyncio.ensure_future(self._source_cycle(stop, wiring, name, in_thread=in_thread,
+                                                            on_round=on_round))
+            self._running[name] = _Running(task, wiring, time.monotonic())
+        await _until_done([r.task for r in self._running.values()], enough)
+        order = {name: i for i, name in enumerate(wiring.config.sources)}
+        ended = sorted((name for name, r in self._running.items() if r.task.done()),
+                       key=lambda name: order.get(name, len(order)))
+        outcomes = [self._running.pop(name).task for name in ended]
+        for name, run in self._running.items():
+            event(log, logging.INFO, "the source is still polling at the cycle's deadline; the others go on",
+                  source=name, running_s=round(time.monotonic() - run.since))
+        for task in outcomes:  # a commit that failed fails the cycle, once every ended source is collected
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+        done = [r for r in (t.result() for t in outcomes if not t.cancelled()) if r is not None]
         if not done:
             return None
         report = CycleReport.combine(done)
         report.log(duration_ms=round((time.monotonic() - started) * 1000))
         return report
+
+    async def settle(self, wiring: Wiring | None = None) -> None:
+        """Wait for the source cycles still running past a cycle's end (of ``wiring`` only, when given).
+
+        A shutdown calls it once its stop event abandoned their fetches (their commits
+        finish); a reload, before it closes the replaced wiring they still use.
+        """
+        running = [r.task for r in self._running.values() if wiring is None or r.wiring is wiring]
+        if running:
+            await asyncio.wait(running)
 
     async def _source_cycle(self, stop: asyncio.Event | None, wiring: Wiring, source: str, *, in_thread: bool,
                             on_round: Callable[[CycleReport], None] | None) -> CycleReport | None:
@@ -869,12 +924,18 @@ class App:
         return old
 
     async def retire(self, old: Wiring) -> None:
-        """Close a replaced wiring once no delivery round uses its channels any more."""
+        """Close a replaced wiring once no source cycle and no delivery round uses it any more."""
+        await self.settle(old)
         await asyncio.to_thread(self.deliverer.wait_idle)
         await old.aclose()
 
     async def aclose(self) -> None:
-        """Close the wiring, the store and the lock (in that order)."""
+        """Close the wiring, the store and the lock (in that order); a source cycle still running is cancelled."""
+        running = [r.task for r in self._running.values()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        self._running.clear()
         try:
             await self.wiring.aclose()
         finally:

@@ -2,7 +2,9 @@
 
 Everything runs on one asyncio loop around one ``App``. APScheduler's
 AsyncIOScheduler calls ``Daemon.run_cycle`` at the configured interval, one at a time
-(``max_instances=1``), coalescing missed runs. The synchronous half of a cycle (plan,
+(``max_instances=1``), coalescing missed runs; a cycle ends at the interval with the
+sources done so far, and a source still polling goes on alone (``App.cycle_until``), so a
+slow source never delays the others. The synchronous half of a cycle (plan,
 render, SQLite commit) and outbox delivery run in worker threads so that neither
 blocks the other.
 
@@ -85,8 +87,11 @@ class Daemon:
             if self._stop.is_set():
                 return None
             started = self._monotonic()
+            enough = asyncio.Event()  # at the interval, a source still polling goes on alone
+            deadline = asyncio.get_running_loop().call_later(self.app.runtime.config.interval, enough.set)
             try:
-                report = await self.app.cycle_until(self._stop, in_thread=True, on_round=lambda _: self._wake.set())
+                report = await self.app.cycle_until(self._stop, in_thread=True, on_round=lambda _: self._wake.set(),
+                                                    enough=enough)
                 if report is None:
                     return None
             except NotifierError as exc:
@@ -99,6 +104,8 @@ class Daemon:
                 self._report_status(None, f"{type(exc).__name__}: {exc}")
                 self.metrics.cycle_failed(f"{type(exc).__name__}: {exc}")
                 return None
+            finally:
+                deadline.cancel()
             poller, rules = self.app.poller, self.app.runtime.all_rules
             await asyncio.to_thread(self.metrics.observe_cycle, report, self._monotonic() - started, poller.alerts,
                                     poller.entities, severities(rules))
@@ -345,6 +352,7 @@ class Daemon:
         """Let a running cycle finish, stop delivery and the watchdog, then give the outbox one bounded last round."""
         scheduler.pause()  # no new cycles; a running one finishes (shutdown would cancel it)
         await self._idle.wait()
+        await self.app.settle()  # and a source's cycle that outlived its own: its fetch is abandoned too
         scheduler.shutdown(wait=False)
         for task in (*background, *self._tasks):  # a reload still running is dropped; the process is exiting
             task.cancel()

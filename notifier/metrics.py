@@ -185,6 +185,7 @@ class Metrics:
         self._view = _ViewCollector(_VIEW)
         self._view.set("notifier_source_failing_cycles", {})
         self._sweeps: dict[str, tuple[float | None, float | None]] = {}  # source -> (oldest, target) last seen
+        self._failing: dict[str, int] = {}  # source -> cycles in a row it failed, as its last cycle said
         r.register(self._view)
 
     # --- fed by the daemon ------------------------------------------------------------
@@ -220,7 +221,8 @@ class Metrics:
         self._view.set("notifier_jobs", {(s,): n for s, n in jobs.items()})
         self._view.set("notifier_nodes", {(s,): n for s, n in nodes.items()})
         self._view.set("notifier_alerts", dict(by_rule))
-        self._view.set("notifier_source_failing_cycles", {(n,): r.source_failures for n, r in per_source.items()})
+        self._failing.update((n, r.source_failures) for n, r in per_source.items())  # a late source keeps its own
+        self._view.set("notifier_source_failing_cycles", {(n,): f for n, f in self._failing.items()})
         for name, one in per_source.items():  # a source whose cycle did not finish its sweep keeps its last figures
             oldest, target = self._sweeps.get(name, (None, None))
             if one.sweep is not None:  # the achieved sweep: how long ago the least recently fetched job was fetched

@@ -8,6 +8,7 @@ a job named ``job_sms``: two jobs, two alerts, two messages.
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 import time
 import tomllib
@@ -91,11 +92,11 @@ ENV = {"SALES_AK": SALES_AK, "SALES_SK": SALES_SK, "OPS_AK": OPS_AK, "OPS_SK": O
 
 
 def source_toml(name: str, url: str, project: str, ak: str, *, sk: str | None = None, workspace: str = "",
-                jobs: str = 'names = ["job_sms"]', extra: str = "") -> str:
+                jobs: str = 'names = ["job_sms"]', extra: str = "", timeout: str = "2s") -> str:
     """A ``[sources.NAME]`` table (AK/SK from the env vars ``ak``/``sk``, no retries) and its jobs."""
     ws = f'workspace = "{workspace}"\n' if workspace else ""
     return (f'[sources.{name}]\nendpoint = "{url}"\nproject_id = "{project}"\n{ws}auth = "aksk"\n'
-            f'ak_env = "{ak}_AK"\nsk_env = "{sk or ak + "_SK"}"\ntimeout = "2s"\nretries = 0\n{extra}'
+            f'ak_env = "{ak}_AK"\nsk_env = "{sk or ak + "_SK"}"\ntimeout = "{timeout}"\nretries = 0\n{extra}'
             f'\n[sources.{name}.jobs]\n{jobs}\n\n')
 
 
@@ -494,6 +495,84 @@ def test_a_timing_out_source_never_holds_back_the_others_round(write: Write, sim
     assert [(s, failed) for s, _, failed in heard] == [("sales", False), ("ops", True)]
     assert heard[0][1] < 1.5 <= heard[1][1]
     assert report is not None and report.source_failed and report.sources["ops"].errors[0].kind == "timeout"
+
+
+def test_a_slow_source_goes_on_alone_and_is_not_started_again_while_it_runs(  # type: ignore[no-untyped-def]
+        write: Write, sim: Simulator, clock: LinkedClock) -> None:
+    """``enough`` ends a cycle with the sources done; ops, still polling, joins the cycle in which it ends."""
+    fail_both(sim)
+    sim.set_fault(kind="latency", delay=0.8, project="ops")  # slow, within the 2 s timeout
+    path = write(two_sources(sim))
+
+    async def main() -> tuple[CycleReport | None, int, CycleReport | None]:
+        app = await App.open(path, clock=clock)
+        enough = asyncio.Event()
+        try:
+            first = await app.cycle_until(None, enough=enough,
+                                          on_round=lambda r: enough.set() if r.source == "sales" else None)
+            ops_asked = len(sim.requests_for("ops"))
+            second = await app.cycle_until(None)  # sales again; ops' first cycle, which it waits for
+        finally:
+            await app.aclose()
+        return first, ops_asked, second
+
+    first, ops_asked, second = asyncio.run(main())
+    assert first is not None and set(first.sources) == {"sales"} and first.firing == 1
+    assert second is not None and set(second.sources) == {"sales", "ops"}
+    assert not second.sources["ops"].source_failed and second.sources["ops"].firing == 1
+    assert len(sim.requests_for("ops")) == ops_asked  # ops' cycle was not started a second time
+    assert len(sim.requests_for("sales")) == 2  # a status request each cycle
+
+
+def test_a_reload_closes_the_old_wiring_only_once_a_late_source_ended(  # type: ignore[no-untyped-def]
+        write: Write, sim: Simulator, clock: LinkedClock) -> None:
+    """ops' late cycle keeps its connections across a reload: its answer is committed, not a closed-client error."""
+    fail_both(sim)
+    sim.set_fault(kind="latency", delay=0.8, project="ops")
+    path = write(two_sources(sim))
+
+    async def main() -> tuple[bool, CycleReport | None]:
+        app = await App.open(path, clock=clock)
+        enough = asyncio.Event()
+        try:
+            await app.cycle_until(None, enough=enough, on_round=lambda r: enough.set() if r.source == "sales" else None)
+            retire = asyncio.ensure_future(app.retire(app.adopt(app.load())))
+            await asyncio.sleep(0.1)
+            closed_early = retire.done()
+            report = await app.cycle_until(None)
+            await retire
+        finally:
+            await app.aclose()
+        return closed_early, report
+
+    closed_early, report = asyncio.run(main())
+    assert not closed_early
+    assert report is not None and report.sources["ops"].errors == () and report.sources["ops"].firing == 1
+
+
+def test_the_service_keeps_polling_a_source_while_another_hangs(  # type: ignore[no-untyped-def]
+        write: Write, sim: Simulator, clock: LinkedClock, hooks, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon ends each cycle at its interval: sales is polled every cycle while ops' one request hangs."""
+    from notifier.daemon import Daemon
+
+    fail_both(sim)
+    sim.set_fault(kind="latency", delay=60.0, project="ops")
+    path = write(source_toml("sales", sim.url, SALES, "SALES", workspace="ws-sales")
+                 + source_toml("ops", sim.url, OPS, "OPS", timeout="60s")
+                 + '[schedule]\ninterval = "1s"\n')
+    plain, am = hooks
+    p = Pipeline(path, clock)
+    try:
+        daemon = Daemon(p.app)
+        with caplog.at_level(logging.INFO):
+            p.run(daemon.serve(max_cycles=3, duration=30))
+        # three cycles of sales, each a status request; one of ops, abandoned at the shutdown
+        assert len(sim.requests_for("sales")) == 3 and len(sim.requests_for("ops")) == 1
+        assert sum("previous cycle is still running" in r.getMessage() for r in caplog.records) >= 2
+        assert {a["labels"]["source"] for a in alerts_of(am)} == {"sales"}
+        assert [a["job"] for r in plain.requests for a in r.json["alerts"]] == ["job_sms"]
+    finally:
+        p.close()
 
 
 # --- config -------------------------------------------------------------------------------
