@@ -15,13 +15,15 @@ user-facing contract::
     strict = false                              # true: a cycle without [[expect]] must send nothing
 
     [[silence]]                                 # optional; the matchers of `notifier silence add`
-    job = "job_sms"
+    job = "job_sms"                             # globs on rule, source, job, node
+    # source = "prod-*"                         # like --source: default every source
     start = "10m"
     end = "30m"
 
     [[input]]                                   # from `at` on, the API answers this for `job`
     at = "0m"
-    job = "job_sms"
+    # source = "ops"                            # the [sources.NAME] polling the job; default "default"
+    job = "job_sms"                             # the bare DataArts job name (no '/')
     file = "../data/seed_status.json"           # a status API body, or inline:
     # status = "NORMAL"
     # nodes = [{ name = "N", type = "DLI SQL", status = "EXCEPTION" }]
@@ -31,8 +33,16 @@ user-facing contract::
     at = "0m"
     notifications = [{ status = "firing", rule = "node-exception", job = "job_sms", node = "DLI_SMS_GES" }]
     # or: nothing = true
+    # a notification may also say source = "ops": compared when given (else any source's job_sms)
 
 Cycles without an expectation are run but not checked, unless ``strict = true``.
+
+Several sources: an ``[[input]]`` belongs to the source its ``source`` names (a name as
+``[sources.NAME]`` allows, default ``"default"``: a lone ``[source]``), so a rule with
+``sources = ["ops"]`` can be tested. ``job_x`` of source ``ops`` and ``job_x`` of
+``default`` are two jobs with their own states and alerts, exactly as in the service
+(the core's job keys ``ops/job_x`` and ``job_x``). Output names a job of a source other
+than ``default`` by its job key: ``firing node-exception ops/job_x/NODE``.
 
 Exit codes: 0 every check passed, 1 a check failed, 2 a test file is unusable (its
 errors name the file, the table and the key, like every config error).
@@ -115,14 +125,14 @@ def run(test: RuleTest) -> list[Check]:
     for item in test.inputs:
         inputs.setdefault(item.at_ms, []).append(item)
     expected = {e.at_ms: e for e in test.expectations}
-    in_force: dict[str, Answer] = {}  # by job, in order of first appearance
+    in_force: dict[str, Answer] = {}  # by job key (source/job), in order of first appearance
     entities: Mapping[EntityKey, EntityState] = EntitiesByJob()
     alerts: Mapping[str, AlertState] = {}
     flaps: Mapping[str, FlapState] = {}
     checks: list[Check] = []
     for t in range(0, test.last_ms + 1, test.interval_ms):
         for item in inputs.get(t, ()):
-            in_force[item.job] = item.answer
+            in_force[item.key] = item.answer
         answers = tuple(in_force.values())
         result = FetchResult(snapshots=tuple(a for a in answers if isinstance(a, JobSnapshot)),
                              errors=tuple(a for a in answers if isinstance(a, FetchError)))
@@ -162,8 +172,11 @@ def compare(expectation: Expectation, got: Sequence[Alert], *, strict: bool = Fa
 
 
 def describe_alert(alert: Alert) -> str:
-    """``firing node-exception job_sms/DLI_SMS_GES [critical] "DLI_SMS_GES entered EXCEPTION (was NORMAL)"``."""
-    return (f"{alert.status} {alert.rule} {subject(alert.job, alert.node)} [{alert.severity}] "
+    """``firing node-exception job_sms/DLI_SMS_GES [critical] "DLI_SMS_GES entered EXCEPTION (was NORMAL)"``.
+
+    A job of another source than ``default`` is named by its job key: ``ops/job_sms/DLI_SMS_GES``.
+    """
+    return (f"{alert.status} {alert.rule} {subject(alert.key, alert.node)} [{alert.severity}] "
             f"{json.dumps(alert.summary, ensure_ascii=False)}")
 
 

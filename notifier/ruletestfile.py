@@ -10,14 +10,23 @@ import difflib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, get_args
 
-from notifier.config import parse_noise
+from notifier.config import SOURCE_NAME, parse_noise
 from notifier.core.flap import DEFAULT_FLAP, FlapPolicy
-from notifier.core.models import SEVERITIES, Alert, FetchError, FetchErrorKind, JobSnapshot, Rule
+from notifier.core.models import (
+    DEFAULT_SOURCE,
+    SEVERITIES,
+    Alert,
+    FetchError,
+    FetchErrorKind,
+    JobSnapshot,
+    Rule,
+    job_key,
+)
 from notifier.core.mutes import Matchers, Silence
 from notifier.errors import ConfigError, SourceError
 from notifier.rulefile import check_rules, parse_rules
@@ -33,12 +42,12 @@ MAX_CYCLES = 100_000
 EXIT_OK, EXIT_FAILED, EXIT_BAD_FILE = 0, 1, 2
 
 TOP_KEYS = ("rule_files", "interval", "strict", "noise", "silence", "input", "expect")
-INPUT_KEYS = ("at", "job", "file", "status", "nodes", "error")
+INPUT_KEYS = ("at", "source", "job", "file", "status", "nodes", "error")
 NODE_KEYS = ("name", "status", "type", "logPath", "runningData",
              "totalGetBytes", "totalGetRecords", "totalPutBytes", "totalPutRecords")
 EXPECT_KEYS = ("at", "notifications", "nothing")
-NOTIFICATION_KEYS = ("status", "rule", "job", "node", "severity", "summary_contains")
-SILENCE_KEYS = ("rule", "job", "node", "start", "end", "comment")
+NOTIFICATION_KEYS = ("status", "rule", "source", "job", "node", "severity", "summary_contains")
+SILENCE_KEYS = ("rule", "source", "job", "node", "start", "end", "comment")
 ERROR_KINDS: tuple[str, ...] = get_args(FetchErrorKind)
 _COUNTER_KEYS = NODE_KEYS[5:]
 
@@ -49,32 +58,45 @@ Answer = JobSnapshot | FetchError
 
 @dataclass(frozen=True, slots=True)
 class Input:
-    """From ``at_ms`` on (until the job's next input), the status API answers ``answer`` for ``job``."""
+    """From ``at_ms`` on (until the job's next input), the status API of ``source`` answers ``answer`` for ``job``.
+
+    ``job`` is the bare DataArts job name; ``answer`` is named by the job key (``models.job_key``),
+    as the shell names what each source fetched, so the same name in two sources is two jobs.
+    """
 
     at_ms: int
     job: str
     answer: Answer
+    source: str = DEFAULT_SOURCE  # a [sources.NAME] name; "default": a lone [source]
+
+    @property
+    def key(self) -> str:
+        """The job key: ``ops/job_sms``, the bare name for the default source."""
+        return job_key(self.source, self.job)
 
 
 @dataclass(frozen=True, slots=True)
 class Expected:
-    """One notification an expectation asks for; ``severity`` and ``summary_contains`` only when given."""
+    """One notification an expectation asks for; ``source``, ``severity`` and ``summary_contains`` only when given."""
 
     status: str
     rule: str
-    job: str
+    job: str  # the bare job name, as alerts carry it
     node: str | None  # None: a job-scope alert
     severity: str | None = None
     summary_contains: str | None = None
+    source: str | None = None  # None: the job of any source
 
     def matches(self, alert: Alert) -> bool:
         return (alert.status == self.status and alert.rule == self.rule and alert.job == self.job
                 and alert.node == self.node
+                and (self.source is None or alert.source == self.source)
                 and (self.severity is None or alert.severity == self.severity)
                 and (self.summary_contains is None or self.summary_contains in alert.summary))
 
     def describe(self) -> str:
-        text = f"{self.status} {self.rule} {subject(self.job, self.node)}"
+        job = self.job if self.source is None else job_key(self.source, self.job)
+        text = f"{self.status} {self.rule} {subject(job, self.node)}"
         if self.severity is not None:
             text += f" severity={self.severity}"
         if self.summary_contains is not None:
@@ -126,6 +148,7 @@ class Totals:
 
 
 def subject(job: str, node: str | None) -> str:
+    """``job_sms/DLI_SMS_GES``; ``job`` is a job key, so a job of source ops reads ``ops/job_sms/DLI_SMS_GES``."""
     return f"{job}/{node}" if node else job
 
 
@@ -146,11 +169,11 @@ def load(path: Path) -> RuleTest:
     first: dict[tuple[str, int], str] = {}
     for reader in _tables(top, "input", required=True):
         item = _input(reader, base, interval_ms)
-        other = first.setdefault((item.job, item.at_ms), reader.where)
+        other = first.setdefault((item.key, item.at_ms), reader.where)
         if other != reader.where:
-            raise reader.error("at", f"{item.job} already has an input at {format_offset(item.at_ms)} ({other})")
+            raise reader.error("at", f"{item.key} already has an input at {format_offset(item.at_ms)} ({other})")
         inputs.append(item)
-    jobs = {item.job for item in inputs}
+    jobs = {(item.source, item.job) for item in inputs}
 
     expectations: list[Expectation] = []
     seen_at: dict[int, str] = {}
@@ -224,12 +247,35 @@ def _at(r: TableReader, interval_ms: int) -> int:
     return at_ms
 
 
-def _input(r: TableReader, base: Path, interval_ms: int) -> Input:
-    r.finish(INPUT_KEYS)
-    at_ms = _at(r, interval_ms)
+def _source_name(r: TableReader, default: str | None) -> str | None:
+    """A ``source = "ops"``: a name as ``[sources.NAME]`` allows it (config's ``SOURCE_NAME``), not a glob."""
+    if not r.has("source"):
+        return default
+    name = r.str("source")
+    if not SOURCE_NAME.fullmatch(name):
+        raise r.error("source", f"{name!r}: a source name is letters, digits, '_' and '-', as in notifier.toml's "
+                                f"[sources.NAME] (a lone [source] is {DEFAULT_SOURCE!r})")
+    return name
+
+
+def _job_name(r: TableReader) -> str:
+    """A bare job name: no job name has a '/', so ``ops/job_sms`` means a source was meant."""
     job = r.str("job")
     if not job.strip():
         raise r.error("job", "must be a job name")
+    if "/" in job:
+        source, _, bare = job.partition("/")
+        raise r.error("job", f"{job!r}: a job name has no '/'; to name a source say source = {source!r} "
+                             f"and job = {bare!r}")
+    return job
+
+
+def _input(r: TableReader, base: Path, interval_ms: int) -> Input:
+    r.finish(INPUT_KEYS)
+    at_ms = _at(r, interval_ms)
+    source = _source_name(r, DEFAULT_SOURCE) or DEFAULT_SOURCE
+    job = _job_name(r)
+    key = job_key(source, job)
     given = [k for k in ("file", "status", "error") if r.has(k)]
     if len(given) != 1:
         key = given[1] if given else "status"
@@ -240,21 +286,24 @@ def _input(r: TableReader, base: Path, interval_ms: int) -> Input:
     answer: Answer
     if r.has("error"):
         kind = r.choice("error", ERROR_KINDS)
-        answer = FetchError(job=job, kind=kind, message=f"{job}: {kind} (simulated by {r.file})")
+        answer = FetchError(job=key, kind=kind, message=f"{key}: {kind} (simulated by {r.file})")
     elif r.has("file"):
         body_path = Path(os.path.normpath(base / r.str("file")))
         try:
             body = body_path.read_bytes()
         except OSError as exc:
             raise r.error("file", f"{body_path}: {exc.strerror or 'cannot read'}") from None
-        answer = _parse(r, "file", job, body, where=f"{body_path}: ")
+        answer = replace(_parse(r, "file", job, body, where=f"{body_path}: "), name=key)
     else:
-        answer = _parse(r, "status", job, json.dumps(_inline_body(r)).encode())
-    return Input(at_ms=at_ms, job=job, answer=answer)
+        answer = replace(_parse(r, "status", job, json.dumps(_inline_body(r)).encode()), name=key)
+    return Input(at_ms=at_ms, job=job, answer=answer, source=source)
 
 
 def _parse(r: TableReader, key: str, job: str, body: bytes, *, where: str = "") -> JobSnapshot:
-    """The real parser; a body it refuses is a mistake in the test (say error = "bad_response" to mean one)."""
+    """The real parser; a body it refuses is a mistake in the test (say error = "bad_response" to mean one).
+
+    The snapshot is named ``job`` (bare), as the source names it; the caller renames it to the job key.
+    """
     try:
         return parse_status(job, body)
     except SourceError as exc:
@@ -290,7 +339,8 @@ def _inline_body(r: TableReader) -> dict[str, Any]:
     return body
 
 
-def _expectation(r: TableReader, interval_ms: int, rules: Mapping[str, Rule], jobs: set[str]) -> Expectation:
+def _expectation(r: TableReader, interval_ms: int, rules: Mapping[str, Rule],
+                 jobs: set[tuple[str, str]]) -> Expectation:
     r.finish(EXPECT_KEYS)
     at_ms = _at(r, interval_ms)
     label = str(r.data["at"]).strip()
@@ -310,7 +360,8 @@ def _expectation(r: TableReader, interval_ms: int, rules: Mapping[str, Rule], jo
     return Expectation(at_ms, label, items)
 
 
-def _expected(n: TableReader, rules: Mapping[str, Rule], jobs: set[str]) -> Expected:
+def _expected(n: TableReader, rules: Mapping[str, Rule], jobs: set[tuple[str, str]]) -> Expected:
+    """One notification; ``jobs`` are the (source, bare job) pairs some [[input]] polls."""
     n.finish(NOTIFICATION_KEYS)
     status = n.choice("status", ("firing", "resolved"))
     name = n.str("rule")
@@ -319,11 +370,17 @@ def _expected(n: TableReader, rules: Mapping[str, Rule], jobs: set[str]) -> Expe
         close = difflib.get_close_matches(name, sorted(rules), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"rules: {', '.join(sorted(rules))}"
         raise n.error("rule", f"no rule {name!r} in rule_files ({hint})")
-    job = n.str("job")
-    if job not in jobs:
-        close = difflib.get_close_matches(job, sorted(jobs), n=1)
+    source = _source_name(n, None)
+    job = _job_name(n)
+    polled = sorted(s for s, j in jobs if j == job)
+    if not polled:
+        close = difflib.get_close_matches(job, sorted({j for _, j in jobs}), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise n.error("job", f"no [[input]] for job {job!r}: it is never polled{hint}")
+    if source is not None and source not in polled:
+        where = ", ".join(repr(s) for s in polled)
+        raise n.error("source", f"no [[input]] for job {job!r} in source {source!r}: it is polled in {where} "
+                                f"(an [[input]] without source = ... is in {DEFAULT_SOURCE!r})")
     node = n.str("node", None)
     if rule.scope == "node" and node is None:
         raise n.error("node", f"required: rule {name!r} has scope = \"node\"")
@@ -336,14 +393,24 @@ def _expected(n: TableReader, rules: Mapping[str, Rule], jobs: set[str]) -> Expe
     if summary_contains == "":
         raise n.error("summary_contains", "must not be empty")
     return Expected(status=status, rule=name, job=job, node=node, severity=n.choice("severity", SEVERITIES, None),
-                    summary_contains=summary_contains)
+                    summary_contains=summary_contains, source=source)
 
 
 def _silence(r: TableReader, index: int) -> Silence:
     r.finish(SILENCE_KEYS)
-    if not any(r.has(k) for k in ("rule", "job", "node")):
-        raise r.error("rule", "give at least one matcher (rule, job, node); to silence everything say rule = \"*\"")
-    matchers = Matchers(rule=r.str("rule", "*"), job=r.str("job", "*"), node=r.str("node", "*"))
+    if not any(r.has(k) for k in ("rule", "source", "job", "node")):
+        raise r.error("rule", "give at least one matcher (rule, source, job, node); to silence everything "
+                              "say rule = \"*\"")
+    if r.has("source") and not r.str("source").strip():
+        raise r.error("source", "is empty: an empty glob matches nothing; give a name or a glob such as 'prod-*'")
+    for key in ("source", "job"):  # as `notifier silence add --source/--job` (silencecli.matchers_from)
+        glob = r.str(key, "*")
+        if "/" in glob:
+            hint = (f"say source = {glob.partition('/')[0]!r} and job = {glob.partition('/')[2]!r}" if key == "job"
+                    else "a source name is letters, digits, '_' and '-'")
+            raise r.error(key, f"{glob!r}: no {key} name has a '/'; {hint}")
+    matchers = Matchers(rule=r.str("rule", "*"), job=r.str("job", "*"), node=r.str("node", "*"),
+                        source=r.str("source", "*"))
     start_ms = _ms(r.seconds("start", 0.0))
     end_ms = _ms(r.seconds("end"))
     if end_ms <= start_ms:

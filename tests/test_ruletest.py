@@ -225,3 +225,191 @@ def test_readme_example_is_the_shipped_file_and_its_output(monkeypatch: pytest.M
     code, out, _ = run_here(Path("tests/rules/readme-example.toml"))
     assert code == EXIT_OK
     assert shown.split("\n", 2)[2] == out
+
+
+# --- several sources: [[input]] source = "NAME" ---------------------------------------
+
+OPS_RULE = """
+[[rule]]
+name = "ops-job-exception"
+scope = "job"
+status = ["EXCEPTION"]
+sources = ["ops"]
+severity = "warning"
+"""
+
+
+def sources_header(tmp_path: Path) -> str:
+    """HEADER plus a rule file with a rule selecting the source ``ops``."""
+    write(tmp_path, OPS_RULE, "ops-rules.toml")
+    return f'rule_files = ["{DEFAULT_RULES}", "ops-rules.toml"]\ninterval = "1m"\n'
+
+
+def job_input(job: str, status: str, *, source: str | None = None, at: str = "0m") -> str:
+    line = f'source = "{source}"\n' if source is not None else ""
+    return f'\n[[input]]\nat = "{at}"\n{line}job = "{job}"\nstatus = "{status}"\n'
+
+
+def test_shipped_sources_example_is_a_test_file() -> None:
+    """tests/rules/sources.toml (the README example of several sources) loads, with its sources."""
+    test = load(ROOT / "tests" / "rules" / "sources.toml")
+    assert {(i.source, i.job) for i in test.inputs} == {("default", "job_sms"), ("prod-eu", "job_sms"),
+                                                        ("ops", "job_sms")}
+    assert {i.key for i in test.inputs} == {"job_sms", "prod-eu/job_sms", "ops/job_sms"}
+
+
+def test_a_rule_with_sources_fires_only_for_jobs_of_a_matching_source(tmp_path: Path) -> None:
+    """sources = ["ops"]: fires for ops' job, not for default's job of the same status; alerts carry the source."""
+    body = sources_header(tmp_path) + job_input("job_etl", "EXCEPTION", source="ops") + job_input(
+        "job_sms", "EXCEPTION") + """
+[[expect]]
+at = "0m"
+notifications = [
+    { status = "firing", rule = "ops-job-exception", source = "ops", job = "job_etl", severity = "warning" },
+    { status = "firing", rule = "job-exception", source = "ops", job = "job_etl" },
+    { status = "firing", rule = "job-exception", source = "default", job = "job_sms" },
+]
+"""
+    code, out, err = run_here(write(tmp_path, body))
+    assert (code, err) == (EXIT_OK, ""), out + err
+    assert ("at 0m: firing ops-job-exception ops/job_etl severity=warning, firing job-exception ops/job_etl, "
+            "firing job-exception job_sms") in out
+
+    # the same rule expected for the default source's job: not sent, so the check fails, showing the source
+    wrong = body.replace('{ status = "firing", rule = "job-exception", source = "default", job = "job_sms" },',
+                         '{ status = "firing", rule = "ops-job-exception", source = "default", job = "job_sms" },')
+    code, out, _ = run_here(write(tmp_path, wrong, "wrong.toml"))
+    assert code == EXIT_FAILED, out
+    assert "missing: firing ops-job-exception job_sms" in out
+    assert 'unexpected: firing job-exception job_sms [critical] "job_sms in EXCEPTION"' in out
+
+
+def test_the_expected_source_is_compared_when_given(tmp_path: Path) -> None:
+    """source = "default" does not match ops' alert; without source the job of any source matches."""
+    base = HEADER + job_input("job_etl", "EXCEPTION", source="ops")
+    expect = ('\n[[expect]]\nat = "0m"\n'
+              'notifications = [{{ status = "firing", rule = "job-exception", {}job = "job_etl" }}]\n')
+    for source, passes in (("", True), ('source = "ops", ', True), ('source = "default", ', False)):
+        path = write(tmp_path, base + job_input("job_etl", "NORMAL") + expect.format(source), "t.toml")
+        code, out, err = run_here(path)
+        assert code == (EXIT_OK if passes else EXIT_FAILED), (source, out + err)
+    assert "at 0m: expected firing job-exception job_etl; got: firing job-exception ops/job_etl [critical]" in out
+
+
+def test_the_same_job_name_in_two_sources_is_two_jobs(tmp_path: Path) -> None:
+    """job_sms of default and of ops: two alerts, resolved separately; a failed fetch of one leaves the other alone."""
+    both = FIRING_NODE + FIRING_NODE.replace('job = "job_sms"', 'source = "ops"\njob = "job_sms"')
+    body = HEADER + both + """
+[[input]]
+at = "2m"
+job = "job_sms"
+status = "NORMAL"
+nodes = [{ name = "DLI_SMS_GES", type = "DLI SQL", status = "NORMAL" }]
+
+[[input]]
+at = "2m"
+source = "ops"
+job = "job_sms"
+error = "timeout"
+
+[[expect]]
+at = "0m"
+notifications = [
+    { status = "firing", rule = "node-exception", job = "job_sms", node = "DLI_SMS_GES" },
+    { status = "firing", rule = "node-exception", job = "job_sms", node = "DLI_SMS_GES" },
+]
+
+[[expect]]
+at = "2m"
+notifications = [
+    { status = "resolved", rule = "node-exception", source = "default", job = "job_sms", node = "DLI_SMS_GES" },
+]
+"""
+    code, out, err = run_here(write(tmp_path, "strict = true\n" + body))
+    assert (code, err) == (EXIT_OK, ""), out + err
+    assert out.splitlines()[-1] == "1 file: 2 passed, 0 failed"
+
+    one = body.replace('    { status = "firing", rule = "node-exception", job = "job_sms", node = "DLI_SMS_GES" },\n'
+                       ']', ']', 1)
+    code, out, _ = run_here(write(tmp_path, one, "one.toml"))
+    assert code == EXIT_FAILED
+    assert "at 0m: notifications differ (expected 1, got 2)" in out
+    assert 'unexpected: firing node-exception ops/job_sms/DLI_SMS_GES [critical]' in out
+
+
+def test_a_silence_can_match_the_source(tmp_path: Path) -> None:
+    """[[silence]] source = GLOB, as `notifier silence add --source`: mutes ops' job_sms, not default's."""
+    both = FIRING_NODE + FIRING_NODE.replace('job = "job_sms"', 'source = "ops"\njob = "job_sms"')
+    body = HEADER + """
+[[silence]]
+source = "o*"
+job = "job_sms"
+start = "0m"
+end = "5m"
+""" + both + """
+[[expect]]
+at = "0m"
+notifications = [
+    { status = "firing", rule = "node-exception", source = "default", job = "job_sms", node = "DLI_SMS_GES" },
+]
+
+[[expect]]
+at = "5m"
+notifications = [
+    { status = "firing", rule = "node-exception", source = "ops", job = "job_sms", node = "DLI_SMS_GES" },
+]
+"""
+    code, out, err = run_here(write(tmp_path, body))
+    assert (code, err) == (EXIT_OK, ""), out + err
+    assert load(write(tmp_path, body)).silences[0].matchers.source == "o*"
+
+
+@pytest.mark.parametrize(("extra", "key", "message"), [
+    pytest.param('[[input]]\nat = "0m"\nsource = "ops/eu"\njob = "job_x"\nstatus = "NORMAL"\n', "input[1]: source",
+                 "'ops/eu': a source name is letters, digits, '_' and '-'", id="input-bad-source-name"),
+    pytest.param('[[input]]\nat = "0m"\nsource = "prod-*"\njob = "job_x"\nstatus = "NORMAL"\n', "input[1]: source",
+                 "a source name is letters, digits", id="input-source-glob"),
+    pytest.param('[[input]]\nat = "0m"\nsource = ""\njob = "job_x"\nstatus = "NORMAL"\n', "input[1]: source",
+                 "a source name is letters, digits", id="input-empty-source"),
+    pytest.param('[[input]]\nat = "0m"\nsource = 3\njob = "job_x"\nstatus = "NORMAL"\n', "input[1]: source",
+                 "expected a string", id="input-source-not-a-string"),
+    pytest.param('[[input]]\nat = "0m"\njob = "ops/job_x"\nstatus = "NORMAL"\n', "input[1]: job",
+                 "a job name has no '/'; to name a source say source = 'ops' and job = 'job_x'", id="input-job-slash"),
+    pytest.param('[[input]]\nat = "0m"\nsource = "ops"\njob = "job_x"\nstatus = "NORMAL"\n'
+                 '[[input]]\nat = "0s"\nsource = "ops"\njob = "job_x"\nerror = "timeout"\n', "input[2]: at",
+                 "ops/job_x already has an input at 0s (input[1])", id="input-twice-in-one-source"),
+    pytest.param('[[expect]]\nat = "0m"\nnotifications = [{ status = "firing", rule = "node-exception", '
+                 'source = "ops", job = "job_sms", node = "DLI_SMS_GES" }]\n', "expect[0].notifications[0]: source",
+                 "no [[input]] for job 'job_sms' in source 'ops': it is polled in 'default'",
+                 id="expect-unpolled-source"),
+    pytest.param('[[expect]]\nat = "0m"\nnotifications = [{ status = "firing", rule = "node-exception", '
+                 'source = "a b", job = "job_sms", node = "DLI_SMS_GES" }]\n', "expect[0].notifications[0]: source",
+                 "a source name is letters", id="expect-bad-source-name"),
+    pytest.param('[[expect]]\nat = "0m"\nnotifications = [{ status = "firing", rule = "node-exception", '
+                 'job = "default/job_sms", node = "DLI_SMS_GES" }]\n', "expect[0].notifications[0]: job",
+                 "say source = 'default' and job = 'job_sms'", id="expect-job-slash"),
+    pytest.param('[[silence]]\nsource = "prod/eu"\nstart = "5m"\nend = "6m"\n[[expect]]\nat = "0m"\nnothing = true\n',
+                 "silence[0]: source", "no source name has a '/'", id="silence-source-slash"),
+    pytest.param('[[silence]]\njob = "ops/job_sms"\nstart = "5m"\nend = "6m"\n[[expect]]\nat = "0m"\nnothing = true\n',
+                 "silence[0]: job", "say source = 'ops' and job = 'job_sms'", id="silence-job-slash"),
+    pytest.param('[[silence]]\nsource = ""\nstart = "5m"\nend = "6m"\n[[expect]]\nat = "0m"\nnothing = true\n',
+                 "silence[0]: source", "is empty", id="silence-empty-source"),
+    pytest.param('[[input]]\nat = "0m"\nsorce = "ops"\njob = "job_x"\nstatus = "NORMAL"\n', "input[1]: sorce",
+                 "did you mean 'source'?", id="input-source-typo"),
+])
+def test_bad_sources_are_bad_file_errors(tmp_path: Path, extra: str, key: str, message: str) -> None:
+    """A bad source (name, '/' in a job, unpolled source) is an exit-2 error naming the file and the key."""
+    path = write(tmp_path, HEADER + FIRING_NODE + extra)
+    code, out, err = run_here(path)
+    assert code == EXIT_BAD_FILE, out + err
+    assert err.startswith(f"error: {path}: {key}: ") and message in err, err
+    assert err.count("\n") == 1
+
+
+def test_same_job_at_same_time_in_two_sources_is_allowed(tmp_path: Path) -> None:
+    """Two inputs for job_sms at 0m are fine when they are of different sources."""
+    path = write(tmp_path, HEADER + FIRING_NODE + job_input("job_sms", "NORMAL", source="prod")
+                 + '[[expect]]\nat = "0m"\nnotifications = [{ status = "firing", rule = "node-exception", '
+                   'job = "job_sms", node = "DLI_SMS_GES" }]\n')
+    code, out, err = run_here(path)
+    assert (code, err) == (EXIT_OK, ""), out + err
