@@ -51,11 +51,9 @@ from notifier.simulator.scenario import SCENARIO_DIR
 from notifier.simulator.server import project_lines
 from notifier.source.client import DgcClient
 from notifier.source.signer import sign
+from tests.support.two_projects import OPS, OPS_AK, OPS_SK, SALES, SALES_AK, SALES_SK
 
 EXAMPLE = SCENARIO_DIR / "two_projects.toml"
-SALES, OPS = "0a1b2c3d4e5f40718293a4b5c6d7e8f9", "f9e8d7c6b5a44392817f6e5d4c3b2a10"
-SALES_AK, SALES_SK = "SIMAK-SALES-TEST-0001", "sales-sk-do-not-leak-0123456789"
-OPS_AK, OPS_SK = "SIMAK-OPS-TEST-0002", "ops-sk-do-not-leak-9876543210"
 TWO = f"""
 epoch_start = 1551409406000
 auth = "aksk"

@@ -32,12 +32,10 @@ from notifier.runtime import build_clients, shared_rates
 from notifier.simulator import ManualClock, Simulator, parse_scenario
 from notifier.state import StateStore
 from tests.pipeline_support import LinkedClock, Pipeline
+from tests.support.two_projects import OPS, OPS_AK, OPS_SK, SALES, SALES_AK, SALES_SK
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_cli import notifier
 
-SALES, OPS = "0a1b2c3d4e5f40718293a4b5c6d7e8f9", "f9e8d7c6b5a44392817f6e5d4c3b2a10"
-SALES_AK, SALES_SK = "SIMAK-SALES-TEST-0001", "sales-sk-do-not-leak-0123456789"
-OPS_AK, OPS_SK = "SIMAK-OPS-TEST-0002", "ops-sk-do-not-leak-9876543210"
 SCENARIO = f"""
 auth = "aksk"
 
