@@ -1,6 +1,6 @@
 """The ``notifier`` command line (its names and exit codes are a contract: ARCHITECTURE.md, "Contracts").
 
-Exit codes: 0 success; 1 the source failed this cycle or a test-channel send failed;
+Exit codes: 0 success; 1 a source failed this cycle or a test-channel send failed;
 2 bad config, rules or templates.
 """
 
@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "once", parents=[common], help="run one cycle, deliver the outbox, exit",
         description="Run one poll cycle, then one delivery round, and exit. A channel that is down is not a "
-                    "failure (its message stays queued for the next run). Exit 0 the cycle ran; 1 the source "
-                    "failed (unreachable, 401/403) or the state file is unusable; 2 bad config.")
+                    "failure (its message stays queued for the next run). Exit 0 the cycle ran; 1 a source "
+                    "failed (unreachable, 401/403: stderr names it) or the state file is unusable; 2 bad config.")
     check = sub.add_parser(
         "check", parents=[common], help="validate config, rules and templates; exit 2 on errors",
         description="Load config, rules and templates as the service would, build every channel (secrets "
@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "alerts", parents=[common], help="show firing alerts and undelivered notifications",
         description="What is pending or firing (with fingerprints, and what mutes each: silence, maintenance "
-                    "window, inhibiting rule, ack, flapping), undelivered notifications, and whether the source "
-                    "is failing. Reads the state file; safe while the service runs. Exit 0; 1 state file unusable; "
-                    "2 bad config.")
+                    "window, inhibiting rule, ack, flapping), undelivered notifications, and whether a source "
+                    "is failing (each one's sweep too). Reads the state file; safe while the service runs. "
+                    "Exit 0; 1 state file unusable; 2 bad config.")
     sim = sub.add_parser(
         "simulate", parents=[common], help="run the bundled DGC simulator on loopback",
         description="Serve the DGC status and list APIs from a scenario (or --scale N generated jobs) on "
@@ -301,7 +301,7 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
     from notifier.channels.am_payload import source_labels
     from notifier.channels.base import Identifies
     from notifier.clock import utcnow
-    from notifier.core.models import Notification, fingerprint
+    from notifier.core.models import Notification, fingerprint, job_key
     from notifier.render import sample_groups
     from notifier.runtime import close_channels, create_channels, load_runtime
 
@@ -317,9 +317,11 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
     since = now - timedelta(minutes=4)
     # the look of a real critical alert, but its own rule name and fingerprint: a receiver or Alertmanager must not
     # take it for (or merge it with) a real alert, and can route or silence alertname="notifier-test"
-    group = replace(group, alerts=tuple(replace(
-        a, rule=TEST_RULE, fingerprint=fingerprint(TEST_RULE, a.job, a.node or ""),
-        summary=f"TEST from notifier: {a.summary}", since=since, starts_at=since,
+    # about the first source, as its alerts would be: its name, its project_id and workspace labels
+    source = config.source.name
+    group = replace(group, group=job_key(source, group.job), alerts=tuple(replace(
+        a, rule=TEST_RULE, fingerprint=fingerprint(TEST_RULE, job_key(source, a.job), a.node or ""),
+        summary=f"TEST from notifier: {a.summary}", since=since, starts_at=since, source=source,
         labels={**source_labels(config.source), **a.labels}) for a in group.alerts))
     test_id = secrets.token_hex(8)  # receivers deduplicate on the notification key: every test is new
     channel = channels[args.name]

@@ -633,3 +633,17 @@ def test_state_keys_of_a_store(tmp_path: Path) -> None:
     assert meta_key(SOURCE_FAILURES_KEY, "prod") == f"{SOURCE_FAILURES_KEY}:prod"
     with StateStore.open(tmp_path / "s.db") as store:
         assert store.get_meta(meta_key(SOURCE_FAILURES_KEY, "prod")) is None
+
+
+def test_test_channel_speaks_of_the_first_source(write: Write, sim: Simulator, hooks) -> None:  # type: ignore[no-untyped-def]
+    """The sample alert is the first source's: its name, its job key, its project_id and workspace labels."""
+    plain, am = hooks
+    path = write(two_sources(sim))
+    for channel in ("hook", "am"):
+        done = notifier("test-channel", channel, "-c", str(path))
+        assert done.returncode == 0, done.stderr
+    [sent] = plain.requests[0].json["alerts"]
+    assert sent["source"] == "sales" and plain.requests[0].json["group"] == f"sales/{sent['job']}"
+    [labelled] = alerts_of(am)
+    assert labelled["labels"]["source"] == "sales" and labelled["labels"]["project_id"] == SALES
+    assert labelled["labels"]["workspace"] == "ws-sales"

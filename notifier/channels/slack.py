@@ -44,7 +44,7 @@ from notifier.channels.base import ChannelType
 from notifier.channels.slack_blocks import Message, add_note, compose
 from notifier.channels.slack_threads import ACTIONS_BLOCK_ID, LOST_PARENT_NOTE, compose_incident
 from notifier.core.incidents import Conversation
-from notifier.core.models import SEVERITIES, MessageGroup, Notification, Payload, ThreadRef
+from notifier.core.models import SEVERITIES, MessageGroup, Notification, Payload, ThreadRef, split_job_key
 from notifier.errors import ChannelError, ConfigError
 from notifier.httputil import get_header, parse_retry_after
 from notifier.render import Renderer, worst_severity
@@ -106,8 +106,14 @@ class SlackSettings:
     routes: tuple[tuple[str, str], ...] = ()  # (job glob, Slack channel): first match wins, else `channel`
 
     def target(self, job: str) -> str | None:
-        """The Slack channel a job's messages go to: the first matching route, else ``channel``."""
-        return next((where for glob, where in self.routes if fnmatch.fnmatchcase(job, glob)), self.channel)
+        """The Slack channel a job's messages go to: the first matching route, else ``channel``.
+
+        ``job`` is the job key: a glob matches the bare name (``job_pay_*``, as rules' ``jobs``
+        do, in every source) or the key (``ops/*``: every job of source ops).
+        """
+        bare = split_job_key(job)[1]
+        return next((where for glob, where in self.routes
+                     if fnmatch.fnmatchcase(bare, glob) or fnmatch.fnmatchcase(job, glob)), self.channel)
 
     @property
     def buttons(self) -> bool:
