@@ -190,7 +190,7 @@ class CycleReport:
         sweeps = [r.sweep for r in reports if r.sweep is not None]
         targets = [r.sweep_target for r in reports if r.sweep_target is not None]
         return replace(
-            failed[0] if failed else first, at=min(r.at for r in reports), jobs=sum(r.jobs for r in reports),
+            failed[0] if failed else first, at=max(r.at for r in reports), jobs=sum(r.jobs for r in reports),
             fetched=sum(r.fetched for r in reports), errors=tuple(e for r in reports for e in r.errors),
             transitions=sum(r.transitions for r in reports), notifications=sum(r.notifications for r in reports),
             firing=sum(r.firing for r in reports), source_failed=bool(failed),
@@ -676,36 +676,41 @@ class _Running:
 
     task: asyncio.Task[CycleReport | None]
     wiring: Wiring  # what it polls and commits with: a reload closes that wiring only once it ended
-    since: float  # monotonic start, for the logs
+    since: float  # time.monotonic() at its start
+    abandon: asyncio.Event  # set: its running fetch is dropped and nothing more of it is committed
+
+    def progress(self, source: str) -> float:
+        """time.monotonic() of its last progress: its start, or the end of a request of its source."""
+        return max(self.since, self.wiring.clients[source].stats.last_answer)
 
 
 async def _until_done(tasks: Sequence[asyncio.Task[Any]], enough: asyncio.Event | None) -> None:
-    """Wait for every task; once ``enough`` is set, for no more than at least one of them."""
-    pending: set[asyncio.Future[Any]] = set(tasks)
-    give_up = asyncio.ensure_future(enough.wait()) if enough is not None else None
+    """Wait for every task; but once ``enough`` is set, only until at least one of them is done."""
+    every = asyncio.ensure_future(asyncio.wait(tasks))
+    waits = {every} if enough is None else {every, asyncio.ensure_future(enough.wait())}
     try:
-        while pending and not (give_up is not None and give_up.done() and len(pending) < len(tasks)):
-            waits = pending if give_up is None or give_up.done() else {*pending, give_up}
-            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            pending.discard(give_up)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if not any(task.done() for task in tasks):
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if give_up is not None:
-            give_up.cancel()
+        for waiting in waits:
+            waiting.cancel()  # the waits, never the tasks
 
 
-async def _unless(stop: asyncio.Event | None, fetch: Coroutine[Any, Any, Fetched | None]) -> Fetched | None:
-    """``fetch``'s result, or None when ``stop`` is set first (the fetch is then cancelled: nothing was written)."""
-    if stop is None:
-        return await fetch
+async def _unless(stops: Sequence[asyncio.Event], fetch: Coroutine[Any, Any, Fetched | None]) -> Fetched | None:
+    """``fetch``'s result, or None when one of ``stops`` is set first (the fetch is then cancelled: nothing of it
+    was written)."""
     task = asyncio.ensure_future(fetch)
-    stopping = asyncio.ensure_future(stop.wait())
+    stopping = [asyncio.ensure_future(stop.wait()) for stop in stops]
     try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, *stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopping.cancel()
+        for waiting in stopping:
+            waiting.cancel()
     if not task.done():
         task.cancel()
-        log.info("shutdown: the running fetch was abandoned (nothing of it was committed)")
+        await asyncio.gather(task, return_exceptions=True)
+        log.info("the running fetch was abandoned (nothing of it was committed)")
         return None
     return task.result()
 
@@ -826,6 +831,7 @@ class App:
         started = time.monotonic()  # the duration is for people, not for decisions: the real clock
         wiring = self.wiring  # one consistent wiring for each source's cycle, even across a reload
         self.poller.first = next(iter(wiring.config.sources))
+        ended = [self._running.pop(name) for name, r in list(self._running.items()) if r.task.done()]
         for name in wiring.config.sources:
             # every source's rounds run side by side: a source that times out or refuses the
             # credentials never holds back another's alerts (each round commits on its own)
@@ -834,48 +840,61 @@ class App:
                 event(log, logging.WARNING, "the source's previous cycle is still running, not starting another",
                       source=name, running_s=round(time.monotonic() - late.since))
                 continue
-            task = asyncio.ensure_future(self._source_cycle(stop, wiring, name, in_thread=in_thread,
+            abandon = asyncio.Event()
+            task = asyncio.ensure_future(self._source_cycle(stop, abandon, wiring, name, in_thread=in_thread,
                                                             on_round=on_round))
-            self._running[name] = _Running(task, wiring, time.monotonic())
+            self._running[name] = _Running(task, wiring, time.monotonic(), abandon)
         await _until_done([r.task for r in self._running.values()], enough)
-        order = {name: i for i, name in enumerate(wiring.config.sources)}
-        ended = sorted((name for name, r in self._running.items() if r.task.done()),
-                       key=lambda name: order.get(name, len(order)))
-        outcomes = [self._running.pop(name).task for name in ended]
+        ended += [self._running.pop(name) for name, r in list(self._running.items()) if r.task.done()]
         for name, run in self._running.items():
-            event(log, logging.INFO, "the source is still polling at the cycle's deadline; the others go on",
+            event(log, logging.DEBUG, "the source is still polling at the cycle's deadline; the others go on",
                   source=name, running_s=round(time.monotonic() - run.since))
-        for task in outcomes:  # a commit that failed fails the cycle, once every ended source is collected
-            error = None if task.cancelled() else task.exception()
-            if error is not None:
-                raise error
-        done = [r for r in (t.result() for t in outcomes if not t.cancelled()) if r is not None]
+        outcomes = [r.task for r in ended if not r.task.cancelled()]
+        errors = [e for e in (t.exception() for t in outcomes) if e is not None]  # each one retrieved
+        if errors:  # a commit that failed fails the cycle
+            raise errors[0]
+        order = {name: i for i, name in enumerate(wiring.config.sources)}
+        done = sorted((r for r in (t.result() for t in outcomes) if r is not None),
+                      key=lambda r: order.get(r.source, len(order)))
         if not done:
             return None
         report = CycleReport.combine(done)
         report.log(duration_ms=round((time.monotonic() - started) * 1000))
         return report
 
+    def late_progress(self) -> dict[str, float]:
+        """Each source whose cycle runs now -> time.monotonic() of its last progress (the watchdog's view)."""
+        return {name: r.progress(name) for name, r in self._running.items() if not r.task.done()}
+
     async def settle(self, wiring: Wiring | None = None) -> None:
-        """Wait for the source cycles still running past a cycle's end (of ``wiring`` only, when given).
+        """Abandon the fetches of the source cycles still running (of ``wiring`` only, when given) and wait for them.
 
-        A shutdown calls it once its stop event abandoned their fetches (their commits
-        finish); a reload, before it closes the replaced wiring they still use.
+        A round being committed finishes; nothing more of them is committed. A reload calls
+        it for the replaced wiring (its late cycles would commit with the old rules and
+        channels, and an alert of a source the reload removed would fire again); a shutdown
+        and ``aclose`` for all.
         """
-        running = [r.task for r in self._running.values() if wiring is None or r.wiring is wiring]
+        running = [r for r in self._running.values() if wiring is None or r.wiring is wiring]
+        for run in running:
+            run.abandon.set()
         if running:
-            await asyncio.wait(running)
+            await asyncio.wait([r.task for r in running])
 
-    async def _source_cycle(self, stop: asyncio.Event | None, wiring: Wiring, source: str, *, in_thread: bool,
-                            on_round: Callable[[CycleReport], None] | None) -> CycleReport | None:
-        """One source's rounds of a cycle (see ``cycle_until``); None when its first round was abandoned."""
+    async def _source_cycle(self, stop: asyncio.Event | None, abandon: asyncio.Event, wiring: Wiring, source: str,
+                            *, in_thread: bool, on_round: Callable[[CycleReport], None] | None) -> CycleReport | None:
+        """One source's rounds of a cycle (see ``cycle_until``); None when its first round was abandoned.
+
+        ``stop`` and ``abandon`` both drop the running fetch; once ``abandon`` is set, a fetch
+        that had ended is not committed either (a reload: the wiring it used is replaced).
+        """
+        stops = (abandon,) if stop is None else (stop, abandon)
         report: CycleReport | None = None
-        fetched: Fetched | None = await _unless(stop, self.poller.fetch(wiring, source))
-        while fetched is not None:
+        fetched: Fetched | None = await _unless(stops, self.poller.fetch(wiring, source))
+        while fetched is not None and not abandon.is_set():
             # the next round's requests go out while this one commits: the limiter spaces
             # requests evenly and never wins back idle time, so a cycle's commits would
             # otherwise add up to a late cycle (rounds are independent: the plan made them)
-            ahead = asyncio.ensure_future(self._next_round(stop, wiring, fetched))
+            ahead = asyncio.ensure_future(self._next_round(stops, wiring, fetched))
             try:
                 done = await self._apply(wiring, fetched, in_thread=in_thread)
             except BaseException:
@@ -888,9 +907,10 @@ class App:
             fetched = await ahead
         return report
 
-    async def _next_round(self, stop: asyncio.Event | None, wiring: Wiring, previous: Fetched) -> Fetched | None:
+    async def _next_round(self, stops: Sequence[asyncio.Event], wiring: Wiring, previous: Fetched
+                          ) -> Fetched | None:
         # the fetch coroutine is made here, inside the task: a task cancelled before it starts leaves none unawaited
-        return await _unless(stop, self.poller.fetch_more(wiring, previous))
+        return await _unless(stops, self.poller.fetch_more(wiring, previous))
 
     async def _apply(self, wiring: Wiring, fetched: Fetched, *, in_thread: bool) -> CycleReport:
         """A round's synchronous half: plan, render, one commit; never cancelled half way.
@@ -920,21 +940,26 @@ class App:
             if changed:
                 log.warning("%s changed; it takes effect after a restart (systemctl restart notifier)", what)
         old, self.wiring = self.wiring, wiring
+        for name, run in self._running.items():  # a late cycle never commits with the replaced rules and channels
+            if run.wiring is old and not run.task.done():
+                event(log, logging.INFO, "reload: the source's late cycle is abandoned, the next starts anew",
+                      source=name)
+                run.abandon.set()
         self.deliverer.use_channels(wiring.channels)
         return old
 
     async def retire(self, old: Wiring) -> None:
-        """Close a replaced wiring once no source cycle and no delivery round uses it any more."""
+        """Close a replaced wiring once no source cycle (abandoned) and no delivery round uses it any more."""
         await self.settle(old)
         await asyncio.to_thread(self.deliverer.wait_idle)
         await old.aclose()
 
     async def aclose(self) -> None:
-        """Close the wiring, the store and the lock (in that order); a source cycle still running is cancelled."""
-        running = [r.task for r in self._running.values()]
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        """Close the wiring, the store and the lock (in that order), once no source cycle runs (``settle``)."""
+        await self.settle()
+        for run in self._running.values():  # retrieved: their reports and errors go with the process
+            if not run.task.cancelled():
+                run.task.exception()
         self._running.clear()
         try:
             await self.wiring.aclose()

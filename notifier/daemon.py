@@ -106,9 +106,9 @@ class Daemon:
                 return None
             finally:
                 deadline.cancel()
-            poller, rules = self.app.poller, self.app.runtime.all_rules
+            poller, runtime = self.app.poller, self.app.runtime
             await asyncio.to_thread(self.metrics.observe_cycle, report, self._monotonic() - started, poller.alerts,
-                                    poller.entities, severities(rules))
+                                    poller.entities, severities(runtime.all_rules), runtime.config.sources)
         self._report_status(report, None)
         self._wake.set()
         await asyncio.to_thread(self._housekeeping, report.at - PURGE_AFTER)
@@ -131,17 +131,20 @@ class Daemon:
         return config.stall_timeout or max(3 * config.interval, 600.0)
 
     def stalled_for(self) -> float:
-        """How long the running tick (edits, cycle) has made no progress; 0 when idle.
+        """How long the running tick (edits, cycle), or a source's cycle, has made no progress; 0 when idle.
 
         Progress is an API request ending (answer, error or timeout): a sweep of 10,000 jobs
         at 20 requests/s runs 500 s and is never "stalled"; a fetch no request of which ever
-        ends, or a reload stuck loading, is.
+        ends, or a reload stuck loading, is. A source's cycle that outlives its own (it goes
+        on alone past the interval) is judged by its own requests only.
         """
+        now = self._monotonic()
+        stalled = [now - progress for progress in self.app.late_progress().values()]  # each source's own
         busy = self._busy_since
-        if busy is None:
-            return 0.0
-        answered = max(c.stats.last_answer for c in self.app.wiring.clients.values())  # any source's progress
-        return self._monotonic() - max(busy, answered)
+        if busy is not None:  # a tick (edits, a reload, a cycle): any source's answer is progress
+            answered = max(c.stats.last_answer for c in self.app.wiring.clients.values())
+            stalled.append(now - max(busy, answered))
+        return max(stalled, default=0.0)
 
     async def watchdog(self, period: float) -> None:
         """WATCHDOG=1 every ``period`` while the loop runs and no tick is stalled past its bound."""
@@ -325,8 +328,9 @@ class Daemon:
                     if self._stop.is_set() or took < interval:
                         break
                     # the scheduler skipped the tick this cycle overran: start it now, not a whole interval late
-                    event(log, logging.INFO, "cycle overran its interval, the next starts at once",
-                          took_s=round(took, 1), interval_s=interval)
+                    if not self.app.late_progress():  # else it ended at the interval, a source going on alone
+                        event(log, logging.INFO, "cycle overran its interval, the next starts at once",
+                              took_s=round(took, 1), interval_s=interval)
             finally:
                 self._busy_since = None
                 self._idle.set()  # nothing awaits after this: shutdown never cancels a commit

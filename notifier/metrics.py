@@ -34,7 +34,7 @@ import platform
 import socket
 import socketserver
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -191,8 +191,16 @@ class Metrics:
     # --- fed by the daemon ------------------------------------------------------------
 
     def observe_cycle(self, report: CycleReport, duration_s: float, alerts: Mapping[str, AlertState],
-                      entities: Mapping[EntityKey, EntityState], severity: Mapping[str, str] | None = None) -> None:
-        """A cycle completed (``app.cycle`` returned): count it and replace the view gauges."""
+                      entities: Mapping[EntityKey, EntityState], severity: Mapping[str, str] | None = None,
+                      sources: Collection[str] | None = None) -> None:
+        """A cycle completed (``app.cycle`` returned): count it and replace the view gauges.
+
+        A source missing from ``report`` (still polling) keeps its last per-source figures;
+        one missing from ``sources`` (the configured ones, when given) loses them.
+        """
+        if sources is not None:
+            self._failing = {n: f for n, f in self._failing.items() if n in sources}
+            self._sweeps = {n: v for n, v in self._sweeps.items() if n in sources}
         outcome = "source_failed" if report.source_failed else "ok"
         with self._lock:
             self._slowest = max(duration_s, 0.9 * self._slowest)  # forgets a one-off slow cycle slowly

@@ -479,7 +479,7 @@ def test_check_proves_the_app_token_too(slack_server: SlackServer, clock: FakeCl
 @pytest.mark.parametrize(("job", "where"), [
     ("job_pay_1", "#payments"), ("ops/job_pay_1", "#payments"),  # the bare name, in every source
     ("ops/job_etl", "#ops"), ("job_etl", "#data-alerts"),  # the job key: every job of ops
-    ("sales/job_etl", "#data-alerts"),
+    ("sales/job_etl", "#data-alerts"), ("job_pay-prod/job_etl", "#data-alerts"),  # a glob without '/': bare only
 ])
 def test_routes_match_the_bare_job_name_or_the_job_key(job: str, where: str) -> None:
     settings = slack.SlackSettings(mode="token", channel="#data-alerts", token_env="T",

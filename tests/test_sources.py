@@ -495,19 +495,39 @@ def test_a_timing_out_source_never_holds_back_the_others_round(write: Write, sim
     assert report is not None and report.source_failed and report.sources["ops"].errors[0].kind == "timeout"
 
 
+SLOW = 2.5  # seconds ops takes to answer: well past sales' round, within its 5 s timeout
+
+
+def slow_ops(write: Write, sim: Simulator) -> Path:
+    """Both sources' job_sms failing; ops answers every request SLOW seconds late."""
+    fail_both(sim)
+    sim.set_fault(kind="latency", delay=SLOW, project="ops")
+    return write(source_toml("sales", sim.url, SALES, "SALES", workspace="ws-sales")
+                 + source_toml("ops", sim.url, OPS, "OPS", timeout="5s"))
+
+
+async def leave_ops_late(app: App, on_round: Callable[[CycleReport], None] | None = None) -> CycleReport | None:
+    """A cycle ended (``enough``) as soon as sales' round is in: ops goes on alone."""
+    enough = asyncio.Event()
+
+    def heard(report: CycleReport) -> None:
+        if report.source == "sales":
+            enough.set()
+        if on_round is not None:
+            on_round(report)
+
+    return await app.cycle_until(None, enough=enough, on_round=heard)
+
+
 def test_a_slow_source_goes_on_alone_and_is_not_started_again_while_it_runs(  # type: ignore[no-untyped-def]
         write: Write, sim: Simulator, clock: LinkedClock) -> None:
     """``enough`` ends a cycle with the sources done; ops, still polling, joins the cycle in which it ends."""
-    fail_both(sim)
-    sim.set_fault(kind="latency", delay=0.8, project="ops")  # slow, within the 2 s timeout
-    path = write(two_sources(sim))
+    path = slow_ops(write, sim)
 
     async def main() -> tuple[CycleReport | None, int, CycleReport | None]:
         app = await App.open(path, clock=clock)
-        enough = asyncio.Event()
         try:
-            first = await app.cycle_until(None, enough=enough,
-                                          on_round=lambda r: enough.set() if r.source == "sales" else None)
+            first = await leave_ops_late(app)
             ops_asked = len(sim.requests_for("ops"))
             second = await app.cycle_until(None)  # sales again; ops' first cycle, which it waits for
         finally:
@@ -522,30 +542,112 @@ def test_a_slow_source_goes_on_alone_and_is_not_started_again_while_it_runs(  # 
     assert len(sim.requests_for("sales")) == 2  # a status request each cycle
 
 
-def test_a_reload_closes_the_old_wiring_only_once_a_late_source_ended(  # type: ignore[no-untyped-def]
-        write: Write, sim: Simulator, clock: LinkedClock) -> None:
-    """ops' late cycle keeps its connections across a reload: its answer is committed, not a closed-client error."""
-    fail_both(sim)
-    sim.set_fault(kind="latency", delay=0.8, project="ops")
-    path = write(two_sources(sim))
+def test_a_late_source_that_ended_between_cycles_is_collected_and_started_again(  # type: ignore[no-untyped-def]
+        write: Write, sim: Simulator, clock: LinkedClock, caplog: pytest.LogCaptureFixture) -> None:
+    path = slow_ops(write, sim)
 
-    async def main() -> tuple[bool, CycleReport | None]:
+    async def main() -> CycleReport | None:
         app = await App.open(path, clock=clock)
-        enough = asyncio.Event()
         try:
-            await app.cycle_until(None, enough=enough, on_round=lambda r: enough.set() if r.source == "sales" else None)
-            retire = asyncio.ensure_future(app.retire(app.adopt(app.load())))
-            await asyncio.sleep(0.1)
-            closed_early = retire.done()
-            report = await app.cycle_until(None)
-            await retire
+            await leave_ops_late(app)
+            while "ops" in app.late_progress():  # ops' late cycle ends between two cycles
+                await asyncio.sleep(0.05)
+            sim.clear_faults()
+            return await app.cycle_until(None)
         finally:
             await app.aclose()
-        return closed_early, report
 
-    closed_early, report = asyncio.run(main())
-    assert not closed_early
-    assert report is not None and report.sources["ops"].errors == () and report.sources["ops"].firing == 1
+    with caplog.at_level(logging.WARNING):
+        report = asyncio.run(main())
+    assert report is not None and set(report.sources) == {"sales", "ops"}
+    assert report.sources["ops"].firing == 1
+    assert len([r for r in sim.requests_for("ops") if "/status" in r.path]) == 2  # started again at once
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+
+
+def test_a_reload_abandons_a_late_source_and_one_that_removes_it_resolves_its_alert_once(  # type: ignore[no-untyped-def]
+        write: Write, sim: Simulator, clock: LinkedClock, hooks) -> None:
+    """A late cycle never commits with the replaced wiring: ops' alert, fired before, is resolved and stays so."""
+    plain, _ = hooks
+    fail_both(sim)
+    path = write(two_sources(sim))
+
+    async def main() -> list[CycleReport | None]:
+        app = await App.open(path, clock=clock)
+        try:
+            reports = [await app.cycle_until(None)]  # both fire
+            app.deliver()
+            sim.set_fault(kind="latency", delay=SLOW, project="ops")
+            clock.advance(60)
+            reports.append(await leave_ops_late(app))
+            write(source_toml("sales", sim.url, SALES, "SALES", workspace="ws-sales"))  # ops removed
+            await app.retire(app.adopt(app.load()))  # ops' late fetch is abandoned: never committed
+            for _ in range(2):
+                clock.advance(60)
+                reports.append(await app.cycle_until(None))
+                app.deliver()
+        finally:
+            await app.aclose()
+        return reports
+
+    reports = asyncio.run(main())
+    ops = [(a["status"], r.json["group"]) for r in plain.requests for a in r.json["alerts"]
+           if r.json["group"].startswith("ops/")]
+    assert ops == [("firing", "ops/job_sms"), ("resolved", "ops/job_sms")]
+    assert all("ops" not in r.sources for r in reports[1:] if r is not None)
+
+
+def test_a_hung_late_source_is_seen_by_the_watchdog(write: Write, sim: Simulator,  # type: ignore[no-untyped-def]
+                                                   clock: LinkedClock) -> None:
+    """Past its cycle, a source is judged by its own requests: its silence counts, another's answers do not."""
+    from notifier.daemon import Daemon
+
+    path = slow_ops(write, sim)
+
+    async def main() -> tuple[float, float, float]:
+        app = await App.open(path, clock=clock)
+        try:
+            await leave_ops_late(app)
+            now = time.monotonic()
+            fresh = Daemon(app).stalled_for()
+            later = Daemon(app, monotonic=lambda: now + 1000).stalled_for()
+            await app.settle()
+            return fresh, later, Daemon(app, monotonic=lambda: now + 1000).stalled_for()
+        finally:
+            await app.aclose()
+
+    fresh, later, settled = asyncio.run(main())
+    assert fresh < SLOW and later > 990 and settled == 0.0
+
+
+def test_failing_commits_of_several_sources_fail_the_cycle_and_every_error_is_retrieved(  # type: ignore[no-untyped-def]
+        write: Write, sim: Simulator, clock: LinkedClock, caplog: pytest.LogCaptureFixture) -> None:
+    import gc
+
+    from notifier.errors import StateError
+
+    path = write(two_sources(sim))
+
+    async def main() -> str:
+        app = await App.open(path, clock=clock)
+
+        def refuse(wiring: Any, fetched: Any) -> CycleReport:
+            raise StateError(f"disk full ({fetched.source})")
+
+        app.poller.apply = refuse  # type: ignore[method-assign]
+        try:
+            with pytest.raises(StateError) as raised:
+                await app.cycle_until(None)
+            gc.collect()
+            await asyncio.sleep(0)
+            return str(raised.value)
+        finally:
+            await app.aclose()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        error = asyncio.run(main())
+    assert error in ("disk full (sales)", "disk full (ops)")
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
 
 
 def test_the_service_keeps_polling_a_source_while_another_hangs(  # type: ignore[no-untyped-def]

@@ -108,12 +108,12 @@ class SlackSettings:
     def target(self, job: str) -> str | None:
         """The Slack channel a job's messages go to: the first matching route, else ``channel``.
 
-        ``job`` is the job key: a glob matches the bare name (``job_pay_*``, as rules' ``jobs``
-        do, in every source) or the key (``ops/*``: every job of source ops).
+        ``job`` is the job key: a glob with a ``/`` matches the key (``ops/*``: every job of
+        source ops), any other the bare name (``job_pay_*``, as rules' ``jobs`` do, in every source).
         """
         bare = split_job_key(job)[1]
         return next((where for glob, where in self.routes
-                     if fnmatch.fnmatchcase(bare, glob) or fnmatch.fnmatchcase(job, glob)), self.channel)
+                     if fnmatch.fnmatchcase(job if "/" in glob else bare, glob)), self.channel)
 
     @property
     def buttons(self) -> bool:
