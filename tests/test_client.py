@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
@@ -520,6 +521,47 @@ def test_rate_limiter_slots_without_bursts() -> None:
 
     asyncio.run(main())
     assert waits == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_rate_limiter_waiters_that_wake_late_go_out_spaced_not_in_a_burst() -> None:
+    """The event loop was busy for a second: the waiters due meanwhile start a slot apart from then on.
+
+    A fake timer: sleepers wake only when the test moves the clock, all those due at once,
+    as a loop that was busy wakes them.
+    """
+    t = 0.0
+    sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    async def sleep(seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        sleepers.append((t + seconds, future))
+        await future
+
+    limiter = RateLimiter(4.0, monotonic=lambda: t, sleep=sleep)
+    starts: list[float] = []
+
+    async def request() -> None:
+        await limiter.wait()
+        starts.append(t)
+
+    async def main() -> None:
+        nonlocal t
+        tasks = [asyncio.ensure_future(request()) for _ in range(6)]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        t = 1.0  # busy until 1 s: every slot claimed for 0.25 .. 1.0 is overdue now
+        while not all(task.done() for task in tasks):
+            for _, future in [s for s in sleepers if s[0] <= t and not s[1].done()]:
+                future.set_result(None)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            pending = [due for due, future in sleepers if not future.done()]
+            if pending:
+                t = max(t, min(pending))
+
+    asyncio.run(main())
+    assert starts[0] == 0.0 and starts[1] == 1.0
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts[1:])] == [0.25] * 4
 
 
 @pytest.mark.parametrize(("attempt", "error", "expected"), [

@@ -38,7 +38,7 @@ import httpx
 from notifier.clock import utcnow
 from notifier.config import JobsConfig, SourceConfig
 from notifier.core.fetchplan import LIST_PAGE_SIZE, Listed
-from notifier.core.models import FetchError, FetchErrorKind, FetchResult, JobSnapshot
+from notifier.core.models import DEFAULT_SOURCE, FetchError, FetchErrorKind, FetchResult, JobSnapshot
 from notifier.errors import ConfigError, SourceError
 from notifier.httputil import USER_AGENT, scrub
 from notifier.logs import event
@@ -91,13 +91,21 @@ class RateLimiter:
         self._monotonic = monotonic
         self._sleep = sleep
         self._next = float("-inf")
+        self._gate = asyncio.Lock()  # one waiter at a time takes the next slot
 
     async def wait(self) -> None:
-        now = self._monotonic()
-        slot = max(now, self._next)
-        self._next = slot + 1.0 / self.current  # claimed before awaiting: no lock needed in asyncio
-        if slot > now:
-            await self._sleep(slot - now)
+        """Return when this request may start: ``1 / current`` s after the previous start, at the earliest.
+
+        The next slot counts from when the previous request really started, not from when
+        it was due: a waiter that wakes late (the event loop was busy parsing or planning)
+        does not let the ones behind it out in a burst to catch up.
+        """
+        async with self._gate:
+            now = self._monotonic()
+            if self._next > now:
+                await self._sleep(self._next - now)
+                now = max(now, self._monotonic())
+            self._next = max(now, self._next) + 1.0 / self.current
 
     def throttled(self, pause: float) -> None:
         """The API refused a request for its rate: no request starts for ``pause`` seconds, then at half the rate."""
@@ -320,8 +328,9 @@ class DgcClient:
                     raise
                 attempt += 1
                 self.stats.retries += 1
-                log.info("Retrying request job=%s kind=%s attempt=%d delay=%.2fs", job or "-", error.kind,
-                         attempt, delay)
+                log.info("Retrying request job=%s kind=%s attempt=%d delay=%.2fs%s", job or "(the job list)",
+                         error.kind, attempt, delay,
+                         "" if self._config.name == DEFAULT_SOURCE else f" source={self._config.name}")
                 await self._sleep(delay)
 
     async def _attempt(self, url: str, job: str | None) -> _Success:
