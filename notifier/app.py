@@ -467,7 +467,7 @@ class Poller:
                       meta_key(SOURCE_FAILING_SINCE_KEY, source):
                           None if failing_since is None else str(to_ms(failing_since)),
                       **({meta_key(FETCH_SWEEP_KEY, source): sweep_json(oldest, fetched.plan, len(fetched.names),
-                                                                        budget)}
+                                                                        budget, now)}
                          if oldest is not None and fetched.plan is not None else {})},
                 upsert_flaps=plan.flap_upserts, delete_flaps=plan.flap_deletes,
                 open_incidents=incidents.opened, close_incidents=incidents.closed,

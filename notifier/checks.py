@@ -27,6 +27,7 @@ from notifier import statefile
 from notifier.channels import CHANNEL_TYPES
 from notifier.clock import utcnow
 from notifier.config import Config, SourceConfig
+from notifier.core.durations import plural
 from notifier.core.models import Rule
 from notifier.errors import ConfigError, NotifierError, SourceError, StateError, TemplateError
 from notifier.fetching import budget_of, budget_warning, lists, sweep_sentence
@@ -143,8 +144,8 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
 
     warnings = [*_unmatched_job_globs(runtime.rules, config), *_unmatched_source_globs(runtime.rules, config),
                 *_slack_warnings(runtime.rules, config), *asked.warnings]
-    summary = (f"ok: {config.path}: {len(runtime.rules)} rules, {len(config.channels)} channels, "
-               f"{rendered} sample messages rendered")
+    summary = (f"ok: {config.path}: {plural(len(runtime.rules), 'rule')}, {plural(len(config.channels), 'channel')}, "
+               f"{plural(rendered, 'sample message')} rendered")
     several = len(config.sources) > 1
     for name, source in config.sources.items():
         jobs, listed = source.jobs, asked.listed.get(name)
@@ -153,7 +154,7 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
         if listed is not None:
             problems.extend(_unknown_jobs(config, source, listed))
             watched = select_jobs(jobs.names, listed, jobs.include, jobs.exclude) if jobs.discover else jobs.names
-            summary += f"; online{of}: {len(listed)} REAL_TIME jobs listed, {len(watched)} would be watched"
+            summary += f"; online{of}: {plural(len(listed), 'REAL_TIME job')} listed, {len(watched)} would be watched"
         if watched is not None:
             listing = lists(len(watched), discover=jobs.discover,
                             list_total=len(listed) if listed is not None else None)

@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "30 requests/s per user unless the scenario's [limits] or --rate-limit say otherwise. "
                     "Exit 0 stopped; 2 bad scenario file or options.")
     sim.add_argument("--scenario", default=None,
-                     help="bundled scenario name (seed, demo) or a TOML file (default: demo)")
+                     help="bundled scenario name (seed, demo, two_projects, demo_sources) or a TOML file "
+                          "(default: demo)")
     sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sim.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     sim.add_argument("--scale", type=int, default=None, metavar="N",
@@ -282,11 +283,14 @@ def cmd_once(args: argparse.Namespace) -> int:
     except StateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SOURCE
-    from notifier.core.models import DEFAULT_SOURCE, source_of
+    from notifier.core.models import DEFAULT_SOURCE
 
-    for error in report.errors:
-        source = source_of(error.job)
-        print(f"source error{f' ({source})' if source != DEFAULT_SOURCE else ''}: {error.message}", file=sys.stderr)
+    for name, one in (report.sources or {report.source: report}).items():
+        label = f" ({name})" if name != DEFAULT_SOURCE else ""
+        if one.discovery_error is not None:
+            print(f"source error{label}: job discovery failed: {one.discovery_error}", file=sys.stderr)
+        for error in one.errors:
+            print(f"source error{label}: {error.message}", file=sys.stderr)
     return EXIT_SOURCE if report.source_failed else EXIT_OK
 
 
@@ -367,7 +371,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         rows = store.outbox.rows()
         several = len(config.sources) > 1
         failing = {name: int(store.get_meta(meta_key(SOURCE_FAILURES_KEY, name)) or 0) for name in config.sources}
-        polling = {name: describe_sweep(store.get_meta(meta_key(FETCH_SWEEP_KEY, name))) for name in config.sources}
+        polling = {name: describe_sweep(store.get_meta(meta_key(FETCH_SWEEP_KEY, name)), failing=bool(failing[name]))
+                   for name in config.sources}
         silences = store.silences.current(now)
         mutes = (*silences, *config.maintenance)
         comments = {s.label: f"{s.label} ({s.author or '-'}: {s.comment})" for s in silences}

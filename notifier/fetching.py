@@ -179,16 +179,20 @@ class FetchMemory:
             log.info("%s%s", self.label, sentence)
 
 
-def sweep_json(oldest: float, plan: FetchPlan, jobs: int, budget: Budget) -> str:
-    """The meta row `notifier alerts` reads: the achieved and planned sweep, and the numbers behind them."""
-    return json.dumps({"oldest_s": round(oldest, 1), "target_s": plan.sweep_target,
+def sweep_json(oldest: float, plan: FetchPlan, jobs: int, budget: Budget, at: datetime) -> str:
+    """The meta row `notifier alerts` reads: the achieved and planned sweep at ``at``, and the numbers behind them."""
+    return json.dumps({"at": at.isoformat(), "oldest_s": round(oldest, 1), "target_s": plan.sweep_target,
                        "achievable_s": None if math.isinf(plan.achievable) else plan.achievable, "jobs": jobs,
                        "rate": budget.rate, "interval_s": budget.interval, "full_sweep_s": budget.full_sweep},
                       separators=(",", ":"))
 
 
-def describe_sweep(stored: str | None) -> str | None:
-    """The ``POLLING`` line of ``notifier alerts`` from the stored ``sweep_json``; None before the first full cycle."""
+def describe_sweep(stored: str | None, *, failing: bool = False) -> str | None:
+    """The ``POLLING`` line of ``notifier alerts`` from the stored ``sweep_json``; None before the first full cycle.
+
+    The figures are the last full cycle's (its time is shown); ``failing``: the source failed since, which,
+    not the budget, is why a sweep falls behind.
+    """
     if not stored:
         return None
     try:
@@ -197,6 +201,12 @@ def describe_sweep(stored: str | None) -> str | None:
         rate, interval = float(d["rate"]), float(d["interval_s"])
     except (ValueError, TypeError, KeyError):
         return None
-    late = "  (behind: the budget is short for these jobs; see notifier check)" if oldest > 2 * target else ""
-    return (f"POLLING: {jobs} jobs, the least recently fetched {format_duration(oldest)} ago (sweep target "
-            f"{format_duration(target)}; {rate:g} req/s, a cycle every {format_duration(interval)}){late}")
+    why = "the source is failing" if failing else "the budget is short for these jobs; see notifier check"
+    late = f"  (behind: {why})" if oldest > 2 * target else ""
+    try:
+        when = f" at {datetime.fromisoformat(d['at']).strftime('%H:%M:%S UTC')}"
+    except (KeyError, TypeError, ValueError):  # a row from before the time was stored
+        when = ""
+    return (f"POLLING: {jobs} jobs, the least recently fetched {format_duration(oldest)} before the cycle{when} "
+            f"(sweep target {format_duration(target)}; {rate:g} req/s, a cycle every {format_duration(interval)})"
+            f"{late}")

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import TextIO
 
 from notifier.core.cycle import plan_cycle
+from notifier.core.durations import plural
 from notifier.core.flap import FlapState
 from notifier.core.models import (
     Alert,
@@ -84,7 +85,6 @@ from notifier.ruletestfile import (
     Totals,
     format_offset,
     load,
-    plural,
     subject,
 )
 

@@ -273,14 +273,14 @@ def _job_name(r: TableReader) -> str:
 def _input(r: TableReader, base: Path, interval_ms: int) -> Input:
     r.finish(INPUT_KEYS)
     at_ms = _at(r, interval_ms)
-    source = _source_name(r, DEFAULT_SOURCE) or DEFAULT_SOURCE
+    source = _source_name(r, DEFAULT_SOURCE) or DEFAULT_SOURCE  # (never None with a default: for mypy)
     job = _job_name(r)
     key = job_key(source, job)
     given = [k for k in ("file", "status", "error") if r.has(k)]
     if len(given) != 1:
-        key = given[1] if given else "status"
-        raise r.error(key, "give exactly one of file = \"body.json\" (a status API body), status = \"...\" "
-                           "with nodes = [...] (inline), or error = \"timeout\" (the fetch fails)")
+        raise r.error(given[1] if given else "status",
+                      "give exactly one of file = \"body.json\" (a status API body), status = \"...\" "
+                      "with nodes = [...] (inline), or error = \"timeout\" (the fetch fails)")
     if r.has("nodes") and not r.has("status"):
         raise r.error("nodes", "only with an inline status = \"...\"")
     answer: Answer
@@ -437,7 +437,3 @@ def format_offset(ms: int) -> str:
         if value:
             parts.append(f"{value}{unit}")
     return "".join(parts)
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"

@@ -204,7 +204,7 @@ def test_online_reports_a_configured_job_that_does_not_exist(write_config, sim) 
 def test_online_passes_when_every_job_exists(write_config, sim, capsys: pytest.CaptureFixture[str]) -> None:
     """Every configured job listed: exit 0 and the summary says what was listed."""
     assert run(config_at(write_config, sim.url), online=True) == EXIT_OK
-    assert "online: 1 REAL_TIME jobs listed, 1 would be watched" in capsys.readouterr().out
+    assert "online: 1 REAL_TIME job listed, 1 would be watched" in capsys.readouterr().out
     assert list_requests(sim) == 1
 
 

@@ -491,9 +491,10 @@ def test_bad_scenario_names_file_and_key(tmp_path: Path, text: str, where: str, 
 
 def test_unknown_scenario_name_lists_bundled_ones() -> None:
     """A bare name that is neither a file nor bundled says which scenarios are bundled."""
-    with pytest.raises(ConfigError, match="seed, demo"):
+    with pytest.raises(ConfigError, match="seed, demo, two_projects, demo_sources"):
         load_scenario("nonexistent")
-    assert set(BUNDLED_SCENARIOS) == {"seed", "demo"}
+    assert set(BUNDLED_SCENARIOS) == {"seed", "demo", "two_projects", "demo_sources"}
+    assert all(load_scenario(name).served() for name in BUNDLED_SCENARIOS)
 
 
 def test_demo_scenario_timeline(start: Start) -> None:

@@ -749,3 +749,14 @@ def test_test_channel_speaks_of_the_first_source(write: Write, sim: Simulator, h
     [labelled] = alerts_of(am)
     assert labelled["labels"]["source"] == "sales" and labelled["labels"]["project_id"] == SALES
     assert labelled["labels"]["workspace"] == "ws-sales"
+
+
+def test_once_names_every_failing_source_even_when_its_discovery_failed(write: Write,  # type: ignore[no-untyped-def]
+                                                                        sim: Simulator) -> None:
+    path = write(source_toml("sales", sim.url, SALES, "SALES", workspace="ws-sales")
+                 + source_toml("ops", sim.url, OPS, "OPS", sk="WRONG_SK", jobs="discover = true"))
+    done = notifier("once", "-c", str(path))
+    assert done.returncode == 1
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("source error")]
+    assert line.startswith("source error (ops): job discovery failed: ") and "HTTP 401" in line
+    assert "not-the-sk" not in done.stderr

@@ -45,3 +45,8 @@ def format_duration(delta: timedelta | float) -> str:
     if secs and not days and not hours:
         parts.append(f"{secs}s")
     return " ".join(parts) or "0s"
+
+
+def plural(count: int, word: str) -> str:
+    """``1 rule``, ``2 rules``: counts in messages read as English."""
+    return f"{count} {word}{'' if count == 1 else 's'}"

@@ -127,6 +127,8 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 BUNDLED_SCENARIOS: Mapping[str, Path] = MappingProxyType({
     "seed": SCENARIO_DIR / "seed.toml",
     "demo": SCENARIO_DIR / "demo.toml",
+    "two_projects": SCENARIO_DIR / "two_projects.toml",  # two projects, two credentials: several sources
+    "demo_sources": SCENARIO_DIR / "demo_sources.toml",  # what `notifier demo` runs
 })
 """Scenarios shipped with the package, by the name ``load_scenario`` accepts."""
 
@@ -598,7 +600,7 @@ def _timeline(status: str, nodes: tuple[NodeScript, ...], steps: tuple[Step, ...
 # --- loading --------------------------------------------------------------------------
 
 def load_scenario(path_or_name: str | Path) -> Scenario:
-    """Load a scenario file, or a bundled scenario by name ("seed", "demo")."""
+    """Load a scenario file, or a bundled scenario by name (``BUNDLED_SCENARIOS``: "seed", "demo", ...)."""
     if isinstance(path_or_name, str) and path_or_name in BUNDLED_SCENARIOS:
         path = BUNDLED_SCENARIOS[path_or_name]
     else:
