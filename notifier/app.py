@@ -52,7 +52,7 @@ from notifier.core.models import (
 )
 from notifier.delivery import Deliverer, DeliveryReport
 from notifier.errors import SourceError, StateError
-from notifier.fetching import FetchMemory, budget_of, round_fits, round_size, sweep_json
+from notifier.fetching import FetchMemory, budget_of, round_fits, round_size, stored_figures, sweep_figures, sweep_json
 from notifier.lock import ProcessLock
 from notifier.logs import event
 from notifier.outbox import NewNotification
@@ -210,8 +210,8 @@ class CycleReport:
             return "; ".join(f"source {name}: {r.failure}" for name, r in self.sources.items() if r.source_failed)
         return source_failure(self.discovery_error, self.errors)
 
-    def log(self, duration_ms: int | None = None) -> None:
-        """The one line (or JSON object) a cycle leaves in the journal."""
+    def log(self, duration_ms: int | None = None, late: Sequence[str] = ()) -> None:
+        """The one line (or JSON object) a cycle leaves in the journal; ``late``: sources still polling, not in it."""
         event(log, logging.INFO, "cycle done", jobs=self.jobs, fetched=self.fetched, errors=len(self.errors),
               transitions=self.transitions, notifications=self.notifications, firing=self.firing,
               requests=self.requests, retries=self.retries, throttled=self.throttled or None, urgent=self.urgent,
@@ -220,7 +220,7 @@ class CycleReport:
               source_failing_cycles=self.source_failures or None,
               sources_failing=",".join(n for n, r in self.sources.items() if r.source_failed) or None
               if len(self.sources) > 1 else None,
-              duration_ms=duration_ms)
+              sources_late=",".join(late) or None, duration_ms=duration_ms)
 
     def then(self, later: CycleReport) -> CycleReport:
         """This round's report followed by a later round's of the same cycle: one report for the cycle."""
@@ -283,7 +283,9 @@ class Poller:
             missing = json.loads(self.store.get_meta(meta_key(JOBS_MISSING_KEY, source)) or "{}")
             view = self.views[source] = SourceView(
                 name=source, memory=FetchMemory(started=self.clock(),
-                                                label="" if source == DEFAULT_SOURCE else f"source {source}: "),
+                                                label="" if source == DEFAULT_SOURCE else f"source {source}: ",
+                                                swept=stored_figures(self.store.get_meta(meta_key(FETCH_SWEEP_KEY,
+                                                                                                  source)))),
                 failures=int(self.store.get_meta(meta_key(SOURCE_FAILURES_KEY, source)) or 0),
                 failing_since=from_ms(int(since)) if since else None,
                 missing={job: Streak(cycles, from_ms(ms)) for job, (cycles, ms) in missing.items()})
@@ -427,6 +429,8 @@ class Poller:
         if not fetched.rest:
             fine = {s.name for s in result.snapshots}
             oldest = view.memory.oldest([j for j in fetched.names if j not in fine], now)
+        swept = (sweep_figures(oldest, fetched.plan, len(fetched.names), budget)
+                 if oldest is not None and fetched.plan is not None else "")
         silences, acks = self.store.silences.current(now), self.store.silences.acks()
         mutes = (*silences, *config.maintenance)
         plan = plan_cycle(runtime.all_rules, part.entities, part.alerts, result, fetched.watched, now,
@@ -466,9 +470,8 @@ class Poller:
                       meta_key(JOBS_MISSING_KEY, source): _streaks_json(missing),
                       meta_key(SOURCE_FAILING_SINCE_KEY, source):
                           None if failing_since is None else str(to_ms(failing_since)),
-                      **({meta_key(FETCH_SWEEP_KEY, source): sweep_json(oldest, fetched.plan, len(fetched.names),
-                                                                        budget, now)}
-                         if oldest is not None and fetched.plan is not None else {})},
+                      **({meta_key(FETCH_SWEEP_KEY, source): sweep_json(swept, now)}
+                         if swept and swept != view.memory.swept else {})},
                 upsert_flaps=plan.flap_upserts, delete_flaps=plan.flap_deletes,
                 open_incidents=incidents.opened, close_incidents=incidents.closed,
             ))
@@ -487,6 +490,7 @@ class Poller:
         self.drawn = {**{k: v for k, v in self.drawn.items() if k not in {i.id for i in incidents.closed}},
                       **incidents.drawn}
         view.memory.remember(result, now, fetched.listed, self.entities)
+        view.memory.swept = swept or view.memory.swept
         if fetched.watched is not None and fetched.round == 0:
             view.memory.forget_others(fetched.watched)
         first = fetched.plan if fetched.round == 0 else None  # the plan's figures are the first round's
@@ -859,7 +863,7 @@ class App:
         if not done:
             return None
         report = CycleReport.combine(done)
-        report.log(duration_ms=round((time.monotonic() - started) * 1000))
+        report.log(duration_ms=round((time.monotonic() - started) * 1000), late=list(self._running))
         return report
 
     def late_progress(self) -> dict[str, float]:

@@ -42,7 +42,7 @@ from notifier.runtime import (
     load_runtime,
     shared_rates,
 )
-from notifier.source.client import select_jobs
+from notifier.source.client import DgcClient, select_jobs
 
 EXIT_OK, EXIT_SOURCE, EXIT_CONFIG = 0, 1, 2  # the CLI's exit code contract (ARCHITECTURE.md, "Contracts")
 
@@ -143,7 +143,7 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
                     break
 
     warnings = [*_unmatched_job_globs(runtime.rules, config), *_unmatched_source_globs(runtime.rules, config),
-                *_slack_warnings(runtime.rules, config), *asked.warnings]
+                *_slack_warnings(runtime.rules, config), *_unused_templates(runtime.rules, config), *asked.warnings]
     summary = (f"ok: {config.path}: {plural(len(runtime.rules), 'rule')}, {plural(len(config.channels), 'channel')}, "
                f"{plural(rendered, 'sample message')} rendered")
     several = len(config.sources) > 1
@@ -163,6 +163,8 @@ def check(config_path: Path, *, online: bool = False) -> CheckReport:
             if warning is not None:
                 warnings.append(f"{config.path}: schedule: full_sweep{of}: {warning}")
             summary += f"; polling{of}: {sweep_sentence(len(watched), budget, listing=listing)}"
+        elif listed is None and name not in asked.errors:
+            summary += f"; polling{of}: the jobs discovered at start (--online counts them and the sweep time)"
     return CheckReport(problems=tuple(problems), source_errors=tuple(source_errors), warnings=tuple(warnings),
                        summary=summary)
 
@@ -218,6 +220,19 @@ def _slack_warnings(rules: Sequence[Rule], config: Config) -> list[str]:
     return out
 
 
+def _unused_templates(rules: Sequence[Rule], config: Config) -> list[str]:
+    """A rule's template on channels that send Alertmanager's own payload, which no template changes."""
+    fixed = {name for name, ch in config.channels.items()
+             if ch.type == "alertmanager" or (ch.type == "webhook" and ch.settings.format == "alertmanager")}
+    out = []
+    for rule in rules:
+        ignoring = sorted(fixed & set(rule.channels))
+        if rule.template != "default" and ignoring:
+            out.append(f"{rule.file}: rule {rule.name!r}: template: {', '.join(ignoring)} send Alertmanager's payload "
+                       f"(labels and annotations), which {rule.template!r} does not change")
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class _Asked:
     """What building the clients (and, ``--online``, asking each list API) told."""
@@ -231,20 +246,21 @@ class _Asked:
 async def _ask_sources(config: Config, *, online: bool) -> _Asked:
     """Build the clients (reads every source's secrets); with ``online``, list each source's jobs (every page)."""
     clients = build_clients(config)
-    listed: dict[str, tuple[str, ...]] = {}
-    errors: dict[str, SourceError] = {}
-    try:
-        for name, client in clients.items():
-            if not online:
-                continue
-            try:
-                listed[name] = await client.list_jobs()
-            except SourceError as exc:
-                errors[name] = exc
+
+    async def ask(client: DgcClient) -> tuple[str, ...] | SourceError:
+        try:
+            return await client.list_jobs()
+        except SourceError as exc:
+            return exc
+
+    try:  # side by side: a source that does not answer delays only its own line
+        answers = dict(zip(clients, await asyncio.gather(*map(ask, clients.values())), strict=True)) if online else {}
     finally:
         for client in clients.values():
             await client.aclose()
-    return _Asked(listed=listed, errors=errors, rates=shared_rates(config, clients),
+    return _Asked(listed={n: a for n, a in answers.items() if not isinstance(a, SourceError)},
+                  errors={n: a for n, a in answers.items() if isinstance(a, SourceError)},
+                  rates=shared_rates(config, clients),
                   warnings=tuple(budget_conflicts(config, clients)))
 
 

@@ -27,6 +27,12 @@ log = logging.getLogger("notifier")
 
 EXIT_OK, EXIT_SOURCE, EXIT_CONFIG = 0, 1, 2
 TEST_RULE = "notifier-test"  # the rule name of `notifier test-channel` messages
+WITHOUT_CONFIG = {  # the commands that take no -c, and what they use instead (-c there would be silently ignored)
+    "demo": "it writes its own in a temporary directory",
+    "simulate": "--scenario says what it serves",
+    "init": "it writes one",
+    "test-rules": "each test file names its rule files",
+}
 
 
 def _common(*, defaults: bool) -> argparse.ArgumentParser:
@@ -215,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "silence": cmd_silence, "ack": cmd_ack, "test-rules": cmd_test_rules, "init": cmd_init,
         "state": cmd_state,
     }[args.command]
+    if args.config is not None and args.command in WITHOUT_CONFIG:
+        print(f"error: notifier {args.command} reads no config file ({WITHOUT_CONFIG[args.command]}); "
+              f"leave out -c {args.config}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         return handler(args)
     except ConfigError as exc:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from notifier.config import Config
-from notifier.core.durations import format_duration
+from notifier.core.durations import format_duration, plural
 from notifier.core.fetchplan import Budget, FetchPlan, Listed, achievable_sweep, list_requests
 from notifier.core.models import EntitiesByJob, FetchResult, Rule
 from notifier.core.rules import stall_deadline
@@ -64,14 +64,14 @@ def round_fits(size: int, rate: float, elapsed: float, interval: float) -> int:
 
 def sweep_sentence(jobs: int, budget: Budget, *, listing: bool) -> str:
     """"10000 jobs at 20 req/s: job-level changes every cycle (1m), every job's nodes within 9m"."""
-    rate = f"{budget.rate:g} req/s"
+    head = f"{plural(jobs, 'job')} at {budget.rate:g} req/s"
     achievable = achievable_sweep(jobs, budget, listing=listing)
     if math.isinf(achievable):
-        return (f"{jobs} jobs at {rate}: the list alone ({list_requests(jobs)} requests) takes the whole budget of a "
-                f"cycle; raise [source] max_requests_per_second or [schedule] interval")
+        return (f"{head}: the list alone ({list_requests(jobs)} requests) takes the whole budget of a "
+                f"cycle; raise the source's max_requests_per_second or [schedule] interval")
     target = max(achievable, budget.full_sweep or 0.0)
-    head = (f"{jobs} jobs at {rate}: job-level changes every cycle ({format_duration(budget.interval)})"
-            if listing else f"{jobs} jobs at {rate} (no job list: job-level changes only through the sweep)")
+    head += (f": job-level changes every cycle ({format_duration(budget.interval)})"
+             if listing else " (no job list: job-level changes only through the sweep)")
     return f"{head}, every job's nodes within {format_duration(target)}"
 
 
@@ -104,6 +104,7 @@ class FetchMemory:
     list_total: int | None = None  # jobs the list API last said the project has
     list_refused: str | None = None  # why named jobs are polled one by one (the list API refused this user)
     told: str = ""  # the sweep sentence last logged: logged again only when it changes
+    swept: str = ""  # the sweep figures last stored: stored again only when they change (a quiet cycle writes nothing)
     label: str = ""  # "source prod: " before what it logs when there are several sources
 
     def should_list(self, names: int) -> bool:
@@ -179,19 +180,36 @@ class FetchMemory:
             log.info("%s%s", self.label, sentence)
 
 
-def sweep_json(oldest: float, plan: FetchPlan, jobs: int, budget: Budget, at: datetime) -> str:
-    """The meta row `notifier alerts` reads: the achieved and planned sweep at ``at``, and the numbers behind them."""
-    return json.dumps({"at": at.isoformat(), "oldest_s": round(oldest, 1), "target_s": plan.sweep_target,
+def sweep_figures(oldest: float, plan: FetchPlan, jobs: int, budget: Budget) -> str:
+    """The achieved and planned sweep and the numbers behind them, to compare with the last stored ones."""
+    return json.dumps({"oldest_s": round(oldest, 1), "target_s": plan.sweep_target,
                        "achievable_s": None if math.isinf(plan.achievable) else plan.achievable, "jobs": jobs,
                        "rate": budget.rate, "interval_s": budget.interval, "full_sweep_s": budget.full_sweep},
                       separators=(",", ":"))
 
 
+def sweep_json(figures: str, since: datetime) -> str:
+    """The meta row `notifier alerts` reads: ``sweep_figures``, stamped with the cycle that first measured them."""
+    return json.dumps({"since": since.isoformat(), **json.loads(figures)}, separators=(",", ":"))
+
+
+def stored_figures(stored: str | None) -> str:
+    """The ``sweep_figures`` inside a stored ``sweep_json`` ("" for none), so a restart does not rewrite the same."""
+    try:
+        figures = json.loads(stored or "")
+    except ValueError:
+        return ""
+    if not isinstance(figures, dict):
+        return ""
+    figures.pop("since", None)
+    return json.dumps(figures, separators=(",", ":"))
+
+
 def describe_sweep(stored: str | None, *, failing: bool = False) -> str | None:
     """The ``POLLING`` line of ``notifier alerts`` from the stored ``sweep_json``; None before the first full cycle.
 
-    The figures are the last full cycle's (its time is shown); ``failing``: the source failed since, which,
-    not the budget, is why a sweep falls behind.
+    The figures are every full cycle's since the time shown (the row is written only when they change);
+    ``failing``: the source failed since, which, not the budget, is why a sweep falls behind.
     """
     if not stored:
         return None
@@ -204,9 +222,9 @@ def describe_sweep(stored: str | None, *, failing: bool = False) -> str | None:
     why = "the source is failing" if failing else "the budget is short for these jobs; see notifier check"
     late = f"  (behind: {why})" if oldest > 2 * target else ""
     try:
-        when = f" at {datetime.fromisoformat(d['at']).strftime('%H:%M:%S UTC')}"
+        when = f" since {datetime.fromisoformat(d['since']).strftime('%H:%M:%S UTC')}"
     except (KeyError, TypeError, ValueError):  # a row from before the time was stored
         when = ""
-    return (f"POLLING: {jobs} jobs, the least recently fetched {format_duration(oldest)} before the cycle{when} "
+    return (f"POLLING: {jobs} jobs, the least recently fetched {format_duration(oldest)} before each cycle{when} "
             f"(sweep target {format_duration(target)}; {rate:g} req/s, a cycle every {format_duration(interval)})"
             f"{late}")

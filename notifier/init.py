@@ -52,7 +52,8 @@ def init(directory: Path, *, state: Path | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"next: edit {base / 'notifier.toml'} ([source], [jobs], [channels]), then "
+    print(f"next: edit {base / 'notifier.toml'} ([source] and [jobs], or a [sources.NAME] table per DataArts "
+          f"project; [channels]), then "
           f"notifier check -c {base / 'notifier.toml'}")
     return EXIT_OK
 

@@ -33,7 +33,7 @@ SOURCE_FAILING_SINCE_KEY = "source_failing_since"
 JOBS_MISSING_KEY = "jobs_missing"
 """Meta key: JSON {job: [cycles in a row the API said "no such job", epoch ms of the first]}."""
 FETCH_SWEEP_KEY = "fetch_sweep"
-"""Meta key: JSON of the last cycle's achieved and planned sweep (``fetching.sweep_json``), for ``notifier alerts``."""
+"""Meta key: the sweep figures (``fetching.sweep_json``) for ``notifier alerts``; rewritten when they change."""
 
 
 def meta_key(key: str, source: str) -> str:

@@ -283,6 +283,24 @@ def test_check_warns_about_thread_keys_on_an_entry_with_thread_false(write_confi
     assert [w.split(": ")[2] for w in said] == ["mention", "broadcast_resolved"]
 
 
+def test_check_warns_about_a_rule_template_on_channels_that_send_alertmanager_payloads(write_config, sim) -> None:
+    """Alertmanager's payload is labels and annotations: a rule's own template changes nothing on those channels."""
+    channels = ('[channels.am]\ntype = "alertmanager"\nurl = "http://127.0.0.1:9"\n'
+                '[channels.amhook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/h"\nformat = "alertmanager"\n'
+                '[channels.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/h"\n')
+    config = write_config(source=source_toml(sim.url), channels=channels,
+                          rules=NODE_EXCEPTION + 'template = "brief"\n'
+                                + NODE_EXCEPTION.replace('"node-exception"', '"plain"'))
+    config.write_text(config.read_text().replace('rules = "rules"', 'rules = "rules"\ntemplates = "templates"'))
+    (config.parent / "templates").mkdir()
+    (config.parent / "templates" / "brief.webhook.j2").write_text('{"text": "{{ group }}"}\n')
+    report = check(config)
+    assert report.exit_code == EXIT_OK, report.problems
+    assert [w.split(": ", 1)[1] for w in report.warnings if "template" in w] == [
+        "rule 'node-exception': template: am, amhook send Alertmanager's payload (labels and annotations), "
+        "which 'brief' does not change"]
+
+
 def test_found_by_a_new_operator_each_names_the_file_and_key(write_config, sim, tmp_path: Path) -> None:
     """World-writable config and rule files, a missing rules directory, an empty secret file, the AK stutter."""
     hook = '[channels.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/h"\n'

@@ -96,6 +96,16 @@ def test_check_accepts_the_example_config() -> None:
     assert result.stdout.startswith("ok:")
 
 
+@pytest.mark.parametrize("command", [["demo"], ["simulate"], ["init", "x"], ["test-rules", "t.toml"]])
+def test_a_command_that_reads_no_config_refuses_c_instead_of_ignoring_it(command: list[str], tmp_path: Path) -> None:
+    """`notifier demo -c mine.toml` would run the demo's own config: say so (exit 2), write nothing, start nothing."""
+    result = subprocess.run([sys.executable, "-m", "notifier", *command, "-c", "mine.toml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: notifier {command[0]} reads no config file (")
+    assert result.stderr.rstrip().endswith("leave out -c mine.toml") and list(tmp_path.iterdir()) == []
+
+
 def test_once_against_simulate_prints_the_alert_once(write_config, tmp_path: Path) -> None:
     """`notifier simulate` + `notifier once`, as the README shows: one alert, then nothing new, exit 0."""
     port = free_port()

@@ -419,6 +419,27 @@ def test_check_warns_about_a_rule_whose_sources_match_none(write: Write, sim: Si
     assert report.exit_code == 0 and "polling (sales):" in report.summary and "polling (ops):" in report.summary
 
 
+def test_check_with_a_discovering_source_says_when_its_jobs_are_known(write: Write, sim: Simulator) -> None:
+    """Offline, a discovering source's job count is unknown: the summary says so instead of omitting the source."""
+    path = write(source_toml("sales", sim.url, SALES, "SALES", workspace="ws-sales")
+                 + source_toml("ops", sim.url, OPS, "OPS", jobs="discover = true"))
+    report = checks.check(path)
+    assert report.exit_code == 0 and "polling (sales): 1 job at 20 req/s" in report.summary, report.summary
+    assert "polling (ops): the jobs discovered at start (--online counts them" in report.summary
+    assert not sim.requests
+
+
+def test_check_online_lists_a_source_while_another_does_not_answer(write: Write, sim: Simulator) -> None:
+    """An unanswering source fails with its own timeout and its own error line; the others are listed and counted."""
+    sim.set_fault(kind="latency", delay=3, project="ops", endpoint="list")
+    path = write(source_toml("ops", sim.url, OPS, "OPS", jobs="discover = true", timeout="0.5s")
+                 + source_toml("sales", sim.url, SALES, "SALES", workspace="ws-sales", jobs="discover = true"))
+    report = checks.check(path, online=True)
+    assert report.exit_code == 1 and "online (sales): 2 REAL_TIME jobs listed, 2 would be watched" in report.summary
+    (error,) = report.source_errors
+    assert "sources.ops" in error and "could not ask the list API" in error and "polling (ops)" not in report.summary
+
+
 def test_a_single_source_state_file_opens_as_the_default_source_without_refiring(  # type: ignore[no-untyped-def]
         write: Write, pipelines, sim: Simulator, hooks, clock: LinkedClock) -> None:
     """A firing alert of a lone [source] stays firing, unsent, when the config becomes [sources.default] + another."""
@@ -520,7 +541,7 @@ async def leave_ops_late(app: App, on_round: Callable[[CycleReport], None] | Non
 
 
 def test_a_slow_source_goes_on_alone_and_is_not_started_again_while_it_runs(  # type: ignore[no-untyped-def]
-        write: Write, sim: Simulator, clock: LinkedClock) -> None:
+        write: Write, sim: Simulator, clock: LinkedClock, caplog: pytest.LogCaptureFixture) -> None:
     """``enough`` ends a cycle with the sources done; ops, still polling, joins the cycle in which it ends."""
     path = slow_ops(write, sim)
 
@@ -534,7 +555,10 @@ def test_a_slow_source_goes_on_alone_and_is_not_started_again_while_it_runs(  # 
             await app.aclose()
         return first, ops_asked, second
 
-    first, ops_asked, second = asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="notifier.app"):
+        first, ops_asked, second = asyncio.run(main())
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cycle done")]
+    assert len(done) == 2 and "sources_late=ops" in done[0] and "sources_late" not in done[1]
     assert first is not None and set(first.sources) == {"sales"} and first.firing == 1
     assert second is not None and set(second.sources) == {"sales", "ops"}
     assert not second.sources["ops"].source_failed and second.sources["ops"].firing == 1

@@ -493,8 +493,8 @@ class Simulator:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"dgc-simulator-{self.port}", daemon=True)
         self._thread.start()
-        log.info("simulator started url=%s project_id=%s scenario=%s jobs=%d",
-                 self.url, self.project_id, self.scenario.name, len(self._entries))
+        log.info("simulator started url=%s scenario=%s projects=%s", self.url, self.scenario.name,
+                 ",".join(f"{served.project.id}:{len(served.entries)}" for served in self._served))
         return self
 
     def stop(self) -> None:
