@@ -430,7 +430,7 @@ class Poller:
             fine = {s.name for s in result.snapshots}
             oldest = view.memory.oldest([j for j in fetched.names if j not in fine], now)
         swept = (sweep_figures(oldest, fetched.plan, len(fetched.names), budget)
-                 if oldest is not None and fetched.plan is not None else "")
+                 if oldest is not None and fetched.plan is not None and not source_failed else "")
         silences, acks = self.store.silences.current(now), self.store.silences.acks()
         mutes = (*silences, *config.maintenance)
         plan = plan_cycle(runtime.all_rules, part.entities, part.alerts, result, fetched.watched, now,

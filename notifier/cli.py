@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import secrets
@@ -359,6 +360,7 @@ def cmd_test_channel(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from notifier.clock import utcnow
     from notifier.config import load_config
+    from notifier.core.durations import plural
     from notifier.core.inhibit import inhibitions
     from notifier.core.mutes import muted_by
     from notifier.fetching import describe_sweep
@@ -390,8 +392,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         flaps = store.load_flaps()
     for name, source_failures in failing.items():
         if source_failures:
-            print(f"SOURCE FAILING{f' ({name})' if several else ''}: the last {source_failures} cycle(s) could not "
-                  f"read the API; {'its ' if several else ''}alerts below are as of the last good poll")
+            print(f"SOURCE FAILING{f' ({name})' if several else ''}: the last {plural(source_failures, 'cycle')} "
+                  f"could not read the API; {'its ' if several else ''}alerts below are as of the last good poll")
     for name, line in polling.items():
         if line:
             print(line.replace("POLLING:", f"POLLING {name}:", 1) if several else line)
@@ -467,7 +469,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         scenario=args.scenario, scale=args.scale, nodes=args.nodes, change_share=args.change_share,
         node_share=args.node_share, period=args.period, hold=args.hold, seed=args.seed,
         rate_limit=args.rate_limit, latency=args.latency))
-    serve(run.scenario, args.host, args.port, rate_limit=run.rate_limit, latency=run.latency)
+    try:
+        serve(run.scenario, args.host, args.port, rate_limit=run.rate_limit, latency=run.latency)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):  # not the bind: a real fault
+            raise
+        hint = (" (another simulator, or notifier demo, still running? stop it or pick another --port)"
+                if exc.errno == errno.EADDRINUSE else "")
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}{hint}", file=sys.stderr)
+        return EXIT_CONFIG
     return EXIT_OK
 
 

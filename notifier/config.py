@@ -360,8 +360,9 @@ class _Paths(TypedDict):
 def _paths(table: TableReader, base: Path) -> _Paths:
     def read(t: TableReader) -> _Paths:
         templates = t.str("templates", None)
+        beside = base / "templates"  # the default, like rules: used when it exists (`notifier init` makes it)
         return {"rules_dir": _resolve(base, t.str("rules", "rules")),
-                "templates_dir": _resolve(base, templates) if templates else None,
+                "templates_dir": _resolve(base, templates) if templates else beside if beside.is_dir() else None,
                 "watch": t.bool("watch", True)}
     return _read(table, read)
 

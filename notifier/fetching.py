@@ -182,7 +182,7 @@ class FetchMemory:
 
 def sweep_figures(oldest: float, plan: FetchPlan, jobs: int, budget: Budget) -> str:
     """The achieved and planned sweep and the numbers behind them, to compare with the last stored ones."""
-    return json.dumps({"oldest_s": round(oldest, 1), "target_s": plan.sweep_target,
+    return json.dumps({"oldest_s": round(oldest, 3), "target_s": plan.sweep_target,
                        "achievable_s": None if math.isinf(plan.achievable) else plan.achievable, "jobs": jobs,
                        "rate": budget.rate, "interval_s": budget.interval, "full_sweep_s": budget.full_sweep},
                       separators=(",", ":"))
@@ -208,8 +208,9 @@ def stored_figures(stored: str | None) -> str:
 def describe_sweep(stored: str | None, *, failing: bool = False) -> str | None:
     """The ``POLLING`` line of ``notifier alerts`` from the stored ``sweep_json``; None before the first full cycle.
 
-    The figures are every full cycle's since the time shown (the row is written only when they change);
-    ``failing``: the source failed since, which, not the budget, is why a sweep falls behind.
+    The figures are every full cycle's since the time shown (the row is written only when they change,
+    and never by a cycle in which the source failed); ``failing``: the source fails now, which, not the
+    budget, is why polling is behind.
     """
     if not stored:
         return None
@@ -219,12 +220,15 @@ def describe_sweep(stored: str | None, *, failing: bool = False) -> str | None:
         rate, interval = float(d["rate"]), float(d["interval_s"])
     except (ValueError, TypeError, KeyError):
         return None
-    why = "the source is failing" if failing else "the budget is short for these jobs; see notifier check"
-    late = f"  (behind: {why})" if oldest > 2 * target else ""
+    if failing:  # no failing cycle stores figures: these are from before it failed, and polling is behind
+        late = "  (behind: the source is failing)"
+    else:
+        late = "  (behind: the budget is short for these jobs; see notifier check)" if oldest > 2 * target else ""
     try:
         when = f" since {datetime.fromisoformat(d['since']).strftime('%H:%M:%S UTC')}"
     except (KeyError, TypeError, ValueError):  # a row from before the time was stored
         when = ""
-    return (f"POLLING: {jobs} jobs, the least recently fetched {format_duration(oldest)} before each cycle{when} "
-            f"(sweep target {format_duration(target)}; {rate:g} req/s, a cycle every {format_duration(interval)})"
-            f"{late}")
+    swept = ("every one fetched in each cycle" if oldest == 0 else
+             f"the least recently fetched {format_duration(oldest)} before each cycle")
+    return (f"POLLING: {plural(jobs, 'job')}, {swept}{when} (sweep target {format_duration(target)}; {rate:g} req/s, "
+            f"a cycle every {format_duration(interval)}){late}")

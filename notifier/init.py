@@ -34,8 +34,9 @@ def init(directory: Path, *, state: Path | None = None) -> int:
     """Write the starting files under ``directory``; print what was written and what was kept."""
     base = Path(directory).absolute()
     state_path = Path(state).absolute() if state is not None else Path(DEFAULT_STATE_PATH)
+    config = base / "notifier.toml"
     files = {
-        base / "notifier.toml": config_text(base, state_path),
+        config: config_text(base, state_path),
         base / "rules" / "default.toml": default_rules(),
     }
     try:
@@ -45,16 +46,17 @@ def init(directory: Path, *, state: Path | None = None) -> int:
             if _write_new(path, text):
                 print(f"wrote {path}")
             else:
-                print(f"kept {path} (it exists; not overwritten)")
+                unused = "; --state is not applied: set [state] path in it" if state and path == config else ""
+                print(f"kept {path} (it exists; not overwritten{unused})")
     except _InTheWay as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:
         print(f"error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"next: edit {base / 'notifier.toml'} ([source] and [jobs], or a [sources.NAME] table per DataArts "
+    print(f"next: edit {config} ([source] and [jobs], or a [sources.NAME] table per DataArts "
           f"project; [channels]), then "
-          f"notifier check -c {base / 'notifier.toml'}")
+          f"notifier check -c {config}")
     return EXIT_OK
 
 

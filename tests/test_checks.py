@@ -102,6 +102,7 @@ def test_check_rejects_a_template_that_no_channel_type_has(write_config, sim) ->
     rule_file = config.parent / "rules" / "rules.toml"
     assert f"error: {rule_file}: rule 'node-exception': template: no template 'nosuch'" in result.stderr
     assert "nosuch.console.j2" in result.stderr and "nosuch.slack.j2" in result.stderr
+    assert "nosuch.alertmanager.j2" not in result.stderr  # Alertmanager channels send labels, no template text
 
 
 def test_a_template_for_another_channel_type_is_enough(write_config, sim, tmp_path: Path) -> None:

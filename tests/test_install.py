@@ -109,6 +109,9 @@ def test_init_keeps_existing_files(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert f"kept {tmp_path / 'notifier.toml'} (it exists; not overwritten)" in out
     assert (tmp_path / "templates").is_dir()
+    assert init(tmp_path, state=tmp_path / "other.db") == 0  # the kept config decides where the state goes
+    assert (f"kept {tmp_path / 'notifier.toml'} (it exists; not overwritten; --state is not applied: set [state] "
+            "path in it)") in capsys.readouterr().out
 
 
 def test_init_refuses_a_file_in_the_way(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

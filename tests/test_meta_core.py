@@ -53,6 +53,7 @@ def test_source_down_is_dated_from_the_first_failed_cycle() -> None:
     assert plan is not None
     (alert,) = plan.notify
     assert alert.rule == SOURCE_DOWN and alert.starts_at == T0 and "failing for 2m" in alert.summary
+    assert alert.since == T0  # the message's "DOWN since" is the first failure too, not the cycle it fired in
 
 
 def test_a_401_during_an_outage_does_not_say_the_source_is_back() -> None:

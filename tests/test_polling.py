@@ -88,6 +88,9 @@ def test_one_list_a_cycle_status_within_the_budget_and_every_job_swept(
         assert " before each cycle since " in line and " (sweep target" in line
         assert "behind" not in line and "behind: the source is failing" in (describe_sweep(json.dumps(
             {**sweep, "oldest_s": 10 * INTERVAL}), failing=True) or "")
+        assert "behind: the source is failing" in (describe_sweep(json.dumps(sweep), failing=True) or "")
+        assert (describe_sweep(json.dumps({**sweep, "jobs": 1, "oldest_s": 0})) or "").startswith(
+            "POLLING: 1 job, every one fetched in each cycle since ")
         stored = p.store.get_meta(FETCH_SWEEP_KEY)
         step(p, p.clock)  # the same figures: the row (and its time) stays, so a quiet cycle writes no meta row
         assert p.store.get_meta(FETCH_SWEEP_KEY) == stored

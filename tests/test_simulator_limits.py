@@ -11,6 +11,7 @@ import itertools
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -607,6 +608,18 @@ def test_simulate_help_lists_the_new_flags() -> None:
 def test_simulate_rejects_bad_options(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", *argv]) == 2
     assert message.replace("\\", "") in capsys.readouterr().err
+
+
+def test_simulate_on_a_port_in_use_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A simulator left running from an earlier step holds the port: an error and exit 2, not a traceback."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["simulate", "--scenario", "seed", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use (another simulator")
+    assert "Traceback" not in err and err.count("\n") == 1
 
 
 def test_simulate_options_mean_what_they_say() -> None:

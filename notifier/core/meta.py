@@ -161,8 +161,8 @@ def meta_conditions(health: Health, policy: MetaPolicy, now: datetime, active: C
         held[(CHANNEL_FAILING, META_JOB, channel)] = (why, since)
     conditions = tuple(Condition(rule, job, node, since, detail=detail)
                        for (rule, job, node), (detail, since) in held.items())
-    entities = {(job, node): EntityState(job=job, node=node, status=_TEXT[rule][0], since=now)
-                for rule, job, node in held}
+    entities = {(job, node): EntityState(job=job, node=node, status=_TEXT[rule][0], since=since)
+                for (rule, job, node), (_, since) in held.items()}  # since: when it began, as the alert says
     return MetaFacts(conditions=conditions, entities=entities)
 
 
