@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import getpass
 import logging
 import os
 import secrets
@@ -157,7 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_author() -> str:
-    return os.environ.get("SUDO_USER") or os.environ.get("USER") or ""
+    """Who runs the command: the sudo caller first, then the login name (the password database without $USER)."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (some containers)
+        login = ""
+    return os.environ.get("SUDO_USER") or login
 
 
 def _matcher_options(parser: argparse.ArgumentParser) -> None:

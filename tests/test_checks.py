@@ -46,6 +46,17 @@ def list_requests(sim: Simulator) -> int:
     return sum(1 for r in sim.requests if r.path.endswith("/jobs"))
 
 
+def test_templates_beside_the_config_are_found_without_paths_templates(write_config, sim: Simulator) -> None:  # type: ignore[no-untyped-def]
+    """`notifier init` makes templates/ beside the config: a template put there is used, like rules/ is."""
+    config = config_at(write_config, sim.url, rules=NODE_EXCEPTION + 'template = "fancy"\n')
+    assert "templates" not in config.read_text()
+    assert check(config).problems  # no templates/ yet: 'fancy' is missing
+    (config.parent / "templates").mkdir()
+    (config.parent / "templates" / "fancy.console.j2").write_text("{% for a in alerts %}{{ a.key }}{% endfor %}\n")
+    report = check(config)
+    assert report.problems == () and report.summary.startswith(f"ok: {config}")
+
+
 # --- rules/default.toml: the statuses the SDK documents beyond the seed ------------------
 
 def default_rules() -> dict[str, Rule]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import signal
 import sqlite3
@@ -146,3 +148,14 @@ def test_ack_by_fingerprint_and_by_matchers(write_config, sim) -> None:  # type:
     assert none.returncode == 2 and "no firing alert matches job=other" in none.stderr
     both = notifier("ack", fp.group(1), "--job", "job_sms", "-c", str(config))
     assert both.returncode == 2
+
+
+def test_the_default_author_is_the_login_name_without_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemd units, cron and some containers run without $USER: the silence still says who added it."""
+    from notifier.cli import _default_author
+
+    for name in ("SUDO_USER", "USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert _default_author() == pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("SUDO_USER", "alice")  # sudo notifier silence add ...: the person, not root
+    assert _default_author() == "alice"

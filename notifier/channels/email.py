@@ -297,8 +297,7 @@ class EmailChannel:
 
     def _permanent(self, what: str, fix: str) -> ChannelError:
         message = f"email channel {self.name}: {what}: {fix}"
-        log.error("%s", message)
-        return ChannelError(message, retryable=False)
+        return ChannelError(message, retryable=False)  # whoever catches it reports it: logged once
 
     def _transient(self, what: str) -> ChannelError:
         return ChannelError(f"email channel {self.name}: {what}; will retry", retryable=True)

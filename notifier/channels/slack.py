@@ -614,8 +614,7 @@ class SlackChannel:
 
     def _permanent(self, error: str, fix: str, *, doing: str | None = None) -> ChannelError:
         message = f"slack channel {self.name}: {doing or f'posting to {self._where}'} failed: {error}: {fix}"
-        log.error("%s", message)
-        return ChannelError(message, retryable=False)
+        return ChannelError(message, retryable=False)  # whoever catches it reports it: logged once
 
     def _transient(self, what: str, *, retry_after: float | None = None, doing: str | None = None) -> ChannelError:
         return ChannelError(f"slack channel {self.name}: {doing or f'posting to {self._where}'} failed: {what}; "
